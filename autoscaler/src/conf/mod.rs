@@ -1,0 +1,1 @@
+//! Oslo-style configuration (being written).
