@@ -3,6 +3,17 @@
 //! Shared by the conductor, the operator CLI and the in-VM agent. It holds no Nova client
 //! and no conductor logic, so the agent that links it stays small.
 
+pub mod envelope;
+pub mod link;
+pub mod notification;
+pub mod payload;
+pub mod rpc;
+pub mod topology;
 pub mod transport_url;
 
+pub use envelope::{DropCounts, DropReason, DropSnapshot, Envelope, Payload};
+pub use link::{Link, LinkConfig, LinkHandle, LinkState, Outgoing, Subscription};
+pub use notification::{Notification, Priority};
+pub use payload::{Heartbeat, Role};
+pub use topology::{QueueSpec, Topology};
 pub use transport_url::{BrokerHost, TransportUrl, TransportUrlError};

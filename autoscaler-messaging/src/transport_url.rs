@@ -187,7 +187,11 @@ fn decode(text: &str) -> Option<String> {
         .map(|s| s.into_owned())
 }
 
-fn parse_host(index: usize, entry: &str, default_port: u16) -> Result<BrokerHost, TransportUrlError> {
+fn parse_host(
+    index: usize,
+    entry: &str,
+    default_port: u16,
+) -> Result<BrokerHost, TransportUrlError> {
     // The last '@' separates credentials: an unencoded '@' in a password is common in
     // hand-written files and this keeps it working.
     let (userinfo, hostport) = match entry.rfind('@') {
@@ -204,7 +208,9 @@ fn parse_host(index: usize, entry: &str, default_port: u16) -> Result<BrokerHost
         None => (DEFAULT_USER.to_owned(), DEFAULT_PASSWORD.to_owned()),
     };
     let (hostname, port_text) = if let Some(v6) = hostport.strip_prefix('[') {
-        let (addr, after) = v6.split_once(']').ok_or(TransportUrlError::Ipv6 { index })?;
+        let (addr, after) = v6
+            .split_once(']')
+            .ok_or(TransportUrlError::Ipv6 { index })?;
         (addr, after.strip_prefix(':'))
     } else {
         match hostport.rsplit_once(':') {
@@ -282,8 +288,11 @@ impl fmt::Display for TransportUrl {
         let vhost = if self.virtual_host == "/" {
             String::new()
         } else {
-            percent_encoding::utf8_percent_encode(&self.virtual_host, percent_encoding::NON_ALPHANUMERIC)
-                .to_string()
+            percent_encoding::utf8_percent_encode(
+                &self.virtual_host,
+                percent_encoding::NON_ALPHANUMERIC,
+            )
+            .to_string()
         };
         write!(f, "/{vhost}")
     }
@@ -313,8 +322,15 @@ mod tests {
     #[test]
     fn several_hosts_keep_their_order_and_credentials() {
         let url = parse("rabbit://a:pa@h1:5672,b:pb@h2:5673,h3/prod");
-        let names: Vec<_> = url.hosts.iter().map(|h| (h.username.as_str(), h.hostname.as_str(), h.port)).collect();
-        assert_eq!(names, [("a", "h1", 5672), ("b", "h2", 5673), ("guest", "h3", 5672)]);
+        let names: Vec<_> = url
+            .hosts
+            .iter()
+            .map(|h| (h.username.as_str(), h.hostname.as_str(), h.port))
+            .collect();
+        assert_eq!(
+            names,
+            [("a", "h1", 5672), ("b", "h2", 5673), ("guest", "h3", 5672)]
+        );
         assert_eq!(url.virtual_host, "prod");
         assert_eq!(url.amqp_uri(1, None).authority.host, "h2");
         assert_eq!(url.amqp_uri(4, None).authority.host, "h2");
@@ -346,7 +362,10 @@ mod tests {
         let uri = url.amqp_uri(0, Some(60));
         assert_eq!(uri.query.heartbeat, Some(30));
         assert_eq!(uri.scheme, AMQPScheme::AMQPS);
-        assert_eq!(parse("rabbit://h/").amqp_uri(0, Some(60)).query.heartbeat, Some(60));
+        assert_eq!(
+            parse("rabbit://h/").amqp_uri(0, Some(60)).query.heartbeat,
+            Some(60)
+        );
     }
 
     #[test]
@@ -356,7 +375,10 @@ mod tests {
         assert_eq!(url.hosts[0].port, 5673);
         assert_eq!(url.hosts[1].hostname, "fe80::2");
         assert_eq!(url.hosts[1].port, 5672);
-        assert_eq!(url.to_string(), "rabbit://u@[::1]:5673,guest@[fe80::2]:5672/");
+        assert_eq!(
+            url.to_string(),
+            "rabbit://u@[::1]:5673,guest@[fe80::2]:5672/"
+        );
     }
 
     #[test]
@@ -373,13 +395,24 @@ mod tests {
             ("kafka://h/", TransportUrlError::Scheme("kafka".into())),
             ("rabbit:///", TransportUrlError::NoHost),
             ("rabbit://u:p@/", TransportUrlError::EmptyHost { index: 0 }),
-            ("rabbit://h1,h2:99999/", TransportUrlError::Port { index: 1, port: "99999".into() }),
+            (
+                "rabbit://h1,h2:99999/",
+                TransportUrlError::Port {
+                    index: 1,
+                    port: "99999".into(),
+                },
+            ),
             ("rabbit://[::1/", TransportUrlError::Ipv6 { index: 0 }),
         ];
         for (text, want) in cases {
             assert_eq!(text.parse::<TransportUrl>().unwrap_err(), want, "{text}");
         }
-        let err = "rabbit://h/?heartbeat=soon".parse::<TransportUrl>().unwrap_err();
-        assert_eq!(err.to_string(), "query parameter heartbeat=\"soon\": expected seconds, 0-65535");
+        let err = "rabbit://h/?heartbeat=soon"
+            .parse::<TransportUrl>()
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "query parameter heartbeat=\"soon\": expected seconds, 0-65535"
+        );
     }
 }

@@ -1,9 +1,16 @@
 //! autoscaler: an OpenStack-native auto-scaling service for web sites.
 //!
-//! The library behind `autoscaler-conductor` and `autoscaler-manage`. One module per part
-//! of the design (../DESIGN.md in the steering repo; doc/ for operators).
+//! The library behind `autoscaler-conductor` and `autoscaler-manage`, one module per part
+//! of the design: [`conf`] (oslo-style configuration), [`template`] (what the operator
+//! asks for), [`conductor`] (the service), [`manage`] (the operator CLI), [`logging`].
+//! The broker protocol lives in the `autoscaler-messaging` crate, shared with the in-VM
+//! agent, and is re-exported as [`messaging`].
 
+pub mod cli_args;
+pub mod conductor;
 pub mod conf;
+pub mod logging;
+pub mod manage;
 pub mod template;
 
 /// The broker protocol, shared with the in-VM agent (see `autoscaler-messaging`).

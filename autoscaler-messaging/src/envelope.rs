@@ -1,0 +1,261 @@
+//! The versioned JSON envelope every autoscaler message travels in, and the rules for
+//! dropping what cannot be read.
+//!
+//! On the wire: `{"version": 1, "kind": "heartbeat", "sender": "agent.vm-1",
+//! "time": "2026-11-27T19:00:00.123Z", "payload": {...}}`. Decoding is two-staged: first the
+//! envelope (size, JSON, version), then the payload by kind, so a receiver can tell a
+//! malformed message from one of a kind it does not know, and count each. Nothing here
+//! panics on bad input.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::{DateTime, Utc};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+/// The envelope version this build writes and reads. A receiver drops other versions
+/// (counted as [`DropReason::UnsupportedVersion`]) rather than guessing at their meaning.
+pub const ENVELOPE_VERSION: u32 = 1;
+
+/// A payload type with its wire name.
+pub trait Payload: Serialize + DeserializeOwned {
+    /// The envelope's `kind` for this payload.
+    const KIND: &'static str;
+}
+
+/// An envelope whose payload is still raw JSON: the first decoding stage.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Envelope<P = serde_json::Value> {
+    pub version: u32,
+    pub kind: String,
+    pub sender: String,
+    pub time: DateTime<Utc>,
+    pub payload: P,
+}
+
+impl<P: Payload> Envelope<P> {
+    /// Wraps `payload` with this build's version, its kind, the sender and the time.
+    pub fn new(sender: impl Into<String>, time: DateTime<Utc>, payload: P) -> Self {
+        Envelope {
+            version: ENVELOPE_VERSION,
+            kind: P::KIND.to_owned(),
+            sender: sender.into(),
+            time,
+            payload,
+        }
+    }
+
+    /// The JSON bytes to publish.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        encode(&self.sender, self.time, &self.payload)
+    }
+}
+
+/// The JSON bytes of `payload` in an envelope, without taking ownership of it.
+pub fn encode<P: Payload>(sender: &str, time: DateTime<Utc>, payload: &P) -> Vec<u8> {
+    let envelope = Envelope {
+        version: ENVELOPE_VERSION,
+        kind: P::KIND.to_owned(),
+        sender: sender.to_owned(),
+        time,
+        payload,
+    };
+    serde_json::to_vec(&envelope).expect("message payloads serialize to JSON")
+}
+
+/// Why a message was dropped. Each reason is counted separately in [`DropCounts`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DropReason {
+    #[error("message of {size} bytes is larger than the {limit}-byte limit")]
+    Oversized { size: usize, limit: usize },
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    #[error("unsupported envelope version {0} (this build reads {ENVELOPE_VERSION})")]
+    UnsupportedVersion(u32),
+    #[error("unknown message kind {0:?}")]
+    UnknownKind(String),
+    #[error("malformed {kind} payload: {error}")]
+    BadPayload { kind: String, error: String },
+}
+
+impl Envelope {
+    /// First stage: checks size, JSON shape and version.
+    pub fn decode(bytes: &[u8], max_size: usize) -> Result<Envelope, DropReason> {
+        if bytes.len() > max_size {
+            return Err(DropReason::Oversized {
+                size: bytes.len(),
+                limit: max_size,
+            });
+        }
+        let envelope: Envelope =
+            serde_json::from_slice(bytes).map_err(|e| DropReason::Malformed(e.to_string()))?;
+        if envelope.version != ENVELOPE_VERSION {
+            return Err(DropReason::UnsupportedVersion(envelope.version));
+        }
+        Ok(envelope)
+    }
+
+    /// Second stage: the payload as `P`, when the kind is `P`'s.
+    ///
+    /// Returns `None` for another kind, so receivers can try their known kinds in turn and
+    /// finish with [`Envelope::unknown`].
+    pub fn payload_as<P: Payload>(&self) -> Option<Result<Envelope<P>, DropReason>> {
+        if self.kind != P::KIND {
+            return None;
+        }
+        Some(
+            P::deserialize(&self.payload)
+                .map(|payload| Envelope {
+                    version: self.version,
+                    kind: self.kind.clone(),
+                    sender: self.sender.clone(),
+                    time: self.time,
+                    payload,
+                })
+                .map_err(|e| DropReason::BadPayload {
+                    kind: self.kind.clone(),
+                    error: e.to_string(),
+                }),
+        )
+    }
+
+    /// The drop reason for a kind the receiver does not handle.
+    pub fn unknown(&self) -> DropReason {
+        DropReason::UnknownKind(self.kind.clone())
+    }
+}
+
+/// Counters of dropped messages by reason; shared between a consumer and whoever reports.
+#[derive(Debug, Default)]
+pub struct DropCounts {
+    oversized: AtomicU64,
+    malformed: AtomicU64,
+    unsupported_version: AtomicU64,
+    unknown_kind: AtomicU64,
+    bad_payload: AtomicU64,
+}
+
+/// A copy of [`DropCounts`] at one moment, for replies and logs.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DropSnapshot {
+    pub oversized: u64,
+    pub malformed: u64,
+    pub unsupported_version: u64,
+    pub unknown_kind: u64,
+    pub bad_payload: u64,
+}
+
+impl DropSnapshot {
+    pub fn total(&self) -> u64 {
+        self.oversized
+            + self.malformed
+            + self.unsupported_version
+            + self.unknown_kind
+            + self.bad_payload
+    }
+}
+
+impl DropCounts {
+    pub fn record(&self, reason: &DropReason) {
+        let counter = match reason {
+            DropReason::Oversized { .. } => &self.oversized,
+            DropReason::Malformed(_) => &self.malformed,
+            DropReason::UnsupportedVersion(_) => &self.unsupported_version,
+            DropReason::UnknownKind(_) => &self.unknown_kind,
+            DropReason::BadPayload { .. } => &self.bad_payload,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> DropSnapshot {
+        DropSnapshot {
+            oversized: self.oversized.load(Ordering::Relaxed),
+            malformed: self.malformed.load(Ordering::Relaxed),
+            unsupported_version: self.unsupported_version.load(Ordering::Relaxed),
+            unknown_kind: self.unknown_kind.load(Ordering::Relaxed),
+            bad_payload: self.bad_payload.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::payload::{Heartbeat, Role};
+    use proptest::prelude::*;
+
+    fn heartbeat() -> Envelope<Heartbeat> {
+        Envelope::new(
+            "agent.vm-1",
+            Utc::now(),
+            Heartbeat {
+                group: "shop".into(),
+                vm_id: "vm-1".into(),
+                role: Role::Web,
+                seq: 7,
+            },
+        )
+    }
+
+    #[test]
+    fn round_trip() {
+        let bytes = heartbeat().to_bytes();
+        let raw = Envelope::decode(&bytes, 65536).unwrap();
+        assert_eq!(raw.kind, "heartbeat");
+        let hb = raw.payload_as::<Heartbeat>().unwrap().unwrap();
+        assert_eq!(hb.payload.seq, 7);
+        assert_eq!(hb.sender, "agent.vm-1");
+    }
+
+    #[test]
+    fn each_bad_message_has_its_reason() {
+        let counts = DropCounts::default();
+        let good = heartbeat().to_bytes();
+        type Check = fn(&DropReason) -> bool;
+        let cases: Vec<(Vec<u8>, Check)> = vec![
+            (good.clone(), |r| matches!(r, DropReason::Oversized { limit: 10, .. })),
+            (b"{not json".to_vec(), |r| matches!(r, DropReason::Malformed(_))),
+            (
+                br#"{"version":99,"kind":"heartbeat","sender":"x","time":"2026-01-01T00:00:00Z","payload":{}}"#.to_vec(),
+                |r| matches!(r, DropReason::UnsupportedVersion(99)),
+            ),
+        ];
+        for (i, (bytes, check)) in cases.into_iter().enumerate() {
+            let limit = if i == 0 { 10 } else { 65536 };
+            let reason = Envelope::decode(&bytes, limit).unwrap_err();
+            assert!(check(&reason), "case {i}: {reason}");
+            counts.record(&reason);
+        }
+        let unknown = br#"{"version":1,"kind":"gossip","sender":"x","time":"2026-01-01T00:00:00Z","payload":{}}"#;
+        let raw = Envelope::decode(unknown, 65536).unwrap();
+        assert!(raw.payload_as::<Heartbeat>().is_none());
+        counts.record(&raw.unknown());
+        let bad = br#"{"version":1,"kind":"heartbeat","sender":"x","time":"2026-01-01T00:00:00Z","payload":{"seq":"x"}}"#;
+        let raw = Envelope::decode(bad, 65536).unwrap();
+        let reason = raw.payload_as::<Heartbeat>().unwrap().unwrap_err();
+        assert!(
+            reason
+                .to_string()
+                .starts_with("malformed heartbeat payload"),
+            "{reason}"
+        );
+        counts.record(&reason);
+        let snap = counts.snapshot();
+        assert_eq!(
+            (snap.oversized, snap.malformed, snap.unsupported_version),
+            (1, 1, 1)
+        );
+        assert_eq!(
+            (snap.unknown_kind, snap.bad_payload, snap.total()),
+            (1, 1, 5)
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            if let Ok(raw) = Envelope::decode(&bytes, 256) {
+                let _ = raw.payload_as::<Heartbeat>();
+            }
+        }
+    }
+}

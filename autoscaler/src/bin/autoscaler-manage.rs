@@ -1,0 +1,5 @@
+//! `autoscaler-manage`: see `autoscaler::manage`.
+
+fn main() -> std::process::ExitCode {
+    autoscaler::manage::main()
+}

@@ -1,0 +1,303 @@
+//! The conductor's answers to CLI requests and its intake of telemetry: plain functions of
+//! the request, the time and the conductor's state, so they are tested without a broker.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::{
+    api::{Request, StatusView, TemplateRecord},
+    state::{TemplateStore, VmRegistry},
+};
+use crate::{
+    messaging::{rpc::RemoteError, rpc::RpcReply, DropSnapshot, Heartbeat, Priority},
+    template::Template,
+};
+
+/// A notification the service should publish after answering.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub event_type: &'static str,
+    pub priority: Priority,
+    pub payload: serde_json::Value,
+}
+
+/// What handling a request produced.
+#[derive(Debug)]
+pub struct Handled {
+    pub reply: RpcReply,
+    pub events: Vec<Event>,
+}
+
+/// Facts about this conductor that `status` reports.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub host: String,
+    pub started_at: DateTime<Utc>,
+}
+
+/// The conductor's state and the rules that change it.
+#[derive(Debug)]
+pub struct Conductor {
+    pub identity: Identity,
+    /// `[conductor] max_vms_ceiling`.
+    pub max_vms_ceiling: u32,
+    pub templates: TemplateStore,
+    pub vms: VmRegistry,
+    pub received_requests: u64,
+    pub received_telemetry: u64,
+}
+
+fn error(kind: &str, message: impl Into<String>) -> Handled {
+    Handled {
+        reply: RpcReply::Error(RemoteError {
+            kind: kind.to_owned(),
+            message: message.into(),
+        }),
+        events: Vec::new(),
+    }
+}
+
+fn ok(value: impl Serialize, events: Vec<Event>) -> Handled {
+    Handled {
+        reply: RpcReply::Ok(serde_json::to_value(value).expect("replies serialize to JSON")),
+        events,
+    }
+}
+
+impl Conductor {
+    /// Answers one request. `broker` and `dropped` describe the link for `status`.
+    pub fn handle(
+        &mut self,
+        request: Request,
+        now: DateTime<Utc>,
+        broker: &str,
+        dropped: DropSnapshot,
+    ) -> Handled {
+        self.received_requests += 1;
+        match request {
+            Request::TemplateInstantiate { source, text } => self.instantiate(source, &text, now),
+            Request::TemplateDestroy { name } => self.destroy(&name),
+            Request::TemplateShow { name: None } => {
+                ok(self.templates.all().collect::<Vec<_>>(), vec![])
+            }
+            Request::TemplateShow { name: Some(name) } => match self.templates.get(&name) {
+                Some(record) => ok(vec![record], vec![]),
+                None => self.not_found(&name),
+            },
+            Request::VmList { template } => ok(self.vms.list(template.as_deref(), now), vec![]),
+            Request::Status => ok(
+                StatusView {
+                    host: self.identity.host.clone(),
+                    version: env!("CARGO_PKG_VERSION").to_owned(),
+                    started_at: self.identity.started_at,
+                    broker: broker.to_owned(),
+                    templates: self
+                        .templates
+                        .all()
+                        .map(|r| r.template.name().to_owned())
+                        .collect(),
+                    received_requests: self.received_requests,
+                    received_telemetry: self.received_telemetry,
+                    dropped,
+                },
+                vec![],
+            ),
+        }
+    }
+
+    fn instantiate(&mut self, source: String, text: &str, now: DateTime<Utc>) -> Handled {
+        let template = match Template::parse(&source, text, self.max_vms_ceiling) {
+            Ok(t) => t,
+            Err(e) => return error("invalid", e.to_string()),
+        };
+        // One template at a time for now: the local cloud and the splitter serve one site.
+        if let Some(active) = self.templates.all().next() {
+            return error(
+                "conflict",
+                format!(
+                    "template {:?} is already active (instantiated {} from {}); destroy it first with: autoscaler-manage template destroy {}",
+                    active.template.name(),
+                    active.instantiated_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                    active.source,
+                    active.template.name()
+                ),
+            );
+        }
+        let record = TemplateRecord {
+            template,
+            source,
+            instantiated_at: now,
+        };
+        if let Err(e) = self.templates.insert(record.clone()) {
+            return error("internal", e.to_string());
+        }
+        let event = Event {
+            event_type: "autoscaler.template.instantiate",
+            priority: Priority::Info,
+            payload: serde_json::to_value(&record).expect("records serialize"),
+        };
+        ok(record, vec![event])
+    }
+
+    fn destroy(&mut self, name: &str) -> Handled {
+        match self.templates.remove(name) {
+            Ok(Some(record)) => {
+                let event = Event {
+                    event_type: "autoscaler.template.destroy",
+                    priority: Priority::Info,
+                    payload: serde_json::to_value(&record).expect("records serialize"),
+                };
+                ok(record, vec![event])
+            }
+            Ok(None) => self.not_found(name),
+            Err(e) => error("internal", e.to_string()),
+        }
+    }
+
+    fn not_found(&self, name: &str) -> Handled {
+        let active: Vec<_> = self.templates.all().map(|r| r.template.name()).collect();
+        let known = if active.is_empty() {
+            "no template is active".to_owned()
+        } else {
+            format!("active: {}", active.join(", "))
+        };
+        error(
+            "not_found",
+            format!("no active template named {name:?} ({known})"),
+        )
+    }
+
+    /// Takes in one heartbeat.
+    pub fn heard(&mut self, heartbeat: Heartbeat, now: DateTime<Utc>) {
+        self.received_telemetry += 1;
+        self.vms.heard(heartbeat, now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conductor::state::TemplateStore;
+
+    const SHOP: &str =
+        "name = shop\nimage = tomcat-web\nmin_vms = 1\nmax_vms = 4\ntarget_response_time = 0.2\n";
+
+    fn conductor(dir: &std::path::Path) -> Conductor {
+        Conductor {
+            identity: Identity {
+                host: "node1".into(),
+                started_at: Utc::now(),
+            },
+            max_vms_ceiling: 20,
+            templates: TemplateStore::open(dir).unwrap(),
+            vms: VmRegistry::default(),
+            received_requests: 0,
+            received_telemetry: 0,
+        }
+    }
+
+    fn call(c: &mut Conductor, request: Request) -> Handled {
+        c.handle(
+            request,
+            Utc::now(),
+            "rabbit://guest@127.0.0.1:5672/",
+            DropSnapshot::default(),
+        )
+    }
+
+    fn instantiate(text: &str) -> Request {
+        Request::TemplateInstantiate {
+            source: "/tmp/shop.template".into(),
+            text: text.into(),
+        }
+    }
+
+    fn error_message(handled: &Handled) -> String {
+        match &handled.reply {
+            RpcReply::Error(e) => format!("{}: {}", e.kind, e.message),
+            RpcReply::Ok(v) => panic!("expected an error, got {v}"),
+        }
+    }
+
+    #[test]
+    fn instantiate_records_and_notifies() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = conductor(dir.path());
+        let handled = call(&mut c, instantiate(SHOP));
+        assert!(
+            matches!(handled.reply, RpcReply::Ok(_)),
+            "{:?}",
+            handled.reply
+        );
+        assert_eq!(
+            handled.events[0].event_type,
+            "autoscaler.template.instantiate"
+        );
+        assert_eq!(
+            c.templates.get("shop").unwrap().source,
+            "/tmp/shop.template"
+        );
+    }
+
+    #[test]
+    fn a_second_template_names_the_active_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = conductor(dir.path());
+        call(&mut c, instantiate(SHOP));
+        let second = call(&mut c, instantiate(&SHOP.replace("shop", "blog")));
+        let message = error_message(&second);
+        assert!(
+            message.starts_with("conflict: template \"shop\" is already active"),
+            "{message}"
+        );
+        assert!(message.contains("template destroy shop"), "{message}");
+        assert!(second.events.is_empty());
+    }
+
+    #[test]
+    fn invalid_templates_are_refused_with_file_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = conductor(dir.path());
+        let message = error_message(&call(
+            &mut c,
+            instantiate(&SHOP.replace("max_vms = 4", "max_vms = 99")),
+        ));
+        assert!(message.starts_with("invalid: "), "{message}");
+        assert!(
+            message.contains("/tmp/shop.template") && message.contains("max_vms"),
+            "{message}"
+        );
+        assert!(c.templates.is_empty());
+    }
+
+    #[test]
+    fn destroy_then_show() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = conductor(dir.path());
+        call(&mut c, instantiate(SHOP));
+        let missing = error_message(&call(
+            &mut c,
+            Request::TemplateDestroy {
+                name: "blog".into(),
+            },
+        ));
+        assert_eq!(
+            missing,
+            "not_found: no active template named \"blog\" (active: shop)"
+        );
+        let destroyed = call(
+            &mut c,
+            Request::TemplateDestroy {
+                name: "shop".into(),
+            },
+        );
+        assert_eq!(
+            destroyed.events[0].event_type,
+            "autoscaler.template.destroy"
+        );
+        match call(&mut c, Request::TemplateShow { name: None }).reply {
+            RpcReply::Ok(v) => assert_eq!(v, serde_json::json!([])),
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! autoscaler-conductor: the one long-running service. It answers the operator CLI over
+//! RabbitMQ, takes in the agents' heartbeats, keeps the active templates, and publishes
+//! oslo-format notifications.
+
+pub mod api;
+pub mod handler;
+pub mod notifier;
+pub mod service;
+pub mod state;
+
+pub use service::{run, ServiceError};

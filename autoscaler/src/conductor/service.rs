@@ -1,0 +1,229 @@
+//! The conductor service: one loop over the broker's deliveries and shutdown.
+//!
+//! The [`Link`] supervisor owns the connection and forwards deliveries into two bounded
+//! channels; this loop takes one message at a time, so a SIGTERM observed between two
+//! `select!` turns always finds the command in hand finished, replied to and
+//! acknowledged.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use lapin::{
+    message::Delivery,
+    options::{BasicAckOptions, BasicRejectOptions},
+};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
+
+use super::{
+    api::Request,
+    handler::{Conductor, Identity},
+    notifier::Notifier,
+    state::{StateError, TemplateStore, VmRegistry},
+};
+use crate::{
+    conf::Config,
+    messaging::{
+        rpc::{RemoteError, ReplyTo, RpcReply},
+        topology::RPC_CONDUCTOR,
+        DropCounts, DropReason, Envelope, Heartbeat, Link, LinkHandle, LinkState, QueueSpec,
+        Subscription, Topology,
+    },
+};
+
+/// Requests waiting to be handled. The broker pushes at most one unacknowledged request
+/// (prefetch 1), so a handful of slots is plenty.
+const REQUEST_BACKLOG: usize = 8;
+/// Telemetry waiting to be taken in: about a second of heartbeats from a thousand VMs.
+/// When it is full the forwarder waits, and the broker's bounded queue drops the oldest.
+const TELEMETRY_BACKLOG: usize = 1024;
+/// How long a reply may wait for the broker.
+const REPLY_PATIENCE: Duration = Duration::from_secs(5);
+/// How long shutdown waits for the link to close the connection.
+const CLOSE_PATIENCE: Duration = Duration::from_secs(5);
+
+/// Why the conductor could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// Runs the conductor until `shutdown` turns true.
+pub async fn run(config: &Config, shutdown: watch::Receiver<bool>) -> Result<(), ServiceError> {
+    let host = config.default.host.clone();
+    let sender = format!("autoscaler-conductor.{host}");
+    let topology = Topology::new(config.default.control_exchange.clone());
+    let mut conductor = Conductor {
+        identity: Identity {
+            host: host.clone(),
+            started_at: Utc::now(),
+        },
+        max_vms_ceiling: config.conductor.max_vms_ceiling,
+        templates: TemplateStore::open(&config.default.state_path)?,
+        vms: VmRegistry::default(),
+        received_requests: 0,
+        received_telemetry: 0,
+    };
+    let notifier = Notifier {
+        publisher_id: sender.clone(),
+        exchange: topology.exchange.clone(),
+        drivers: config.oslo_messaging_notifications.driver.clone(),
+        topics: config.oslo_messaging_notifications.topics.clone(),
+    };
+
+    let (request_tx, mut requests) = mpsc::channel(REQUEST_BACKLOG);
+    let (telemetry_tx, mut telemetry) = mpsc::channel(TELEMETRY_BACKLOG);
+    let subscriptions = vec![
+        Subscription {
+            queue: topology.conductor_rpc_queue(),
+            spec: QueueSpec::DURABLE,
+            bindings: vec![RPC_CONDUCTOR.to_owned()],
+            prefetch: 1,
+            ack: true,
+            sender: request_tx,
+        },
+        Subscription {
+            queue: topology.conductor_telemetry_queue(&host),
+            spec: QueueSpec::telemetry(
+                config
+                    .conductor
+                    .telemetry_queue_length
+                    .try_into()
+                    .unwrap_or(u32::MAX),
+            ),
+            bindings: vec!["heartbeat.#".to_owned(), "metrics.#".to_owned()],
+            prefetch: 0,
+            ack: false,
+            sender: telemetry_tx,
+        },
+    ];
+    let mut link = Link::new(
+        config.link_config(sender.clone()),
+        topology.clone(),
+        subscriptions,
+    );
+    for (queue, spec, bindings) in notifier.queues() {
+        link = link.with_queue(queue, spec, bindings);
+    }
+    let (link, link_task) = link.spawn(shutdown.clone());
+    let max_size = config.default.max_message_size;
+    let drops = DropCounts::default();
+    info!(%host, exchange = %topology.exchange, broker = %config.default.transport_url, "autoscaler-conductor starting");
+
+    let mut shutdown_rx = shutdown.clone();
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown_rx.wait_for(|stop| *stop) => break,
+            Some(delivery) = requests.recv() => {
+                handle_request(&mut conductor, &link, &notifier, &drops, &sender, max_size, delivery).await;
+            }
+            Some(delivery) = telemetry.recv() => {
+                match decode_telemetry(&delivery, max_size) {
+                    Ok(heartbeat) => conductor.heard(heartbeat, Utc::now()),
+                    Err(reason) => {
+                        drops.record(&reason);
+                        warn!(routing_key = %delivery.routing_key, %reason, "dropped a message");
+                    }
+                }
+            }
+        }
+    }
+    info!("autoscaler-conductor stopping");
+    drop(requests);
+    drop(telemetry);
+    if tokio::time::timeout(CLOSE_PATIENCE, link_task)
+        .await
+        .is_err()
+    {
+        warn!("the broker connection did not close in time");
+    }
+    info!("autoscaler-conductor stopped");
+    Ok(())
+}
+
+fn decode_telemetry(delivery: &Delivery, max_size: usize) -> Result<Heartbeat, DropReason> {
+    let raw = Envelope::decode(&delivery.data, max_size)?;
+    match raw.payload_as::<Heartbeat>() {
+        Some(heartbeat) => heartbeat.map(|e| e.payload),
+        None => Err(raw.unknown()),
+    }
+}
+
+fn broker_of(link: &LinkHandle) -> String {
+    match link.state() {
+        LinkState::Up(broker) => broker,
+        LinkState::Connecting => "(reconnecting)".to_owned(),
+        LinkState::Closed => "(closed)".to_owned(),
+    }
+}
+
+/// Decodes, answers and acknowledges one request. A request that cannot be read is
+/// counted, answered with an `invalid` error when it names a reply address, and rejected
+/// without requeueing (it would fail the same way again).
+async fn handle_request(
+    conductor: &mut Conductor,
+    link: &LinkHandle,
+    notifier: &Notifier,
+    drops: &DropCounts,
+    sender: &str,
+    max_size: usize,
+    delivery: Delivery,
+) {
+    let reply_to = ReplyTo::of(&delivery);
+    let decoded = Envelope::decode(&delivery.data, max_size).and_then(|raw| {
+        match raw.payload_as::<Request>() {
+            Some(request) => request,
+            None => Err(raw.unknown()),
+        }
+    });
+    let request = match decoded {
+        Ok(request) => request,
+        Err(reason) => {
+            drops.record(&reason);
+            warn!(%reason, "dropped a request");
+            if let Some(reply_to) = &reply_to {
+                let reply = RpcReply::Error(RemoteError {
+                    kind: "invalid".into(),
+                    message: format!("the conductor could not read the request: {reason}"),
+                });
+                if let Err(error) = reply_to.send(link, sender, reply, REPLY_PATIENCE).await {
+                    warn!(%error, "could not answer an unreadable request");
+                }
+            }
+            if let Err(error) = delivery
+                .acker
+                .reject(BasicRejectOptions { requeue: false })
+                .await
+            {
+                debug!(%error, "reject failed (the channel was replaced; the broker requeues)");
+            }
+            return;
+        }
+    };
+    debug!(from = %request.sender, request = ?request.payload, "request");
+    let handled = conductor.handle(
+        request.payload,
+        Utc::now(),
+        &broker_of(link),
+        drops.snapshot(),
+    );
+    if let RpcReply::Error(e) = &handled.reply {
+        info!(kind = %e.kind, message = %e.message, "request refused");
+    }
+    if let Some(reply_to) = reply_to {
+        if let Err(error) = reply_to
+            .send(link, sender, handled.reply, REPLY_PATIENCE)
+            .await
+        {
+            warn!(%error, "could not send a reply");
+        }
+    }
+    for event in handled.events {
+        notifier.notify(link, event).await;
+    }
+    if let Err(error) = delivery.acker.ack(BasicAckOptions::default()).await {
+        debug!(%error, "ack failed (the channel was replaced; the broker redelivers)");
+    }
+}

@@ -1,0 +1,248 @@
+//! What the conductor remembers: the active templates, kept on disk under `state_path` so a
+//! restarted conductor carries on, and the VMs it hears heartbeats from.
+//!
+//! The file is `<state_path>/templates.json`, written to a temporary file and renamed, so a
+//! crash mid-write leaves the previous version intact.
+
+use std::{
+    collections::BTreeMap,
+    io,
+    path::{Path, PathBuf},
+};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::api::{TemplateRecord, VmView};
+use crate::messaging::Heartbeat;
+
+const STATE_VERSION: u32 = 1;
+const TEMPLATES_FILE: &str = "templates.json";
+
+/// A state file that cannot be used. The conductor refuses to start rather than
+/// overwrite it and lose track of what it runs.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+    #[error("{path} is not a valid state file ({detail}); move it aside to start afresh")]
+    Corrupt { path: PathBuf, detail: String },
+}
+
+#[derive(Serialize, Deserialize)]
+struct TemplatesFile {
+    version: u32,
+    templates: Vec<TemplateRecord>,
+}
+
+/// The active templates by name, persisted.
+#[derive(Debug)]
+pub struct TemplateStore {
+    path: PathBuf,
+    templates: BTreeMap<String, TemplateRecord>,
+}
+
+impl TemplateStore {
+    /// Loads `<state_path>/templates.json`, or starts empty when there is none.
+    pub fn open(state_path: &Path) -> Result<Self, StateError> {
+        let path = state_path.join(TEMPLATES_FILE);
+        let templates = match std::fs::read(&path) {
+            Ok(bytes) => {
+                let corrupt = |detail: String| StateError::Corrupt {
+                    path: path.clone(),
+                    detail,
+                };
+                let file: TemplatesFile =
+                    serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+                if file.version != STATE_VERSION {
+                    return Err(corrupt(format!(
+                        "version {} (expected {STATE_VERSION})",
+                        file.version
+                    )));
+                }
+                file.templates
+                    .into_iter()
+                    .map(|r| (r.template.name().to_owned(), r))
+                    .collect()
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(source) => return Err(StateError::Read { path, source }),
+        };
+        Ok(TemplateStore { path, templates })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&TemplateRecord> {
+        self.templates.get(name)
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &TemplateRecord> {
+        self.templates.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.templates.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.templates.is_empty()
+    }
+
+    /// Adds or replaces a record and writes the file.
+    pub fn insert(&mut self, record: TemplateRecord) -> Result<(), StateError> {
+        let name = record.template.name().to_owned();
+        let previous = self.templates.insert(name.clone(), record);
+        self.save().inspect_err(|_| {
+            // Keep memory and disk in step: undo what could not be written.
+            match previous {
+                Some(p) => self.templates.insert(name.clone(), p),
+                None => self.templates.remove(&name),
+            };
+        })
+    }
+
+    /// Removes a record and writes the file; `None` when there was no such template.
+    pub fn remove(&mut self, name: &str) -> Result<Option<TemplateRecord>, StateError> {
+        let Some(record) = self.templates.remove(name) else {
+            return Ok(None);
+        };
+        if let Err(e) = self.save() {
+            self.templates.insert(name.to_owned(), record);
+            return Err(e);
+        }
+        Ok(Some(record))
+    }
+
+    fn save(&self) -> Result<(), StateError> {
+        let write_error = |source| StateError::Write {
+            path: self.path.clone(),
+            source,
+        };
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir).map_err(write_error)?;
+        }
+        let file = TemplatesFile {
+            version: STATE_VERSION,
+            templates: self.templates.values().cloned().collect(),
+        };
+        let bytes = serde_json::to_vec_pretty(&file).expect("state serializes to JSON");
+        let tmp = self.path.with_extension("json.tmp");
+        std::fs::write(&tmp, bytes).map_err(write_error)?;
+        std::fs::rename(&tmp, &self.path).map_err(write_error)
+    }
+}
+
+/// The VMs heard from, by id. In memory: heartbeats are re-sent every second, so a
+/// restarted conductor relearns them at once.
+#[derive(Debug, Default)]
+pub struct VmRegistry {
+    vms: BTreeMap<String, HeardVm>,
+}
+
+#[derive(Debug, Clone)]
+struct HeardVm {
+    heartbeat: Heartbeat,
+    last: DateTime<Utc>,
+    count: u64,
+}
+
+impl VmRegistry {
+    /// Records a heartbeat received at `now`.
+    pub fn heard(&mut self, heartbeat: Heartbeat, now: DateTime<Utc>) {
+        let entry = self
+            .vms
+            .entry(heartbeat.vm_id.clone())
+            .or_insert_with(|| HeardVm {
+                heartbeat: heartbeat.clone(),
+                last: now,
+                count: 0,
+            });
+        entry.heartbeat = heartbeat;
+        entry.last = now;
+        entry.count += 1;
+    }
+
+    /// The VMs, optionally only those of `group`, as seen at `now`.
+    pub fn list(&self, group: Option<&str>, now: DateTime<Utc>) -> Vec<VmView> {
+        self.vms
+            .values()
+            .filter(|vm| group.is_none_or(|g| vm.heartbeat.group == g))
+            .map(|vm| VmView {
+                vm_id: vm.heartbeat.vm_id.clone(),
+                group: vm.heartbeat.group.clone(),
+                role: vm.heartbeat.role,
+                last_heartbeat: vm.last,
+                heartbeat_age: (now - vm.last).num_milliseconds().max(0) as f64 / 1000.0,
+                heartbeats: vm.count,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{messaging::Role, template::Template};
+
+    fn record(name: &str) -> TemplateRecord {
+        let text = format!(
+            "name = {name}\nimage = img\nmin_vms = 1\nmax_vms = 2\ntarget_response_time = 0.2\n"
+        );
+        TemplateRecord {
+            template: Template::parse("t.template", &text, 20).unwrap(),
+            source: "t.template".into(),
+            instantiated_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn templates_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = TemplateStore::open(dir.path()).unwrap();
+        store.insert(record("shop")).unwrap();
+        store.insert(record("blog")).unwrap();
+        assert_eq!(
+            store.remove("blog").unwrap().unwrap().template.name(),
+            "blog"
+        );
+        assert!(store.remove("blog").unwrap().is_none());
+        let reopened = TemplateStore::open(dir.path()).unwrap();
+        assert_eq!(
+            reopened
+                .all()
+                .map(|r| r.template.name())
+                .collect::<Vec<_>>(),
+            ["shop"]
+        );
+    }
+
+    #[test]
+    fn a_corrupt_state_file_is_refused_with_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(TEMPLATES_FILE), "{oops").unwrap();
+        let error = TemplateStore::open(dir.path()).unwrap_err().to_string();
+        assert!(error.contains("templates.json"), "{error}");
+        assert!(error.contains("move it aside"), "{error}");
+    }
+
+    #[test]
+    fn registry_counts_heartbeats_and_filters_by_group() {
+        let mut vms = VmRegistry::default();
+        let t0 = Utc::now();
+        for (group, vm) in [("shop", "a"), ("shop", "a"), ("blog", "b")] {
+            let hb = Heartbeat {
+                group: group.into(),
+                vm_id: vm.into(),
+                role: Role::Web,
+                seq: 0,
+            };
+            vms.heard(hb, t0);
+        }
+        let shop = vms.list(Some("shop"), t0 + chrono::Duration::milliseconds(1500));
+        assert_eq!(shop.len(), 1);
+        assert_eq!(shop[0].heartbeats, 2);
+        assert_eq!(shop[0].heartbeat_age, 1.5);
+        assert_eq!(vms.list(None, t0).len(), 2);
+    }
+}

@@ -1,0 +1,48 @@
+//! `[agent]`: the rhythm of the in-VM agents' heartbeats and metrics, and its typed form,
+//! [`AgentOpts`].
+
+use std::time::Duration;
+
+use super::opt::{OptDecl, OptKind, SectionDecl, SectionValues};
+
+pub const SECTION: SectionDecl = SectionDecl {
+    name: "agent",
+    help: "Heartbeats and metrics of the agents that run in every VM.",
+    opts: &[
+        OptDecl::new(
+            "heartbeat_interval",
+            OptKind::Seconds {
+                min: 0.1,
+                max: Some(60.0),
+            },
+            Some("1.0"),
+            "Seconds between two heartbeats of an agent.",
+        ),
+        OptDecl::new(
+            "telemetry_ttl",
+            OptKind::Seconds {
+                min: 1.0,
+                max: Some(3600.0),
+            },
+            Some("10"),
+            "Time to live of each heartbeat and metrics message on the broker, in \
+             seconds: older ones are stale and are discarded unread.",
+        ),
+    ],
+};
+
+/// `[agent]`, typed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentOpts {
+    pub heartbeat_interval: Duration,
+    pub telemetry_ttl: Duration,
+}
+
+impl AgentOpts {
+    pub(super) fn from_values(v: &SectionValues<'_>) -> Self {
+        AgentOpts {
+            heartbeat_interval: v.duration("heartbeat_interval"),
+            telemetry_ttl: v.duration("telemetry_ttl"),
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! Logging through `tracing`: to stdout (journald adds its own metadata) or to
+//! `[DEFAULT] log_dir`/`log_file`, with the level switchable at run time (SIGHUP re-reads
+//! `debug`).
+//!
+//! `RUST_LOG`, when set, wins over `debug`, as an operator debugging one module expects.
+
+use std::{
+    fs::OpenOptions,
+    io,
+    path::{Path, PathBuf},
+    sync::Mutex,
+};
+
+use tracing_subscriber::{
+    fmt, layer::SubscriberExt, reload, util::SubscriberInitExt, EnvFilter, Registry,
+};
+
+/// Where log lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogTarget {
+    Stdout,
+    Stderr,
+    File(PathBuf),
+}
+
+impl LogTarget {
+    /// oslo.log's rule: `log_file`, relative to `log_dir` when both are set; `log_dir`
+    /// alone means `<log_dir>/<program>.log`; neither means standard output.
+    pub fn from_options(
+        log_dir: Option<&Path>,
+        log_file: Option<&Path>,
+        program: &str,
+    ) -> LogTarget {
+        match (log_dir, log_file) {
+            (Some(dir), Some(file)) => LogTarget::File(dir.join(file)),
+            (None, Some(file)) => LogTarget::File(file.to_owned()),
+            (Some(dir), None) => LogTarget::File(dir.join(format!("{program}.log"))),
+            (None, None) => LogTarget::Stdout,
+        }
+    }
+}
+
+/// Changes the level of the installed subscriber.
+pub struct LogHandle {
+    filter: reload::Handle<EnvFilter, Registry>,
+    from_env: bool,
+}
+
+/// The filter for `debug`: our crates at debug, the AMQP client one step quieter.
+fn filter_for(debug: bool) -> EnvFilter {
+    EnvFilter::new(if debug {
+        "debug,lapin=info,amq_protocol=info,async_rs=info"
+    } else {
+        "info,lapin=warn,amq_protocol=warn"
+    })
+}
+
+/// For a CLI: warnings only (the CLI reports errors itself, as one `ERROR:` line), and
+/// nothing from the AMQP client, whose expected channel closes (a passive declare of a
+/// missing queue) would read as failures.
+pub fn cli_filter(debug: bool) -> EnvFilter {
+    EnvFilter::new(if debug {
+        "debug,lapin=info,amq_protocol=info,async_rs=info"
+    } else {
+        "warn,lapin=off,amq_protocol=off"
+    })
+}
+
+/// Installs the global subscriber for a service. Call once, early in `main`.
+pub fn init(target: &LogTarget, debug: bool) -> io::Result<LogHandle> {
+    init_with(target, filter_for(debug))
+}
+
+/// Installs the global subscriber with `filter` (unless `RUST_LOG` is set).
+pub fn init_with(target: &LogTarget, filter: EnvFilter) -> io::Result<LogHandle> {
+    let from_env = std::env::var_os("RUST_LOG").is_some();
+    let filter = if from_env {
+        EnvFilter::from_default_env()
+    } else {
+        filter
+    };
+    let (filter, handle) = reload::Layer::new(filter);
+    let registry = tracing_subscriber::registry().with(filter);
+    match target {
+        LogTarget::Stdout => registry
+            .with(fmt::layer().with_writer(io::stdout).with_ansi(false))
+            .init(),
+        LogTarget::Stderr => registry
+            .with(fmt::layer().with_writer(io::stderr).with_ansi(false))
+            .init(),
+        LogTarget::File(path) => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)?;
+            }
+            let file = OpenOptions::new().create(true).append(true).open(path)?;
+            registry
+                .with(fmt::layer().with_writer(Mutex::new(file)).with_ansi(false))
+                .init()
+        }
+    }
+    Ok(LogHandle {
+        filter: handle,
+        from_env,
+    })
+}
+
+impl LogHandle {
+    /// Applies a new `debug` value (ignored while `RUST_LOG` rules).
+    pub fn set_debug(&self, debug: bool) {
+        if self.from_env {
+            return;
+        }
+        if let Err(error) = self.filter.reload(filter_for(debug)) {
+            tracing::warn!(%error, "could not change the log level");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oslo_log_file_rules() {
+        let dir = Path::new("/var/log/autoscaler");
+        assert_eq!(LogTarget::from_options(None, None, "c"), LogTarget::Stdout);
+        assert_eq!(
+            LogTarget::from_options(Some(dir), Some(Path::new("x.log")), "c"),
+            LogTarget::File(dir.join("x.log"))
+        );
+        assert_eq!(
+            LogTarget::from_options(Some(dir), None, "autoscaler-conductor"),
+            LogTarget::File(dir.join("autoscaler-conductor.log"))
+        );
+        assert_eq!(
+            LogTarget::from_options(None, Some(Path::new("/tmp/a.log")), "c"),
+            LogTarget::File(PathBuf::from("/tmp/a.log"))
+        );
+    }
+}

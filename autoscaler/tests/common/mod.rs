@@ -1,0 +1,271 @@
+//! Shared fixtures for the black-box tests: a private corner of the real RabbitMQ (own
+//! exchange, queues, notification topic, optionally an own virtual host) and the real
+//! binaries started as child processes.
+//!
+//! The broker is `AUTOSCALER_TEST_TRANSPORT_URL`, default `rabbit://guest:guest@127.0.0.1:5672/`.
+
+#![allow(dead_code)] // Each test binary uses its own part of these helpers.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use autoscaler::messaging::{link, LinkConfig, TransportUrl};
+use lapin::{
+    options::{ExchangeDeleteOptions, QueueDeleteOptions},
+    Connection,
+};
+
+pub const SHOP_TEMPLATE: &str = "[template]\nname = shop\nimage = tomcat-web\nmin_vms = 1\nmax_vms = 4\ntarget_response_time = 0.2\n";
+
+pub fn broker_url() -> String {
+    std::env::var("AUTOSCALER_TEST_TRANSPORT_URL")
+        .unwrap_or_else(|_| "rabbit://guest:guest@127.0.0.1:5672/".into())
+}
+
+/// The test broker as the CLI names it in errors: scheme, user, host and port; no password.
+pub fn redacted_broker_url() -> String {
+    let url: TransportUrl = broker_url().parse().expect("test transport_url");
+    format!("{}://{}/", url.scheme, url.hosts[0])
+}
+
+fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    )
+}
+
+/// One test's private setting: config file, state dir, exchange, topic, host name.
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub exchange: String,
+    pub topic: String,
+    pub host: String,
+    pub transport_url: String,
+    /// Set when the fixture made its own virtual host (deleted on drop).
+    pub vhost: Option<String>,
+    children: Vec<Child>,
+}
+
+impl Fixture {
+    pub fn new() -> Fixture {
+        Self::with_url(broker_url(), None)
+    }
+
+    /// A fixture on a virtual host of its own, for tests that close every connection.
+    pub fn with_own_vhost() -> Fixture {
+        let vhost = unique("autoscaler-test");
+        rabbitmqctl(&["add_vhost", &vhost]);
+        rabbitmqctl(&["set_permissions", "-p", &vhost, "guest", ".*", ".*", ".*"]);
+        let base = broker_url();
+        let url = format!("{}/{vhost}", base.trim_end_matches('/'));
+        Self::with_url(url, Some(vhost))
+    }
+
+    fn with_url(transport_url: String, vhost: Option<String>) -> Fixture {
+        let fixture = Fixture {
+            dir: tempfile::tempdir().expect("temporary directory"),
+            exchange: unique("autoscaler-test"),
+            topic: unique("notifications-test"),
+            host: unique("test-host"),
+            transport_url,
+            vhost,
+            children: Vec::new(),
+        };
+        fixture.write_config("");
+        std::fs::write(fixture.template_path("shop"), SHOP_TEMPLATE).expect("template file");
+        fixture
+    }
+
+    /// Writes the configuration file, with `extra` appended (more sections or options).
+    pub fn write_config(&self, extra: &str) {
+        let text = format!(
+            "[DEFAULT]\ntransport_url = {}\ncontrol_exchange = {}\nhost = {}\nstate_path = {}\nrpc_response_timeout = 10\n\n\
+             [oslo_messaging_rabbit]\nrabbit_retry_interval = 1\nrabbit_retry_backoff = 0\nrabbit_interval_max = 2\n\n\
+             [oslo_messaging_notifications]\ndriver = messagingv2\ntopics = {}\n{extra}",
+            self.transport_url,
+            self.exchange,
+            self.host,
+            self.dir.path().join("state").display(),
+            self.topic,
+        );
+        std::fs::write(self.config_path(), text).expect("config file");
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("autoscaler.conf")
+    }
+
+    pub fn template_path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}.template"))
+    }
+
+    pub fn link_config(&self) -> LinkConfig {
+        let url: TransportUrl = self.transport_url.parse().expect("test transport_url");
+        LinkConfig::new(url, format!("test.{}", self.host))
+    }
+
+    pub async fn connect(&self) -> Connection {
+        link::connect(&self.link_config(), 0, false)
+            .await
+            .expect("test broker")
+            .0
+    }
+
+    /// Starts `autoscaler-conductor` on this fixture; logs go to `<dir>/conductor.log`.
+    pub fn start_conductor(&mut self) -> u32 {
+        let log = std::fs::File::create(self.dir.path().join("conductor.log")).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_autoscaler-conductor"))
+            .arg("--config-file")
+            .arg(self.config_path())
+            .arg("--debug")
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .spawn()
+            .expect("start autoscaler-conductor");
+        let pid = child.id();
+        self.children.push(child);
+        pid
+    }
+
+    /// Waits until the conductor answers `conductor status`; returns how long that took.
+    pub fn wait_for_conductor(&self, patience: Duration) -> Duration {
+        let start = Instant::now();
+        loop {
+            let out = self.manage(&["--timeout", "2", "conductor", "status"]);
+            if out.status.success() {
+                return start.elapsed();
+            }
+            assert!(
+                start.elapsed() < patience,
+                "the conductor did not answer within {patience:?}: {}\n--- conductor log ---\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                self.conductor_log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    pub fn conductor_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("conductor.log")).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM to the conductor started last and waits for it to exit.
+    pub fn stop_conductor(&mut self, patience: Duration) -> std::process::ExitStatus {
+        let mut child = self.children.pop().expect("a conductor was started");
+        signal(child.id(), "TERM");
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for the conductor") {
+                return status;
+            }
+            if start.elapsed() > patience {
+                let _ = child.kill();
+                panic!(
+                    "the conductor did not stop within {patience:?} of SIGTERM\n{}",
+                    self.conductor_log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Runs `autoscaler-manage --config-file <ours> ARGS...`.
+    pub fn manage(&self, args: &[&str]) -> Output {
+        manage_with(&self.config_path(), args)
+    }
+}
+
+pub fn manage_with(config: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_autoscaler-manage"))
+        .arg("--config-file")
+        .arg(config)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run autoscaler-manage")
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Sends a signal by PID with kill(1): only to processes this test started.
+pub fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill -{name} {pid} failed");
+}
+
+pub fn rabbitmqctl(args: &[&str]) -> Output {
+    let out = Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .expect("run rabbitmqctl");
+    assert!(
+        out.status.success(),
+        "rabbitmqctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some(vhost) = &self.vhost {
+            let _ = Command::new("rabbitmqctl")
+                .args(["delete_vhost", vhost])
+                .output();
+            return; // Deleting the vhost deleted everything in it.
+        }
+        // Delete what this test declared, on a thread of its own (Drop may run inside a
+        // tokio runtime, which cannot be blocked on).
+        let config = self.link_config();
+        let exchange = self.exchange.clone();
+        let queues = [
+            format!("{exchange}.conductor.rpc"),
+            format!("{exchange}.conductor.telemetry.{}", self.host),
+            format!("{}.info", self.topic),
+            format!("{}.warn", self.topic),
+            format!("{}.error", self.topic),
+        ];
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async {
+                let (connection, _) = link::connect(&config, 0, false).await.ok()?;
+                for queue in &queues {
+                    if let Ok(channel) = connection.create_channel().await {
+                        let _ = channel
+                            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                            .await;
+                    }
+                }
+                if let Ok(channel) = connection.create_channel().await {
+                    let _ = channel
+                        .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+                        .await;
+                }
+                let _ = connection.close(200, "test cleanup".into()).await;
+                Some(())
+            })
+        })
+        .join();
+    }
+}

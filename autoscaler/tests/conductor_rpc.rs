@@ -1,0 +1,384 @@
+//! The CLI and the conductor over the real RabbitMQ: round trips, notifications, bad
+//! messages, the broker closing connections, and no conductor at all.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use autoscaler::messaging::{envelope, Heartbeat, Notification, Priority, Role};
+use chrono::Utc;
+use common::{rabbitmqctl, stderr, stdout, Fixture};
+use futures_lite::StreamExt;
+use lapin::{
+    options::{BasicConsumeOptions, BasicPublishOptions},
+    types::FieldTable,
+    BasicProperties,
+};
+
+fn json(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", stdout(out), stderr(out)))
+}
+
+#[test]
+fn template_round_trip_through_the_conductor() {
+    let mut fx = Fixture::new();
+    fx.start_conductor();
+    fx.wait_for_conductor(Duration::from_secs(20));
+    let shop = fx.template_path("shop");
+    let shop = shop.to_str().unwrap();
+
+    let out = fx.manage(&["template", "instantiate", shop]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("shop") && stdout(&out).contains("tomcat-web"),
+        "{}",
+        stdout(&out)
+    );
+
+    // One template at a time: the error names the active one. The seed's alias works.
+    std::fs::write(
+        fx.template_path("blog"),
+        common::SHOP_TEMPLATE.replace("shop", "blog"),
+    )
+    .unwrap();
+    let out = fx.manage(&[
+        "instantiate_template",
+        fx.template_path("blog").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).starts_with("ERROR: template \"shop\" is already active"),
+        "{}",
+        stderr(&out)
+    );
+
+    let shown = json(&fx.manage(&["--format", "json", "template", "show"]));
+    assert_eq!(shown[0]["template"]["name"], "shop");
+    assert_eq!(shown[0]["template"]["target_response_time"], 0.2);
+
+    let out = fx.manage(&["template", "destroy", "nosuch"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no active template named \"nosuch\""),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = fx.manage(&["destroy_template", shop]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        json(&fx.manage(&["--format", "json", "template", "show"])),
+        serde_json::json!([])
+    );
+
+    // SIGTERM: a clean stop, exit 0.
+    let status = fx.stop_conductor(Duration::from_secs(10));
+    assert!(
+        status.success(),
+        "conductor exit {status:?}\n{}",
+        fx.conductor_log()
+    );
+    assert!(fx.conductor_log().contains("autoscaler-conductor stopped"));
+}
+
+#[test]
+fn the_active_template_survives_a_conductor_restart() {
+    let mut fx = Fixture::new();
+    fx.start_conductor();
+    fx.wait_for_conductor(Duration::from_secs(20));
+    let out = fx.manage(&[
+        "template",
+        "instantiate",
+        fx.template_path("shop").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(fx.stop_conductor(Duration::from_secs(10)).success());
+    fx.start_conductor();
+    fx.wait_for_conductor(Duration::from_secs(20));
+    let shown = json(&fx.manage(&["--format", "json", "template", "show", "shop"]));
+    assert_eq!(shown[0]["template"]["name"], "shop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instantiate_publishes_an_oslo_notification() {
+    let mut fx = Fixture::new();
+    fx.start_conductor();
+    let fx = tokio::task::spawn_blocking(move || {
+        fx.wait_for_conductor(Duration::from_secs(20));
+        let out = fx.manage(&[
+            "template",
+            "instantiate",
+            fx.template_path("shop").to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        fx
+    })
+    .await
+    .unwrap();
+
+    // The conductor declared <topic>.info, as oslo.messaging's notifier does.
+    let connection = fx.connect().await;
+    let channel = connection.create_channel().await.unwrap();
+    let queue = format!("{}.info", fx.topic);
+    let mut consumer = channel
+        .basic_consume(
+            queue.as_str().into(),
+            "test".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let delivery = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+        .await
+        .expect("a notification within 10 s")
+        .unwrap()
+        .unwrap();
+    let outer: serde_json::Value = serde_json::from_slice(&delivery.data).unwrap();
+    assert_eq!(outer["oslo.version"], "2.0");
+    assert!(
+        outer["oslo.message"].is_string(),
+        "v2 carries the message as JSON text"
+    );
+    let notification = Notification::from_bytes(&delivery.data).unwrap();
+    assert_eq!(notification.event_type, "autoscaler.template.instantiate");
+    assert_eq!(notification.priority, Priority::Info);
+    assert_eq!(
+        notification.publisher_id,
+        format!("autoscaler-conductor.{}", fx.host)
+    );
+    assert_eq!(notification.payload["template"]["name"], "shop");
+    assert_eq!(delivery.routing_key.as_str(), queue);
+    connection.close(200, "done".into()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_messages_are_dropped_and_counted_while_the_conductor_serves() {
+    let mut fx = Fixture::new();
+    fx.start_conductor();
+    let fx = tokio::task::spawn_blocking(move || {
+        fx.wait_for_conductor(Duration::from_secs(20));
+        fx
+    })
+    .await
+    .unwrap();
+
+    let connection = fx.connect().await;
+    let channel = connection.create_channel().await.unwrap();
+    let publish = |key: &'static str, body: Vec<u8>| {
+        let channel = channel.clone();
+        let exchange = fx.exchange.clone();
+        async move {
+            channel
+                .basic_publish(
+                    exchange.as_str().into(),
+                    key.into(),
+                    BasicPublishOptions::default(),
+                    &body,
+                    BasicProperties::default(),
+                )
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+    };
+    let good = |vm: &str| {
+        envelope::encode(
+            "test",
+            Utc::now(),
+            &Heartbeat {
+                group: "shop".into(),
+                vm_id: vm.into(),
+                role: Role::Web,
+                seq: 1,
+            },
+        )
+    };
+    publish("heartbeat.shop.vm-1", good("vm-1")).await;
+    publish("heartbeat.shop.vm-x", b"\xff\xfe not json".to_vec()).await;
+    publish("heartbeat.shop.vm-x", vec![b' '; 70_000]).await; // over max_message_size
+    publish(
+        "metrics.shop",
+        br#"{"version":1,"kind":"gossip","sender":"x","time":"2026-01-01T00:00:00Z","payload":{}}"#
+            .to_vec(),
+    )
+    .await;
+    publish(
+        "heartbeat.shop.vm-x",
+        br#"{"version":1,"kind":"heartbeat","sender":"x","time":"2026-01-01T00:00:00Z","payload":{"seq":-1}}"#.to_vec(),
+    )
+    .await;
+
+    // A request the conductor cannot read, with a reply address: it answers `invalid`.
+    let reply_channel = connection.create_channel().await.unwrap();
+    let mut replies = reply_channel
+        .basic_consume(
+            "amq.rabbitmq.reply-to".into(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    reply_channel
+        .basic_publish(
+            fx.exchange.as_str().into(),
+            "rpc.conductor".into(),
+            BasicPublishOptions::default(),
+            br#"{"version":1,"kind":"rpc.request","sender":"x","time":"2026-01-01T00:00:00Z","payload":{"method":"format_disk"}}"#,
+            BasicProperties::default().with_reply_to("amq.rabbitmq.reply-to".into()).with_correlation_id("c1".into()),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(10), replies.next())
+        .await
+        .expect("a reply")
+        .unwrap()
+        .unwrap();
+    let reply: serde_json::Value = serde_json::from_slice(&reply.data).unwrap();
+    assert_eq!(reply["payload"]["error"]["kind"], "invalid", "{reply}");
+    assert!(
+        reply["payload"]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("format_disk"),
+        "{reply}"
+    );
+    publish("heartbeat.shop.vm-2", good("vm-2")).await;
+
+    let fx = tokio::task::spawn_blocking(move || {
+        // The conductor keeps serving, and says what it dropped.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let status = json(&fx.manage(&["--format", "json", "conductor", "status"]));
+            let dropped = &status["dropped"];
+            // "gossip" is an unknown kind; an unknown RPC method is a bad rpc.request payload.
+            if dropped["unknown_kind"] == 1
+                && dropped["bad_payload"] == 2
+                && dropped["malformed"] == 1
+                && dropped["oversized"] == 1
+                && status["received_telemetry"] == 2
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "unexpected counters: {status}\n{}",
+                fx.conductor_log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let vms = json(&fx.manage(&["--format", "json", "vm", "list"]));
+        let ids: Vec<_> = vms
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["vm_id"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(ids, ["vm-1", "vm-2"]);
+        let out = fx.manage(&[
+            "template",
+            "instantiate",
+            fx.template_path("shop").to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        fx
+    })
+    .await
+    .unwrap();
+    assert!(fx.conductor_log().contains("dropped a message"));
+    connection.close(200, "done".into()).await.unwrap();
+}
+
+#[test]
+fn the_conductor_recovers_when_the_broker_closes_its_connections() {
+    let mut fx = Fixture::with_own_vhost();
+    fx.start_conductor();
+    fx.wait_for_conductor(Duration::from_secs(20));
+    let vhost = fx.vhost.clone().unwrap();
+    for round in 0..2 {
+        rabbitmqctl(&["close_all_connections", "--vhost", &vhost, "test"]);
+        let took = fx.wait_for_conductor(Duration::from_secs(10));
+        eprintln!("round {round}: answering again {took:?} after close_all_connections");
+        let out = fx.manage(&["template", "show"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    assert!(fx.stop_conductor(Duration::from_secs(10)).success());
+}
+
+#[test]
+fn the_cli_says_when_no_conductor_runs() {
+    let fx = Fixture::new();
+    let start = Instant::now();
+    let out = fx.manage(&["template", "show"]);
+    assert_eq!(out.status.code(), Some(1));
+    let message = stderr(&out);
+    let broker = common::redacted_broker_url();
+    assert!(
+        message.starts_with(&format!(
+            "ERROR: no autoscaler-conductor is running on {broker}"
+        )),
+        "{message}"
+    );
+    assert!(
+        !message.contains("guest:guest"),
+        "the password must not be shown: {message}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "it should not wait for the timeout"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_times_out_when_the_conductor_does_not_answer() {
+    let fx = Fixture::new();
+    // Something consumes the request queue but never answers (a hung conductor).
+    let connection = fx.connect().await;
+    let channel = connection.create_channel().await.unwrap();
+    let queue = format!("{}.conductor.rpc", fx.exchange);
+    let topology = autoscaler::messaging::Topology::new(fx.exchange.clone());
+    topology.declare_exchange(&channel).await.unwrap();
+    topology
+        .declare_queue(
+            &channel,
+            &queue,
+            &autoscaler::messaging::QueueSpec::DURABLE,
+            &["rpc.conductor".to_owned()],
+        )
+        .await
+        .unwrap();
+    let _consumer = channel
+        .basic_consume(
+            queue.as_str().into(),
+            "hung".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let fx = tokio::task::spawn_blocking(move || {
+        let out = fx.manage(&["--timeout", "2", "template", "show"]);
+        assert_eq!(out.status.code(), Some(1));
+        let expected = format!(
+            "ERROR: no autoscaler-conductor answered within 2 s on {}",
+            common::redacted_broker_url()
+        );
+        assert_eq!(stderr(&out).trim_end(), expected);
+        fx
+    })
+    .await
+    .unwrap();
+    connection.close(200, "done".into()).await.unwrap();
+    drop(fx);
+}
