@@ -382,3 +382,25 @@ async fn the_cli_times_out_when_the_conductor_does_not_answer() {
     connection.close(200, "done".into()).await.unwrap();
     drop(fx);
 }
+
+#[test]
+fn the_conductor_and_the_cli_fail_over_to_the_next_broker() {
+    // Port 1 on loopback refuses connections: the first host is "down".
+    let real = common::broker_url();
+    let (scheme, rest) = real.split_once("://").unwrap();
+    let url = format!("{scheme}://guest:guest@127.0.0.1:1,{rest}");
+    let mut fx = Fixture::with_url(url, None);
+    fx.start_conductor();
+    fx.wait_for_conductor(Duration::from_secs(20));
+    let out = fx.manage(&[
+        "template",
+        "instantiate",
+        fx.template_path("shop").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        fx.conductor_log().contains("connected to the broker"),
+        "{}",
+        fx.conductor_log()
+    );
+}

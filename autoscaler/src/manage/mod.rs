@@ -160,14 +160,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .to_string();
             let record: TemplateRecord =
                 decode(ask(&Request::TemplateInstantiate { source, text })?)?;
-            print(format, &record, || record_table(std::slice::from_ref(&record)));
+            print(format, &record, || {
+                record_table(std::slice::from_ref(&record))
+            });
             Ok(())
         }
         Category::Template(TemplateAction::Destroy { target })
         | Category::DestroyTemplate { file: target } => {
             let name = name_of(&target)?;
             let record: TemplateRecord = decode(ask(&Request::TemplateDestroy { name })?)?;
-            print(format, &record, || record_table(std::slice::from_ref(&record)));
+            print(format, &record, || {
+                record_table(std::slice::from_ref(&record))
+            });
             Ok(())
         }
         Category::Template(TemplateAction::Show { name }) => {

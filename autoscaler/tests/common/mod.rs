@@ -65,7 +65,7 @@ impl Fixture {
         Self::with_url(url, Some(vhost))
     }
 
-    fn with_url(transport_url: String, vhost: Option<String>) -> Fixture {
+    pub fn with_url(transport_url: String, vhost: Option<String>) -> Fixture {
         let fixture = Fixture {
             dir: tempfile::tempdir().expect("temporary directory"),
             exchange: unique("autoscaler-test"),
