@@ -87,12 +87,7 @@ fn the_active_template_survives_a_conductor_restart() {
     let mut fx = Fixture::new();
     fx.start_conductor();
     fx.wait_for_conductor(Duration::from_secs(20));
-    let out = fx.manage(&[
-        "template",
-        "instantiate",
-        fx.template_path("shop").to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    fx.instantiate("shop");
     assert!(fx.stop_conductor(Duration::from_secs(10)).success());
     fx.start_conductor();
     fx.wait_for_conductor(Duration::from_secs(20));
@@ -106,12 +101,7 @@ async fn instantiate_publishes_an_oslo_notification() {
     fx.start_conductor();
     let fx = tokio::task::spawn_blocking(move || {
         fx.wait_for_conductor(Duration::from_secs(20));
-        let out = fx.manage(&[
-            "template",
-            "instantiate",
-            fx.template_path("shop").to_str().unwrap(),
-        ]);
-        assert!(out.status.success(), "{}", stderr(&out));
+        fx.instantiate("shop");
         fx
     })
     .await
@@ -286,12 +276,7 @@ async fn bad_messages_are_dropped_and_counted_while_the_conductor_serves() {
             .map(|v| v["vm_id"].as_str().unwrap().to_owned())
             .collect();
         assert_eq!(ids, ["vm-1", "vm-2"]);
-        let out = fx.manage(&[
-            "template",
-            "instantiate",
-            fx.template_path("shop").to_str().unwrap(),
-        ]);
-        assert!(out.status.success(), "{}", stderr(&out));
+        fx.instantiate("shop");
         fx
     })
     .await
@@ -392,15 +377,66 @@ fn the_conductor_and_the_cli_fail_over_to_the_next_broker() {
     let mut fx = Fixture::with_url(url, None);
     fx.start_conductor();
     fx.wait_for_conductor(Duration::from_secs(20));
-    let out = fx.manage(&[
-        "template",
-        "instantiate",
-        fx.template_path("shop").to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    fx.instantiate("shop");
     assert!(
         fx.conductor_log().contains("connected to the broker"),
         "{}",
         fx.conductor_log()
     );
+}
+
+#[test]
+fn sighup_applies_a_new_debug_setting() {
+    let mut fx = Fixture::new();
+    let extra = fx.dir.path().join("conf.d");
+    std::fs::create_dir(&extra).unwrap();
+    let pid = fx.start_conductor_with(&["--config-dir", extra.to_str().unwrap()]);
+    fx.wait_for_conductor(Duration::from_secs(20));
+    let debug_lines = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("DEBUG") && l.contains("request"))
+            .count()
+    };
+    assert_eq!(
+        debug_lines(&fx.conductor_log()),
+        0,
+        "debug is off by default"
+    );
+
+    std::fs::write(extra.join("50-debug.conf"), "[DEFAULT]\ndebug = true\n").unwrap();
+    common::signal(pid, "HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !fx.conductor_log().contains("SIGHUP: configuration re-read") {
+        assert!(
+            Instant::now() < deadline,
+            "no reload logged:\n{}",
+            fx.conductor_log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    fx.wait_for_conductor(Duration::from_secs(10));
+    assert!(
+        debug_lines(&fx.conductor_log()) > 0,
+        "debug applied:\n{}",
+        fx.conductor_log()
+    );
+    assert!(fx.stop_conductor(Duration::from_secs(10)).success());
+}
+
+#[test]
+fn version_and_usage() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_autoscaler-conductor"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        stdout(&out).trim(),
+        format!("autoscaler-conductor {}", env!("CARGO_PKG_VERSION"))
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_autoscaler-conductor"))
+        .arg("--bogus")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
 }

@@ -115,13 +115,18 @@ impl Fixture {
             .0
     }
 
-    /// Starts `autoscaler-conductor` on this fixture; logs go to `<dir>/conductor.log`.
+    /// Starts `autoscaler-conductor --debug` on this fixture; logs go to `<dir>/conductor.log`.
     pub fn start_conductor(&mut self) -> u32 {
+        self.start_conductor_with(&["--debug"])
+    }
+
+    /// Starts `autoscaler-conductor --config-file <ours> ARGS...`.
+    pub fn start_conductor_with(&mut self, args: &[&str]) -> u32 {
         let log = std::fs::File::create(self.dir.path().join("conductor.log")).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_autoscaler-conductor"))
             .arg("--config-file")
             .arg(self.config_path())
-            .arg("--debug")
+            .args(args)
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)
             .spawn()
@@ -171,6 +176,23 @@ impl Fixture {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// `autoscaler-manage template instantiate <dir>/<name>.template`, which must succeed.
+    pub fn instantiate(&self, name: &str) -> Output {
+        let path = self.template_path(name);
+        let out = self.manage(&[
+            "template",
+            "instantiate",
+            path.to_str().expect("UTF-8 path"),
+        ]);
+        assert!(
+            out.status.success(),
+            "instantiate {name}: {}\n{}",
+            stderr(&out),
+            self.conductor_log()
+        );
+        out
     }
 
     /// Runs `autoscaler-manage --config-file <ours> ARGS...`.
