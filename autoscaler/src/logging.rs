@@ -4,12 +4,7 @@
 //!
 //! `RUST_LOG`, when set, wins over `debug`, as an operator debugging one module expects.
 
-use std::{
-    fs::OpenOptions,
-    io,
-    path::{Path, PathBuf},
-    sync::Mutex,
-};
+use std::{fs::OpenOptions, io, path::PathBuf, sync::Mutex};
 
 use tracing_subscriber::{
     fmt, layer::SubscriberExt, reload, util::SubscriberInitExt, EnvFilter, Registry,
@@ -24,19 +19,9 @@ pub enum LogTarget {
 }
 
 impl LogTarget {
-    /// oslo.log's rule: `log_file`, relative to `log_dir` when both are set; `log_dir`
-    /// alone means `<log_dir>/<program>.log`; neither means standard output.
-    pub fn from_options(
-        log_dir: Option<&Path>,
-        log_file: Option<&Path>,
-        program: &str,
-    ) -> LogTarget {
-        match (log_dir, log_file) {
-            (Some(dir), Some(file)) => LogTarget::File(dir.join(file)),
-            (None, Some(file)) => LogTarget::File(file.to_owned()),
-            (Some(dir), None) => LogTarget::File(dir.join(format!("{program}.log"))),
-            (None, None) => LogTarget::Stdout,
-        }
+    /// A file when `path` is set (see `DefaultOpts::log_path`), else standard output.
+    pub fn file_or_stdout(path: Option<PathBuf>) -> LogTarget {
+        path.map_or(LogTarget::Stdout, LogTarget::File)
     }
 }
 
@@ -113,28 +98,5 @@ impl LogHandle {
         if let Err(error) = self.filter.reload(filter_for(debug)) {
             tracing::warn!(%error, "could not change the log level");
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn oslo_log_file_rules() {
-        let dir = Path::new("/var/log/autoscaler");
-        assert_eq!(LogTarget::from_options(None, None, "c"), LogTarget::Stdout);
-        assert_eq!(
-            LogTarget::from_options(Some(dir), Some(Path::new("x.log")), "c"),
-            LogTarget::File(dir.join("x.log"))
-        );
-        assert_eq!(
-            LogTarget::from_options(Some(dir), None, "autoscaler-conductor"),
-            LogTarget::File(dir.join("autoscaler-conductor.log"))
-        );
-        assert_eq!(
-            LogTarget::from_options(None, Some(Path::new("/tmp/a.log")), "c"),
-            LogTarget::File(PathBuf::from("/tmp/a.log"))
-        );
     }
 }

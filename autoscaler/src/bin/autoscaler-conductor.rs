@@ -45,11 +45,7 @@ async fn main() -> ExitCode {
         }
     };
     let options = &loaded.config.default;
-    let target = LogTarget::from_options(
-        options.log_dir.as_deref(),
-        options.log_file.as_deref(),
-        "autoscaler-conductor",
-    );
+    let target = LogTarget::file_or_stdout(options.log_path("autoscaler-conductor"));
     let log = match logging::init(&target, cli.debug || options.debug) {
         Ok(log) => log,
         Err(e) => {
