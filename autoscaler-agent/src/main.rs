@@ -1,15 +1,20 @@
-//! autoscaler-agent: the small process inside every VM. It says the VM is alive
-//! (heartbeats on `heartbeat.<group>.<vm>`); the splitter role's log tailing and pool
-//! updates come with the local-cloud issue.
+//! autoscaler-agent: the small process inside every VM, started by the image at boot with
+//! no manual step. It heartbeats (`heartbeat.<group>.<vm>`); the splitter role's log
+//! tailing and pool updates are being added (local-cloud issue).
 //!
-//! Exit codes: 0 after SIGTERM/SIGINT, 1 on a bad setting, 2 on a usage error.
+//! `autoscaler-agent [--config-file F | --user-data F | flags]` runs the agent;
+//! `autoscaler-agent write-files --user-data F --root D` does cloud-init's `write_files`
+//! for local images. Exit codes: 0 after SIGTERM/SIGINT, 1 on a bad setting or file,
+//! 2 on a usage error.
 
+mod cloud_init;
 mod heartbeat;
+mod settings;
 
-use std::{process::ExitCode, time::Duration};
+use std::{path::PathBuf, process::ExitCode, time::Duration};
 
-use autoscaler_messaging::{Link, LinkConfig, Role, Topology, TransportUrl};
-use clap::Parser;
+use autoscaler_messaging::{Link, LinkConfig, Topology};
+use clap::{Parser, Subcommand};
 use tokio::{
     signal::unix::{signal, SignalKind},
     sync::watch,
@@ -20,44 +25,50 @@ use tracing::info;
 #[command(
     name = "autoscaler-agent",
     version,
-    about = "The autoscaler agent of one VM"
+    about = "The autoscaler agent of one VM",
+    args_conflicts_with_subcommands = true
 )]
-struct Args {
-    /// The broker, in oslo.messaging's transport_url form.
-    #[arg(long, env = "AUTOSCALER_TRANSPORT_URL")]
-    transport_url: TransportUrl,
-    /// The exchange ([DEFAULT] control_exchange of the conductor).
-    #[arg(long, env = "AUTOSCALER_EXCHANGE", default_value = "autoscaler")]
-    exchange: String,
-    /// The template (group) this VM belongs to.
-    #[arg(long, env = "AUTOSCALER_GROUP")]
-    group: String,
-    /// This VM's id.
-    #[arg(long, env = "AUTOSCALER_VM_ID")]
-    vm_id: String,
-    /// web or splitter.
-    #[arg(long, env = "AUTOSCALER_ROLE")]
-    role: Role,
-    /// Seconds between heartbeats.
-    #[arg(long, env = "AUTOSCALER_HEARTBEAT_INTERVAL", default_value = "1", value_parser = seconds)]
-    heartbeat_interval: Duration,
-    /// Seconds a heartbeat may wait on the broker before it is discarded.
-    #[arg(long, env = "AUTOSCALER_TELEMETRY_TTL", default_value = "10", value_parser = seconds)]
-    telemetry_ttl: Duration,
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: settings::RunArgs,
 }
 
-fn seconds(text: &str) -> Result<Duration, String> {
-    match text.parse::<f64>() {
-        Ok(s) if s.is_finite() && s > 0.0 && s <= 3600.0 => Ok(Duration::from_secs_f64(s)),
-        _ => Err(format!(
-            "{text:?} is not a number of seconds between 0 and 3600"
-        )),
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write the user data's cloud-config `write_files` under ROOT (local images).
+    WriteFiles {
+        #[arg(long, value_name = "FILE")]
+        user_data: PathBuf,
+        #[arg(long, value_name = "DIR")]
+        root: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::WriteFiles { user_data, root }) = cli.command {
+        return match cloud_init::write_files(&user_data, &root) {
+            Ok(written) => {
+                for path in written {
+                    println!("wrote {}", path.display());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("ERROR: {e}");
+                ExitCode::from(1)
+            }
+        };
     }
-}
-
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> ExitCode {
-    let args = Args::parse();
+    let config = match settings::agent_config(&cli.run) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("ERROR: {e}");
+            return ExitCode::from(1);
+        }
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -65,6 +76,27 @@ async fn main() -> ExitCode {
         )
         .with_ansi(false)
         .init();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("ERROR: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(run(config))
+}
+
+async fn run(config: autoscaler_messaging::AgentConfig) -> ExitCode {
+    let url = match config.transport_url.parse() {
+        Ok(url) => url,
+        Err(e) => {
+            eprintln!("ERROR: transport_url: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let (stop, stopped) = watch::channel(false);
     let (mut term, mut interrupt) = match (
         signal(SignalKind::terminate()),
@@ -76,24 +108,24 @@ async fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let name = format!("autoscaler-agent.{}", args.vm_id);
+    let name = format!("autoscaler-agent.{}", config.vm_id);
     let link = Link::new(
-        LinkConfig::new(args.transport_url.clone(), name.clone()),
-        Topology::new(args.exchange.clone()),
+        LinkConfig::new(url, name.clone()),
+        Topology::new(config.control_exchange.clone()),
         Vec::new(),
     );
     let (link, link_task) = link.spawn(stopped.clone());
-    info!(group = %args.group, vm = %args.vm_id, role = %args.role, broker = %args.transport_url, "agent starting");
+    info!(group = %config.group, vm = %config.vm_id, role = %config.role, "agent starting");
     let beats = tokio::spawn(heartbeat::run(
         link,
         heartbeat::Settings {
-            exchange: args.exchange,
+            exchange: config.control_exchange,
             sender: name,
-            group: args.group,
-            vm_id: args.vm_id,
-            role: args.role,
-            interval: args.heartbeat_interval,
-            ttl: args.telemetry_ttl,
+            group: config.group,
+            vm_id: config.vm_id,
+            role: config.role,
+            interval: config.heartbeat_interval,
+            ttl: config.telemetry_ttl,
         },
         stopped,
     ));

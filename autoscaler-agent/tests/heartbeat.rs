@@ -120,11 +120,12 @@ async fn heartbeats_arrive_in_order_with_ttl_and_sigterm_stops_the_agent() {
 }
 
 #[test]
-fn bad_settings_are_usage_errors() {
-    let out = Command::new(env!("CARGO_BIN_EXE_autoscaler-agent"))
+fn bad_settings_are_refused_without_showing_the_password() {
+    let agent = || Command::new(env!("CARGO_BIN_EXE_autoscaler-agent"));
+    let out = agent()
         .args([
             "--transport-url",
-            "kafka://h/",
+            "kafka://u:s3cret@h/",
             "--group",
             "g",
             "--vm-id",
@@ -134,10 +135,15 @@ fn bad_settings_are_usage_errors() {
         ])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("unsupported scheme \"kafka\""), "{err}");
-    let out = Command::new(env!("CARGO_BIN_EXE_autoscaler-agent"))
+    assert!(
+        err.starts_with("ERROR: command line: [agent] transport_url"),
+        "{err}"
+    );
+    assert!(!err.contains("s3cret"), "{err}");
+    // A usage error (exit 2): an unknown role.
+    let out = agent()
         .args([
             "--transport-url",
             "rabbit://h/",
@@ -152,4 +158,47 @@ fn bad_settings_are_usage_errors() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("expected web or splitter"));
+    // --help never shows the broker password taken from the environment.
+    let out = agent()
+        .arg("--help")
+        .env("AUTOSCALER_TRANSPORT_URL", "rabbit://u:s3cret@h/")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("s3cret"));
+}
+
+#[test]
+fn write_files_materializes_the_user_data_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = autoscaler_messaging::AgentConfig {
+        transport_url: "rabbit://guest:guest@127.0.0.1:5672/".into(),
+        control_exchange: "autoscaler".into(),
+        group: "shop".into(),
+        role: Role::Web,
+        vm_id: "shop-web-1".into(),
+        heartbeat_interval: Duration::from_secs(1),
+        telemetry_ttl: Duration::from_secs(10),
+    };
+    let user_data = dir.path().join("user-data");
+    std::fs::write(&user_data, config.to_user_data()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_autoscaler-agent"))
+        .arg("write-files")
+        .arg("--user-data")
+        .arg(&user_data)
+        .arg("--root")
+        .arg(dir.path().join("root"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let written =
+        std::fs::read_to_string(dir.path().join("root/etc/autoscaler/agent.conf")).unwrap();
+    assert_eq!(
+        autoscaler_messaging::AgentConfig::from_ini("x", &written).unwrap(),
+        config
+    );
 }

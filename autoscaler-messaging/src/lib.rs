@@ -3,6 +3,7 @@
 //! Shared by the conductor, the operator CLI and the in-VM agent. It holds no Nova client
 //! and no conductor logic, so the agent that links it stays small.
 
+pub mod agent_config;
 pub mod envelope;
 pub mod link;
 pub mod notification;
@@ -11,6 +12,7 @@ pub mod rpc;
 pub mod topology;
 pub mod transport_url;
 
+pub use agent_config::{AgentConfig, CloudConfig};
 pub use envelope::{DropCounts, DropReason, DropSnapshot, Envelope, Payload};
 pub use link::{Link, LinkConfig, LinkHandle, LinkState, Outgoing, Subscription};
 pub use notification::{Notification, Priority};

@@ -175,18 +175,4 @@ mod tests {
         assert!(out.lines().all(|l| l.len() <= WIDTH && l.starts_with("# ")));
         assert_eq!(out.split_whitespace().filter(|w| *w == "word").count(), 40);
     }
-
-    /// Rewrites `etc/autoscaler/autoscaler.conf.sample`:
-    /// `cargo test -p autoscaler write_sample_file -- --ignored`.
-    #[test]
-    #[ignore = "writes into the source tree"]
-    fn write_sample_file() {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../etc/autoscaler/autoscaler.conf.sample"
-        );
-        let path = std::path::Path::new(path);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, sample()).unwrap();
-    }
 }

@@ -1,0 +1,297 @@
+//! The agent's configuration and the user data that carries it into a VM.
+//!
+//! The conductor writes an [`AgentConfig`] as a small INI file (`[agent]` section) and
+//! wraps it in a cloud-config document, the VM's user data. On Nova, cloud-init writes
+//! the file to [`AGENT_CONFIG_PATH`] and the image's systemd unit starts
+//! `autoscaler-agent --config-file /etc/autoscaler/agent.conf`; on the local cloud, the
+//! image's boot script asks `autoscaler-agent write-files` to do the same into the VM's
+//! directory. One document, two clouds, no manual step.
+//!
+//! The cloud-config is written as JSON after the `#cloud-config` line: JSON is YAML, so
+//! cloud-init reads it, and the agent reads it without a YAML parser.
+
+use std::{fmt::Write as _, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{payload::Role, TransportUrl};
+
+/// Where cloud-init writes the agent's configuration inside a VM.
+pub const AGENT_CONFIG_PATH: &str = "/etc/autoscaler/agent.conf";
+
+/// Everything an agent needs to know, from the conductor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentConfig {
+    /// The broker URL as written (with its password: the file is mode 0600).
+    pub transport_url: String,
+    pub control_exchange: String,
+    pub group: String,
+    pub role: Role,
+    pub vm_id: String,
+    pub heartbeat_interval: Duration,
+    pub telemetry_ttl: Duration,
+}
+
+/// An agent configuration that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AgentConfigError {
+    #[error("{source_name}: line {line}: {message}")]
+    Syntax {
+        source_name: String,
+        line: usize,
+        message: String,
+    },
+    #[error("{source_name}: [agent] {key} is missing")]
+    Missing {
+        source_name: String,
+        key: &'static str,
+    },
+    #[error("{source_name}: [agent] {key} = {value:?}: expected {expected}")]
+    BadValue {
+        source_name: String,
+        key: String,
+        value: String,
+        expected: &'static str,
+    },
+    #[error("{source_name}: not a cloud-config user data document ({detail})")]
+    UserData { source_name: String, detail: String },
+}
+
+/// A file for cloud-init's `write_files` module.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteFile {
+    pub path: String,
+    pub content: String,
+    #[serde(default = "default_permissions")]
+    pub permissions: String,
+}
+
+fn default_permissions() -> String {
+    "0644".to_owned()
+}
+
+/// The subset of cloud-config the autoscaler writes and reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct CloudConfig {
+    #[serde(default)]
+    pub write_files: Vec<WriteFile>,
+    /// Commands cloud-init runs last (on Nova: start the agent's unit).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runcmd: Vec<Vec<String>>,
+}
+
+impl CloudConfig {
+    /// The user data text: `#cloud-config` and the document as JSON.
+    pub fn to_user_data(&self) -> String {
+        format!(
+            "#cloud-config\n{}\n",
+            serde_json::to_string_pretty(self).expect("cloud-config serializes")
+        )
+    }
+
+    /// Reads user data written by [`CloudConfig::to_user_data`].
+    pub fn from_user_data(source_name: &str, text: &str) -> Result<CloudConfig, AgentConfigError> {
+        let bad = |detail: String| AgentConfigError::UserData {
+            source_name: source_name.to_owned(),
+            detail,
+        };
+        let body = text
+            .strip_prefix("#cloud-config")
+            .ok_or_else(|| bad("it does not start with #cloud-config".into()))?;
+        serde_json::from_str(body).map_err(|e| bad(e.to_string()))
+    }
+
+    /// The content of the file cloud-init would write at `path`.
+    pub fn file(&self, path: &str) -> Option<&str> {
+        self.write_files
+            .iter()
+            .find(|f| f.path == path)
+            .map(|f| f.content.as_str())
+    }
+}
+
+impl AgentConfig {
+    /// The `[agent]` INI text.
+    pub fn to_ini(&self) -> String {
+        let mut out = String::from("# Written by autoscaler-conductor for this VM.\n[agent]\n");
+        let _ = writeln!(out, "transport_url = {}", self.transport_url);
+        let _ = writeln!(out, "control_exchange = {}", self.control_exchange);
+        let _ = writeln!(out, "group = {}", self.group);
+        let _ = writeln!(out, "role = {}", self.role);
+        let _ = writeln!(out, "vm_id = {}", self.vm_id);
+        let _ = writeln!(
+            out,
+            "heartbeat_interval = {}",
+            self.heartbeat_interval.as_secs_f64()
+        );
+        let _ = writeln!(out, "telemetry_ttl = {}", self.telemetry_ttl.as_secs_f64());
+        out
+    }
+
+    /// Parses the `[agent]` INI text. Unknown keys are ignored, so an older agent in an
+    /// image keeps working with a newer conductor.
+    pub fn from_ini(source_name: &str, text: &str) -> Result<AgentConfig, AgentConfigError> {
+        let mut values = std::collections::BTreeMap::new();
+        let mut in_agent = false;
+        for (index, raw) in text.lines().enumerate() {
+            let line = raw.trim();
+            if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+                continue;
+            }
+            if let Some(section) = line.strip_prefix('[') {
+                in_agent = section.strip_suffix(']').map(str::trim) == Some("agent");
+                continue;
+            }
+            let Some((key, value)) = line.split_once('=') else {
+                return Err(AgentConfigError::Syntax {
+                    source_name: source_name.to_owned(),
+                    line: index + 1,
+                    message: "expected KEY = VALUE".into(),
+                });
+            };
+            if in_agent {
+                values.insert(key.trim().to_owned(), value.trim().to_owned());
+            }
+        }
+        let get = |key: &'static str| {
+            values.get(key).cloned().ok_or(AgentConfigError::Missing {
+                source_name: source_name.to_owned(),
+                key,
+            })
+        };
+        let bad = |key: &str, value: &str, expected| AgentConfigError::BadValue {
+            source_name: source_name.to_owned(),
+            key: key.to_owned(),
+            value: value.to_owned(),
+            expected,
+        };
+        let seconds = |key: &'static str, default: f64| -> Result<Duration, AgentConfigError> {
+            match values.get(key) {
+                None => Ok(Duration::from_secs_f64(default)),
+                Some(v) => match v.parse::<f64>() {
+                    Ok(s) if s.is_finite() && s > 0.0 && s <= 3600.0 => {
+                        Ok(Duration::from_secs_f64(s))
+                    }
+                    _ => Err(bad(key, v, "seconds, more than 0 and at most 3600")),
+                },
+            }
+        };
+        let transport_url = get("transport_url")?;
+        if transport_url.parse::<TransportUrl>().is_err() {
+            // The value is not repeated: it may hold a password.
+            return Err(bad(
+                "transport_url",
+                "(hidden)",
+                "a transport URL such as rabbit://user:pass@host:5672/",
+            ));
+        }
+        let role_text = get("role")?;
+        let role = role_text
+            .parse::<Role>()
+            .map_err(|_| bad("role", &role_text, "web or splitter"))?;
+        let non_empty = |key: &'static str| -> Result<String, AgentConfigError> {
+            let v = get(key)?;
+            if v.is_empty() {
+                return Err(bad(key, &v, "a non-empty value"));
+            }
+            Ok(v)
+        };
+        Ok(AgentConfig {
+            transport_url,
+            control_exchange: values
+                .get("control_exchange")
+                .cloned()
+                .unwrap_or_else(|| "autoscaler".into()),
+            group: non_empty("group")?,
+            role,
+            vm_id: non_empty("vm_id")?,
+            heartbeat_interval: seconds("heartbeat_interval", 1.0)?,
+            telemetry_ttl: seconds("telemetry_ttl", 10.0)?,
+        })
+    }
+
+    /// The VM's user data: a cloud-config that writes this configuration (mode 0600, it
+    /// holds the broker password) and starts the agent's unit.
+    pub fn to_user_data(&self) -> String {
+        CloudConfig {
+            write_files: vec![WriteFile {
+                path: AGENT_CONFIG_PATH.to_owned(),
+                content: self.to_ini(),
+                permissions: "0600".to_owned(),
+            }],
+            runcmd: vec![vec![
+                "systemctl".into(),
+                "enable".into(),
+                "--now".into(),
+                "autoscaler-agent.service".into(),
+            ]],
+        }
+        .to_user_data()
+    }
+
+    /// The configuration carried by user data made with [`AgentConfig::to_user_data`].
+    pub fn from_user_data(source_name: &str, text: &str) -> Result<AgentConfig, AgentConfigError> {
+        let cloud_config = CloudConfig::from_user_data(source_name, text)?;
+        let ini =
+            cloud_config
+                .file(AGENT_CONFIG_PATH)
+                .ok_or_else(|| AgentConfigError::UserData {
+                    source_name: source_name.to_owned(),
+                    detail: format!("no write_files entry for {AGENT_CONFIG_PATH}"),
+                })?;
+        AgentConfig::from_ini(source_name, ini)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> AgentConfig {
+        AgentConfig {
+            transport_url: "rabbit://u:p%40ss@127.0.0.1:5672/".into(),
+            control_exchange: "autoscaler".into(),
+            group: "shop".into(),
+            role: Role::Splitter,
+            vm_id: "shop-splitter-1".into(),
+            heartbeat_interval: Duration::from_millis(500),
+            telemetry_ttl: Duration::from_secs(10),
+        }
+    }
+
+    #[test]
+    fn user_data_round_trip() {
+        let user_data = sample().to_user_data();
+        assert!(user_data.starts_with("#cloud-config\n{"));
+        assert_eq!(
+            AgentConfig::from_user_data("user-data", &user_data).unwrap(),
+            sample()
+        );
+        let cc = CloudConfig::from_user_data("user-data", &user_data).unwrap();
+        assert_eq!(cc.write_files[0].permissions, "0600");
+    }
+
+    #[test]
+    fn errors_name_source_and_key() {
+        let ini = sample().to_ini();
+        let cases = [
+            (ini.replace("role = splitter", "role = db"), "agent.conf: [agent] role = \"db\": expected web or splitter"),
+            (ini.replace("vm_id = shop-splitter-1\n", ""), "agent.conf: [agent] vm_id is missing"),
+            (ini.replace("heartbeat_interval = 0.5", "heartbeat_interval = 0"), "agent.conf: [agent] heartbeat_interval = \"0\": expected seconds, more than 0 and at most 3600"),
+            (ini.replace("rabbit://u:p%40ss@", "kafka://u:p%40ss@"), "agent.conf: [agent] transport_url = \"(hidden)\": expected a transport URL such as rabbit://user:pass@host:5672/"),
+            (ini.replace("group = shop", "group"), "agent.conf: line 5: expected KEY = VALUE"),
+        ];
+        for (text, want) in cases {
+            assert_eq!(
+                AgentConfig::from_ini("agent.conf", &text)
+                    .unwrap_err()
+                    .to_string(),
+                want
+            );
+        }
+        let err = AgentConfig::from_user_data("ud", "#!/bin/sh\necho hi\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("ud: not a cloud-config"), "{err}");
+    }
+}
