@@ -440,3 +440,69 @@ fn version_and_usage() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_older_than_its_ttl_is_not_carried_out() {
+    let mut fx = Fixture::new();
+    fx.start_conductor();
+    let fx = tokio::task::spawn_blocking(move || {
+        fx.wait_for_conductor(Duration::from_secs(20));
+        fx
+    })
+    .await
+    .unwrap();
+    // As a CLI that gave up 5 s ago, after a 1 s timeout, would have sent it.
+    let connection = fx.connect().await;
+    let channel = connection.create_channel().await.unwrap();
+    let mut replies = channel
+        .basic_consume(
+            "amq.rabbitmq.reply-to".into(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let text = std::fs::read_to_string(fx.template_path("shop")).unwrap();
+    let request = autoscaler::conductor::api::Request::TemplateInstantiate {
+        source: "shop.template".into(),
+        text,
+    };
+    let body = envelope::encode("test", Utc::now() - chrono::Duration::seconds(5), &request);
+    channel
+        .basic_publish(
+            fx.exchange.as_str().into(),
+            "rpc.conductor".into(),
+            BasicPublishOptions::default(),
+            &body,
+            BasicProperties::default()
+                .with_reply_to("amq.rabbitmq.reply-to".into())
+                .with_correlation_id("c1".into())
+                .with_expiration("1000".into()),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(10), replies.next())
+        .await
+        .expect("a reply")
+        .unwrap()
+        .unwrap();
+    let reply: serde_json::Value = serde_json::from_slice(&reply.data).unwrap();
+    assert_eq!(reply["payload"]["error"]["kind"], "expired", "{reply}");
+    connection.close(200, "done".into()).await.unwrap();
+    let shown = tokio::task::spawn_blocking(move || {
+        json(&fx.manage(&["--format", "json", "template", "show"]))
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        shown,
+        serde_json::json!([]),
+        "the expired request was not carried out"
+    );
+}

@@ -37,6 +37,8 @@ const REQUEST_BACKLOG: usize = 8;
 /// Telemetry waiting to be taken in: about a second of heartbeats from a thousand VMs.
 /// When it is full the forwarder waits, and the broker's bounded queue drops the oldest.
 const TELEMETRY_BACKLOG: usize = 1024;
+/// Unacknowledged telemetry the broker may push at once.
+const TELEMETRY_PREFETCH: u16 = 256;
 /// How long a reply may wait for the broker.
 const REPLY_PATIENCE: Duration = Duration::from_secs(5);
 /// How long shutdown waits for the link to close the connection.
@@ -93,8 +95,11 @@ pub async fn run(config: &Config, shutdown: watch::Receiver<bool>) -> Result<(),
                     .unwrap_or(u32::MAX),
             ),
             bindings: vec!["heartbeat.#".to_owned(), "metrics.#".to_owned()],
-            prefetch: 0,
-            ack: false,
+            // Acknowledged, with a window: what the conductor has not taken stays on the
+            // broker, where the queue's length bound drops the oldest. Without acks the
+            // broker would push everything into this process's memory.
+            prefetch: TELEMETRY_PREFETCH,
+            ack: true,
             sender: telemetry_tx,
         },
     ];
@@ -106,10 +111,19 @@ pub async fn run(config: &Config, shutdown: watch::Receiver<bool>) -> Result<(),
     for (queue, spec, bindings) in notifier.queues() {
         link = link.with_queue(queue, spec, bindings);
     }
-    let (link, link_task) = link.spawn(shutdown.clone());
+    // The link gets its own stop signal, sent only after the loop below has finished the
+    // request in hand: its reply and ack still need the connection.
+    let (stop_link, link_stopped) = watch::channel(false);
+    let (link, link_task) = link.spawn(link_stopped);
     let max_size = config.default.max_message_size;
     let drops = DropCounts::default();
     info!(%host, exchange = %topology.exchange, broker = %config.default.transport_url, "autoscaler-conductor starting");
+    for param in config.default.transport_url.unknown_query_params() {
+        warn!(
+            param,
+            "transport_url query parameter not used by this service"
+        );
+    }
 
     let mut shutdown_rx = shutdown.clone();
     loop {
@@ -127,10 +141,14 @@ pub async fn run(config: &Config, shutdown: watch::Receiver<bool>) -> Result<(),
                         warn!(routing_key = %delivery.routing_key, %reason, "dropped a message");
                     }
                 }
+                if let Err(error) = delivery.acker.ack(BasicAckOptions::default()).await {
+                    debug!(%error, "telemetry ack failed (the channel was replaced)");
+                }
             }
         }
     }
     info!("autoscaler-conductor stopping");
+    let _ = stop_link.send(true);
     drop(requests);
     drop(telemetry);
     if tokio::time::timeout(CLOSE_PATIENCE, link_task)
@@ -149,6 +167,24 @@ fn decode_telemetry(delivery: &Delivery, max_size: usize) -> Result<Heartbeat, D
         Some(heartbeat) => heartbeat.map(|e| e.payload),
         None => Err(raw.unknown()),
     }
+}
+
+/// The request's age in milliseconds when it is older than its AMQP expiration (the
+/// CLI's timeout). Relies on the hosts' clocks agreeing, as OpenStack does (NTP).
+fn expired(
+    delivery: &Delivery,
+    sent: chrono::DateTime<Utc>,
+    now: chrono::DateTime<Utc>,
+) -> Option<i64> {
+    let ttl_ms: i64 = delivery
+        .properties
+        .expiration()
+        .as_ref()?
+        .as_str()
+        .parse()
+        .ok()?;
+    let age_ms = (now - sent).num_milliseconds();
+    (age_ms > ttl_ms).then_some(age_ms)
 }
 
 fn broker_of(link: &LinkHandle) -> String {
@@ -203,6 +239,29 @@ async fn handle_request(
         }
     };
     debug!(from = %request.sender, request = ?request.payload, "request");
+    if let Some(age) = expired(&delivery, request.time, Utc::now()) {
+        // The CLI has given up and told its operator so; carrying the request out now
+        // would do what the operator was told did not happen.
+        warn!(
+            age_ms = age,
+            "request older than its time-to-live; not carried out"
+        );
+        if let Some(reply_to) = &reply_to {
+            let reply = RpcReply::Error(RemoteError {
+                kind: "expired".into(),
+                message: format!("the request expired before the conductor took it ({age} ms old)"),
+            });
+            let _ = reply_to.send(link, sender, reply, REPLY_PATIENCE).await;
+        }
+        if let Err(error) = delivery
+            .acker
+            .reject(BasicRejectOptions { requeue: false })
+            .await
+        {
+            debug!(%error, "reject failed");
+        }
+        return;
+    }
     let handled = conductor.handle(
         request.payload,
         Utc::now(),

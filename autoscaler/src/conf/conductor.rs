@@ -24,8 +24,9 @@ pub const SECTION: SectionDecl = SectionDecl {
                 max: Some(1_000_000),
             },
             Some("10000"),
-            "Bound of the conductor's queue of heartbeats and metrics, in messages; beyond \
-             it the oldest messages are dropped (and counted), so a flood cannot exhaust \
+            "Bound of the conductor's queue of heartbeats and metrics on the broker, in \
+             messages; beyond it the broker drops the oldest (RabbitMQ's x-max-length with \
+             drop-head; see them with rabbitmqctl list_queues), so a flood cannot exhaust \
              the broker's or the conductor's memory.",
         ),
     ],

@@ -39,7 +39,7 @@ pub struct Cli {
     #[arg(long, value_enum, default_value = "table", global = true)]
     format: Format,
     /// Seconds to wait for the conductor's answer (default: [DEFAULT] rpc_response_timeout).
-    #[arg(long, value_name = "SECONDS", global = true)]
+    #[arg(long, value_name = "SECONDS", global = true, value_parser = clap::value_parser!(u64).range(1..=3600))]
     timeout: Option<u64>,
     #[command(subcommand)]
     command: Category,
@@ -110,7 +110,10 @@ enum ConfigAction {
 pub fn main() -> ExitCode {
     let cli = Cli::parse(); // exits 2 on usage errors, 0 on --help/--version
     if let Err(error) = run(cli) {
-        eprintln!("ERROR: {error:#}");
+        // Every line its own `ERROR:` line: a template with three problems reports three.
+        for line in format!("{error:#}").lines() {
+            eprintln!("ERROR: {line}");
+        }
         return ExitCode::from(1);
     }
     ExitCode::SUCCESS
@@ -222,7 +225,7 @@ fn validate_config(args: &ConfigArgs) -> anyhow::Result<()> {
         .map(|f| f.display().to_string())
         .collect();
     let checked = if files.is_empty() {
-        "no configuration file found; defaults apply".to_owned()
+        "the defaults (no configuration file)".to_owned()
     } else {
         files.join(", ")
     };
