@@ -86,15 +86,17 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    runtime.block_on(run(config))
+    let code = runtime.block_on(run(config));
+    // Exit without tearing the runtime down under lapin's I/O thread (see the conductor).
+    std::process::exit(code)
 }
 
-async fn run(config: autoscaler_messaging::AgentConfig) -> ExitCode {
+async fn run(config: autoscaler_messaging::AgentConfig) -> i32 {
     let url = match config.transport_url.parse() {
         Ok(url) => url,
         Err(e) => {
             eprintln!("ERROR: transport_url: {e}");
-            return ExitCode::from(1);
+            return 1;
         }
     };
     let (stop, stopped) = watch::channel(false);
@@ -105,7 +107,7 @@ async fn run(config: autoscaler_messaging::AgentConfig) -> ExitCode {
         (Ok(t), Ok(i)) => (t, i),
         (Err(e), _) | (_, Err(e)) => {
             eprintln!("ERROR: cannot install signal handlers: {e}");
-            return ExitCode::from(1);
+            return 1;
         }
     };
     let name = format!("autoscaler-agent.{}", config.vm_id);
@@ -137,5 +139,5 @@ async fn run(config: autoscaler_messaging::AgentConfig) -> ExitCode {
     let _ = stop.send(true);
     let _ = beats.await;
     let _ = tokio::time::timeout(Duration::from_secs(3), link_task).await;
-    ExitCode::SUCCESS
+    0
 }

@@ -9,8 +9,13 @@
 //! | CLI requests | `rpc.conductor` | persistent, confirms, expire with the CLI's timeout |
 //! | notifications | `<topic>.<priority>` (e.g. `notifications.info`) | persistent, confirms |
 //!
-//! Queue names start with the exchange name, so two deployments (or two tests) that use
-//! different exchanges on one broker never share a queue.
+//! The conductor's queue names start with the exchange name, so two deployments (or two
+//! tests) that use different exchanges on one broker never share them. Notification
+//! queues are the exception: they are named `<topic>.<priority>` as oslo.messaging names
+//! them, which is what notification consumers expect; give each deployment its own
+//! `[oslo_messaging_notifications] topics` to keep them apart. The exchange and the
+//! notification queues are durable, so an oslo.messaging listener must run with
+//! `[oslo_messaging_rabbit] amqp_durable_queues = true` to declare them the same way.
 
 use lapin::{
     options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions},

@@ -159,7 +159,7 @@ impl FromStr for TransportUrl {
             if entry.is_empty() {
                 continue;
             }
-            hosts.push(parse_host(index, entry, default_port)?);
+            hosts.push(parse_host(index + 1, entry, default_port)?);
         }
         if hosts.is_empty() {
             return Err(TransportUrlError::NoHost);
@@ -394,15 +394,15 @@ mod tests {
             ("localhost:5672", TransportUrlError::NotAUrl),
             ("kafka://h/", TransportUrlError::Scheme("kafka".into())),
             ("rabbit:///", TransportUrlError::NoHost),
-            ("rabbit://u:p@/", TransportUrlError::EmptyHost { index: 0 }),
+            ("rabbit://u:p@/", TransportUrlError::EmptyHost { index: 1 }),
             (
                 "rabbit://h1,h2:99999/",
                 TransportUrlError::Port {
-                    index: 1,
+                    index: 2,
                     port: "99999".into(),
                 },
             ),
-            ("rabbit://[::1/", TransportUrlError::Ipv6 { index: 0 }),
+            ("rabbit://[::1/", TransportUrlError::Ipv6 { index: 1 }),
         ];
         for (text, want) in cases {
             assert_eq!(text.parse::<TransportUrl>().unwrap_err(), want, "{text}");

@@ -33,15 +33,29 @@ struct Cli {
     debug: bool,
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("ERROR: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let code = runtime.block_on(serve(cli));
+    // Exit without tearing the runtime down: lapin's I/O thread may still be inside a
+    // connection attempt (SIGTERM while the broker is unreachable), and a runtime shutting
+    // down under it panics. Everything worth closing was closed by `serve`.
+    std::process::exit(code)
+}
+
+async fn serve(cli: Cli) -> i32 {
     let sources = cli.config.sources();
     let loaded = match conf::load(&sources) {
         Ok(loaded) => loaded,
         Err(e) => {
             eprintln!("ERROR: {e}");
-            return ExitCode::from(1);
+            return 1;
         }
     };
     let options = &loaded.config.default;
@@ -50,7 +64,7 @@ async fn main() -> ExitCode {
         Ok(log) => log,
         Err(e) => {
             eprintln!("ERROR: cannot open the log {target:?}: {e}");
-            return ExitCode::from(1);
+            return 1;
         }
     };
     for file in &loaded.files {
@@ -63,14 +77,14 @@ async fn main() -> ExitCode {
     let (stop, stopped) = watch::channel(false);
     if let Err(e) = spawn_signal_handler(stop, sources, log, cli.debug) {
         eprintln!("ERROR: cannot install signal handlers: {e}");
-        return ExitCode::from(1);
+        return 1;
     }
     match conductor::run(&loaded.config, stopped).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => 0,
         Err(e) => {
             error!("{e}");
             eprintln!("ERROR: {e}");
-            ExitCode::from(1)
+            1
         }
     }
 }

@@ -1,7 +1,10 @@
 //! INI text to `(section, option, value)` entries with oslo.config's rules: no `%`
 //! interpolation, no escapes, `#`/`;`/`\` inside values kept verbatim, indented lines
 //! continue the previous value, a value wholly wrapped in matching quotes loses them, and
-//! options before any `[section]` are refused. Pure: text in, entries or errors out.
+//! options before any `[section]` are refused (configuration files) or kept in an
+//! unnamed section (templates, see [`Keys::BeforeSection`]). Pure: text in, entries or
+//! errors out. The configuration and the templates both read INI through here, so the
+//! two never disagree on what a line means.
 //!
 //! rust-ini does the parsing. A line pass in front of it checks the line shapes oslo's
 //! `iniparser` accepts, so that errors carry line numbers and the few places where
@@ -19,10 +22,20 @@ use super::error::ConfError;
 /// character before parsing and swapped back in the values.
 const TRAILING_BACKSLASH: char = '\u{F8FF}';
 
+/// Whether options may stand before the first `[section]` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Keys {
+    /// oslo.config's rule for configuration files: every option is in a section.
+    InSections,
+    /// Templates: options before any header form an unnamed section (name `""`).
+    BeforeSection,
+}
+
 /// One `[section]` block as written; a section written twice appears twice.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct IniSection {
-    /// As oslo normalizes group names: `DEFAULT` as is, any other name lowercased.
+pub(crate) struct IniSection {
+    /// As oslo normalizes group names: `DEFAULT` as is, any other name lowercased; `""`
+    /// for options before the first header (only with [`Keys::BeforeSection`]).
     pub name: String,
     /// `(option, value)` in file order; a repeated option appears each time.
     pub entries: Vec<(String, String)>,
@@ -30,8 +43,12 @@ pub(super) struct IniSection {
 
 /// Parses one file's text; `file` only names it in errors. All syntax errors of the file
 /// are returned, in line order.
-pub(super) fn parse(file: &Path, text: &str) -> Result<Vec<IniSection>, Vec<ConfError>> {
-    let checked = check_lines(file, text)?;
+pub(crate) fn parse(
+    file: &Path,
+    text: &str,
+    keys: Keys,
+) -> Result<Vec<IniSection>, Vec<ConfError>> {
+    let checked = check_lines(file, text, keys)?;
     let options = ParseOption {
         enabled_quote: false,
         enabled_escape: false,
@@ -48,10 +65,11 @@ pub(super) fn parse(file: &Path, text: &str) -> Result<Vec<IniSection>, Vec<Conf
     let restore = |s: &str| s.replace(TRAILING_BACKSLASH, "\\");
     Ok(ini
         .iter()
-        // The general (unnamed) section is empty: the line pass refused options in it.
-        .filter_map(|(name, props)| name.map(|name| (name, props)))
+        // With Keys::InSections the line pass refused options in the unnamed section, so
+        // it is empty and left out.
+        .filter(|(name, props)| name.is_some() || !props.is_empty())
         .map(|(name, props)| IniSection {
-            name: normalize_section(name),
+            name: name.map(normalize_section).unwrap_or_default(),
             entries: props
                 .iter()
                 .map(|(k, v)| (restore(k), strip_quotes(&restore(v))))
@@ -87,10 +105,10 @@ fn strip_quotes(value: &str) -> String {
 /// The line pass (oslo's `iniparser.BaseParser.parse`): returns the text to hand to
 /// rust-ini, with trailing backslashes protected, or every bad line. Errors never quote
 /// the line, which might hold a password.
-fn check_lines(file: &Path, text: &str) -> Result<String, Vec<ConfError>> {
+fn check_lines(file: &Path, text: &str, keys: Keys) -> Result<String, Vec<ConfError>> {
     let mut errors = Vec::new();
     let mut protected = String::with_capacity(text.len());
-    let mut in_section = false;
+    let mut in_section = keys == Keys::BeforeSection;
     // Whether an indented line here continues a value (oslo: "key is not None").
     let mut in_value = false;
     let syntax = |line: usize, message: &str| ConfError::Syntax {
@@ -169,7 +187,7 @@ mod tests {
     use super::*;
 
     fn sections(text: &str) -> Vec<IniSection> {
-        parse(Path::new("test.conf"), text).unwrap_or_else(|e| panic!("{e:?}"))
+        parse(Path::new("test.conf"), text, Keys::InSections).unwrap_or_else(|e| panic!("{e:?}"))
     }
 
     fn entries(text: &str) -> Vec<(String, String)> {
@@ -177,7 +195,7 @@ mod tests {
     }
 
     fn errors(text: &str) -> Vec<String> {
-        parse(Path::new("/etc/x.conf"), text)
+        parse(Path::new("/etc/x.conf"), text, Keys::InSections)
             .unwrap_err()
             .iter()
             .map(ToString::to_string)

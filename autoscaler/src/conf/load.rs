@@ -184,7 +184,7 @@ struct Accumulator {
 impl Accumulator {
     fn add_text(&mut self, file: &Path, text: &str) {
         self.files.push(file.to_owned());
-        let sections = match ini::parse(file, text) {
+        let sections = match ini::parse(file, text, ini::Keys::InSections) {
             Ok(sections) => sections,
             Err(errors) => {
                 self.errors.extend(errors);

@@ -15,7 +15,7 @@ pub mod agent;
 pub mod conductor;
 pub mod default;
 mod error;
-mod ini;
+pub(crate) mod ini;
 mod load;
 pub mod notifications;
 mod opt;

@@ -66,10 +66,6 @@ pub enum TemplateProblem {
     #[error("section [{}] is not allowed: only [{SECTION}] is allowed (or no section header at all)", one_line(.section))]
     Section { section: String },
 
-    /// A line that is neither `KEY = VALUE`, a section header, a comment nor blank.
-    #[error("line {line:?} is not KEY = VALUE")]
-    NotKeyValue { line: String },
-
     #[error("unknown key {key:?}: valid keys are {}", VALID_KEYS.join(", "))]
     UnknownKey { key: String },
 
@@ -141,7 +137,7 @@ impl TemplateProblem {
     pub fn key(&self) -> Option<&str> {
         use TemplateProblem::*;
         match self {
-            Unreadable { .. } | Syntax { .. } | Section { .. } | NotKeyValue { .. } => None,
+            Unreadable { .. } | Syntax { .. } | Section { .. } => None,
             UnknownKey { key } => Some(key),
             Duplicate { key, .. }
             | Missing { key, .. }

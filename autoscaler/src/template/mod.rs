@@ -20,7 +20,7 @@ pub use error::{TemplateError, TemplateProblem};
 use std::path::Path;
 use std::time::Duration;
 
-use ini::{Ini, ParseOption};
+use crate::conf::{ini, ConfError};
 use serde::{Deserialize, Serialize};
 
 /// The only section a template may have; keys may also stand before any section header.
@@ -207,46 +207,35 @@ fn expected(key: &str) -> &'static str {
 fn parse_ini(source: &str, text: &str, ceiling: u32) -> Result<Template, Vec<TemplateProblem>> {
     // Editors on some systems start UTF-8 files with a byte-order mark.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    // No quote or escape processing: values are taken as written (oslo.config does the same).
-    let option = ParseOption {
-        enabled_quote: false,
-        enabled_escape: false,
-        ..ParseOption::default()
-    };
-    let ini = Ini::load_from_str_opt(text, option).map_err(|err| {
-        vec![TemplateProblem::Syntax {
-            line: err.line,
-            message: err.msg.trim_end_matches('.').to_owned(),
-        }]
-    })?;
+    // The configuration's INI reader, so templates follow the same oslo rules (no quote
+    // or escape processing, a trailing backslash kept, a line without `=` refused); keys
+    // may also stand before any section header.
+    let sections =
+        ini::parse(Path::new(source), text, ini::Keys::BeforeSection).map_err(|errors| {
+            errors
+                .into_iter()
+                .map(|error| match error {
+                    ConfError::Syntax { line, message, .. } => {
+                        TemplateProblem::Syntax { line, message }
+                    }
+                    other => TemplateProblem::Syntax {
+                        line: 0,
+                        message: other.to_string(),
+                    },
+                })
+                .collect::<Vec<_>>()
+        })?;
 
     let mut problems = Vec::new();
     let mut given = Given::default();
-    for (section, properties) in ini.iter() {
-        if let Some(section) = section {
-            check_section(section, &mut problems);
+    for section in &sections {
+        if !section.name.is_empty() {
+            check_section(&section.name, &mut problems);
         }
-        for (key, value) in properties.iter() {
-            // rust-ini reads a line without `=` as the start of the next key (across line
-            // breaks, comments and section headers included): report those lines apart.
-            let mut lines: Vec<&str> = key.lines().map(str::trim).collect();
-            let key = lines.pop().unwrap_or_default();
-            for line in lines {
-                if line.is_empty() || line.starts_with(['#', ';']) {
-                    continue;
-                }
-                match line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-                    Some(section) => check_section(section.trim(), &mut problems),
-                    None => problems.push(TemplateProblem::NotKeyValue {
-                        line: line.to_owned(),
-                    }),
-                }
-            }
-            match VALID_KEYS.iter().position(|valid| *valid == key) {
+        for (key, value) in &section.entries {
+            match VALID_KEYS.iter().position(|valid| valid == key) {
                 Some(index) => given.values[index].push(value.trim().to_owned()),
-                None => problems.push(TemplateProblem::UnknownKey {
-                    key: key.to_owned(),
-                }),
+                None => problems.push(TemplateProblem::UnknownKey { key: key.clone() }),
             }
         }
     }
