@@ -7,8 +7,11 @@
 //! for local images. Exit codes: 0 after SIGTERM/SIGINT, 1 on a bad setting or file,
 //! 2 on a usage error.
 
+mod aggregate;
 mod cloud_init;
 mod heartbeat;
+mod log_follower;
+mod request_log;
 mod settings;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};

@@ -16,6 +16,6 @@ pub use agent_config::{AgentConfig, CloudConfig};
 pub use envelope::{DropCounts, DropReason, DropSnapshot, Envelope, Payload};
 pub use link::{Link, LinkConfig, LinkHandle, LinkState, Outgoing, Subscription};
 pub use notification::{Notification, Priority};
-pub use payload::{Heartbeat, Role};
+pub use payload::{Heartbeat, MemberStats, Metrics, Role, Stats};
 pub use topology::{QueueSpec, Topology};
 pub use transport_url::{BrokerHost, TransportUrl, TransportUrlError};

@@ -1,8 +1,10 @@
-//! The payloads agents publish: what a VM says about itself.
+//! The payloads agents publish: what a VM says about itself ([`Heartbeat`]) and what the
+//! splitter measures of the site's requests ([`Metrics`]).
 //!
 //! Conductor-only requests (the operator CLI's RPC) live with the conductor; only what
 //! crosses into a VM is defined here.
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::envelope::Payload;
@@ -57,4 +59,132 @@ pub struct Heartbeat {
 
 impl Payload for Heartbeat {
     const KIND: &'static str = "heartbeat";
+}
+
+/// What the splitter measured in one interval (normally one second), sent on
+/// `metrics.<group>` with a short TTL like heartbeats: a late measurement is worthless.
+///
+/// Times are seconds as `f64` on the wire (mod_jk's `%T` has microsecond resolution).
+/// Built from the mod_jk request log, so a request is counted when it *ends*, in the
+/// interval in which its log line reached the agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    pub group: String,
+    /// The splitter VM that measured.
+    pub vm_id: String,
+    /// When the interval began (the end of the previous one), UTC.
+    pub start: DateTime<Utc>,
+    /// Length of the interval in seconds; about 1.0, longer when the agent was late. Divide
+    /// request counts by it for a rate.
+    pub interval: f64,
+    /// The whole site: every request line of the interval, including those whose member is
+    /// unknown (the seed's `%w %V %T` format, or `%R` logged as `-`).
+    pub site: Stats,
+    /// One entry per member (mod_jk worker) that ended at least one request in the interval,
+    /// sorted by name. A pool member missing here served nothing in the interval.
+    pub members: Vec<MemberStats>,
+    /// Log lines of the interval that were neither a request nor a mod_jk message, plus
+    /// lines longer than the agent's cap; a non-zero count means a format mismatch.
+    pub malformed_lines: u64,
+    /// mod_jk's own log lines (`[pid:tid] [level] ...`) of the interval; not requests.
+    pub modjk_messages: u64,
+}
+
+impl Payload for Metrics {
+    const KIND: &'static str = "metrics";
+}
+
+/// Request count, error count and response-time distribution of one interval. All times
+/// are seconds, measured by mod_jk (`%T`, queueing inside Tomcat included); all are 0.0 when
+/// `requests` is 0. Percentiles are exact, nearest-rank over the interval's samples.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Requests that ended in the interval.
+    pub requests: u64,
+    /// Of those, responses with a status outside 200-399 (a request logged without a
+    /// status, as in the seed's format, counts as a success).
+    pub errors: u64,
+    /// Mean response time, seconds.
+    pub mean: f64,
+    /// Median response time, seconds.
+    pub p50: f64,
+    /// 95th percentile response time, seconds.
+    pub p95: f64,
+    /// 99th percentile response time, seconds.
+    pub p99: f64,
+    /// Longest response time, seconds.
+    pub max: f64,
+}
+
+/// [`Stats`] of one member (mod_jk worker), flattened into the member's JSON object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemberStats {
+    /// The mod_jk worker name (`%R`), as in workers.properties.
+    pub member: String,
+    #[serde(flatten)]
+    pub stats: Stats,
+    /// Requests in flight on this member at the end of the interval, from jkstatus
+    /// (`worker.<member>.busy`); `None` when it was not read.
+    #[serde(default)]
+    pub busy: Option<u32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::Envelope;
+
+    fn metrics() -> Metrics {
+        let stats = Stats {
+            requests: 4,
+            errors: 1,
+            mean: 0.05,
+            p50: 0.04,
+            p95: 0.09,
+            p99: 0.09,
+            max: 0.09,
+        };
+        Metrics {
+            group: "shop".into(),
+            vm_id: "vm-0".into(),
+            start: "2026-11-27T19:27:10Z".parse().unwrap(),
+            interval: 1.0,
+            site: stats,
+            members: vec![MemberStats {
+                member: "worker1".into(),
+                stats,
+                busy: Some(2),
+            }],
+            malformed_lines: 0,
+            modjk_messages: 3,
+        }
+    }
+
+    #[test]
+    fn metrics_round_trip_with_flat_member_stats() {
+        let sent = metrics();
+        let bytes = Envelope::new("agent.vm-0", Utc::now(), sent.clone()).to_bytes();
+        let raw = Envelope::decode(&bytes, 65536).unwrap();
+        assert_eq!(raw.kind, "metrics");
+        let member = &raw.payload["members"][0];
+        assert_eq!(member["member"], "worker1");
+        assert_eq!(member["p95"], 0.09);
+        assert_eq!(member["busy"], 2);
+        let got = raw.payload_as::<Metrics>().unwrap().unwrap();
+        assert_eq!(got.payload, sent);
+    }
+
+    #[test]
+    fn busy_may_be_absent_or_null() {
+        let json = r#"{"member":"worker2","requests":0,"errors":0,"mean":0.0,"p50":0.0,
+            "p95":0.0,"p99":0.0,"max":0.0}"#;
+        let member: MemberStats = serde_json::from_str(json).unwrap();
+        assert_eq!(member.busy, None);
+        assert_eq!(member.stats, Stats::default());
+        let json = json.replace("\"max\":0.0", "\"max\":0.0,\"busy\":null");
+        assert_eq!(
+            serde_json::from_str::<MemberStats>(&json).unwrap().busy,
+            None
+        );
+    }
 }

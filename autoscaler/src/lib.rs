@@ -9,6 +9,7 @@
 pub mod cli_args;
 pub mod conductor;
 pub mod conf;
+pub mod driver;
 pub mod logging;
 pub mod manage;
 pub mod template;

@@ -4,25 +4,28 @@
 //! Two stages, as house style asks: `ini` turns text into raw `(section, option,
 //! value)` entries with oslo.config's syntax rules (no `%` interpolation, no escapes);
 //! the declarations check and type them. Each option is declared once, in the file of its
-//! section ([`default`], [`rabbit`], [`notifications`], [`conductor`], [`agent`]): name,
-//! kind, default, help, and whether SIGHUP reloads it. The typed structs, the validation
-//! and the [`sample`] all come from those declarations.
+//! section ([`default`], [`rabbit`], [`notifications`], [`conductor`], [`agent`],
+//! [`compute`], [`local`]): name, kind, default, help, and whether SIGHUP reloads it. The
+//! typed structs, the validation and the [`sample`] all come from those declarations.
 //!
 //! Unknown sections and options are warnings (other OpenStack libraries share the files);
 //! bad values are errors naming file, section, option, value and what was expected.
 
 pub mod agent;
+pub mod compute;
 pub mod conductor;
 pub mod default;
 mod error;
 pub(crate) mod ini;
 mod load;
+pub mod local;
 pub mod notifications;
 mod opt;
 pub mod rabbit;
 mod sample;
 
 pub use agent::AgentOpts;
+pub use compute::{ComputeDriver, ComputeOpts};
 pub use conductor::ConductorOpts;
 pub use default::DefaultOpts;
 pub use error::{ConfError, ConfWarning};
@@ -30,6 +33,7 @@ pub use load::{
     load, load_from_str, load_from_strs, validate, validate_strs, ConfigSources, Loaded, Report,
     DEFAULT_CONFIG_FILE,
 };
+pub use local::{CidrV4, LocalOpts};
 pub use notifications::{NotificationDriver, NotificationOpts};
 pub use opt::{redact_transport_url, Choice, OptDecl, OptKind, SectionDecl};
 pub use rabbit::RabbitOpts;
@@ -42,7 +46,9 @@ use opt::{SectionValues, Values};
 pub const SECTIONS: &[&SectionDecl] = &[
     &default::SECTION,
     &agent::SECTION,
+    &compute::SECTION,
     &conductor::SECTION,
+    &local::SECTION,
     &notifications::SECTION,
     &rabbit::SECTION,
 ];
@@ -55,6 +61,8 @@ pub struct Config {
     pub oslo_messaging_notifications: NotificationOpts,
     pub conductor: ConductorOpts,
     pub agent: AgentOpts,
+    pub compute: ComputeOpts,
+    pub local: LocalOpts,
 }
 
 impl Default for Config {
@@ -92,6 +100,8 @@ impl Config {
             ),
             conductor: section(&conductor::SECTION, values, ConductorOpts::from_values),
             agent: section(&agent::SECTION, values, AgentOpts::from_values),
+            compute: section(&compute::SECTION, values, ComputeOpts::from_values),
+            local: section(&local::SECTION, values, LocalOpts::from_values),
         }
     }
 

@@ -45,6 +45,8 @@ pub enum OptKind {
     Choice { choices: &'static [Choice] },
     /// An oslo.messaging transport URL; never echoed with its password.
     TransportUrl,
+    /// An IPv4 network inside 127.0.0.0/8 in CIDR notation (`[local] address_pool`).
+    LoopbackNetwork,
 }
 
 /// One option: declared once, it yields the typed value, its validation and its sample.
@@ -185,6 +187,10 @@ impl OptKind {
                 .parse::<TransportUrl>()
                 .map(Value::TransportUrl)
                 .map_err(|e| format!("not a valid transport URL: {e}")),
+            // CidrV4's reason already reads "expected ... (why)".
+            OptKind::LoopbackNetwork => text
+                .parse::<super::local::CidrV4>()
+                .map(|_| Value::String(text.to_owned())),
         }
     }
 
@@ -214,6 +220,9 @@ impl OptKind {
             OptKind::TransportUrl => {
                 "a transport URL such as rabbit://user:pass@host:5672/".to_owned()
             }
+            OptKind::LoopbackNetwork => super::local::CidrV4::EXPECTED
+                .trim_start_matches("expected ")
+                .to_owned(),
         }
     }
 
@@ -228,7 +237,8 @@ impl OptKind {
             | OptKind::OptionalString
             | OptKind::Path
             | OptKind::OptionalPath
-            | OptKind::Choice { .. } => "string",
+            | OptKind::Choice { .. }
+            | OptKind::LoopbackNetwork => "string",
             OptKind::List { .. } => "list",
             OptKind::TransportUrl => "uri",
         }

@@ -1,0 +1,359 @@
+//! The cloud driver contract: the one trait through which the conductor boots, finds and
+//! deletes VMs ([`CloudDriver`]), its vocabulary ([`VmId`], [`VmStatus`], [`VmSpec`],
+//! [`Vm`], [`DriverError`]), and the only function that maps `[compute] driver` to a
+//! driver ([`from_config`]). Modelled on Nova's virt driver contract (`nova/virt/driver.py`).
+//!
+//! # Vocabulary
+//!
+//! - A **VM id** ([`VmId`]) is an opaque string chosen by the driver at boot. It is unique
+//!   among the VMs of one driver (a deleted VM's id is never given to another VM) and stable
+//!   across conductor restarts: a driver built again on the same cloud reports the same VM
+//!   under the same id. Callers never parse it.
+//! - **Statuses** are Nova's words ([`VmStatus`]): `BUILD` while booting, `ACTIVE` once the
+//!   VM has booted and runs, `ERROR` when booting failed (the VM's `fault` says why; the VM
+//!   stays until it is deleted, as in Nova), `SHUTOFF` when an `ACTIVE` VM stopped on its own
+//!   (a crash), `DELETED` while a delete is under way. `ERROR` and `SHUTOFF` are final: only
+//!   a delete follows them.
+//! - **Groups**: every VM the autoscaler boots carries the metadata keys [`META_GROUP`],
+//!   [`META_ROLE`] and [`META_TEMPLATE`]; the cloud, not the conductor, is the source of
+//!   truth for which VMs a group has, so a restarted conductor rebuilds its state from
+//!   [`CloudDriver::list`].
+//!
+//! # Calls
+//!
+//! - [`boot`](CloudDriver::boot) returns at once with the VM in `BUILD`; the caller polls
+//!   [`get`](CloudDriver::get) to see it reach `ACTIVE` or `ERROR`. It is **not**
+//!   idempotent: each call boots a new VM. A spec whose metadata lacks [`META_GROUP`] is
+//!   refused ([`DriverError::InvalidSpec`]) so that no VM can escape [`CloudDriver::list`].
+//! - [`get`](CloudDriver::get) of an id the driver does not know (never booted, or deleted)
+//!   is `Ok(None)`, as Nova answers 404 after a deletion.
+//! - [`list`](CloudDriver::list) returns the VMs whose metadata names the group, including
+//!   those in `ERROR`, `SHUTOFF` or being deleted (`DELETED`), oldest first.
+//! - [`delete`](CloudDriver::delete) returns once the VM is gone, so its address and quota
+//!   are free again. It is **idempotent**: deleting a missing or already deleted VM is
+//!   `Ok(())`, and a delete that failed may be repeated.
+//!
+//! # Errors
+//!
+//! [`DriverError::is_retryable`] says whether the same call may succeed later without
+//! anyone changing the configuration, the spec or the images (an exhausted address pool
+//! frees up when a VM is deleted; a process group that has not died yet may die). The
+//! conductor retries those with backoff and reports the others.
+
+mod local;
+
+use std::{
+    collections::BTreeMap,
+    fmt, io,
+    net::IpAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::conf::{ComputeDriver, Config};
+
+pub use local::LocalDriver;
+
+/// Metadata key naming the VM's group (the template's name); required at boot.
+pub const META_GROUP: &str = "autoscaler:group";
+/// Metadata key naming the VM's role in its group, e.g. `web` or `splitter`.
+pub const META_ROLE: &str = "autoscaler:role";
+/// Metadata key carrying the template the VM was booted from.
+pub const META_TEMPLATE: &str = "autoscaler:template";
+
+/// A VM's id: opaque, chosen by the driver, unique per driver and stable across restarts.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct VmId(pub String);
+
+impl fmt::Display for VmId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A VM's status, in Nova's words (and spelling, on the wire and in `Display`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum VmStatus {
+    /// Booting: not yet ready to serve.
+    Build,
+    /// Booted and running.
+    Active,
+    /// Booting failed; `Vm::fault` says why. Final.
+    Error,
+    /// Was running and stopped on its own (a crash). Final.
+    Shutoff,
+    /// Being deleted.
+    Deleted,
+}
+
+impl VmStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VmStatus::Build => "BUILD",
+            VmStatus::Active => "ACTIVE",
+            VmStatus::Error => "ERROR",
+            VmStatus::Shutoff => "SHUTOFF",
+            VmStatus::Deleted => "DELETED",
+        }
+    }
+}
+
+impl fmt::Display for VmStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What to boot: Nova's server-create request, reduced to what the autoscaler uses.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct VmSpec {
+    /// A display name; need not be unique.
+    pub name: String,
+    /// The image's name (local: a folder of `[local] images_path`).
+    pub image: String,
+    /// Ignored by the local driver.
+    pub flavor: Option<String>,
+    /// Ignored by the local driver.
+    pub network: Option<String>,
+    /// Ignored by the local driver.
+    pub key_name: Option<String>,
+    /// Must hold [`META_GROUP`].
+    pub metadata: BTreeMap<String, String>,
+    /// Handed to the VM's boot as cloud-init's user data.
+    pub user_data: String,
+}
+
+/// A VM as the cloud reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vm {
+    pub id: VmId,
+    pub name: String,
+    pub image: String,
+    pub status: VmStatus,
+    /// The address its services listen on; `None` until the cloud has given one.
+    pub address: Option<IpAddr>,
+    pub metadata: BTreeMap<String, String>,
+    pub created_at: DateTime<Utc>,
+    /// Why the VM is in `ERROR`, for a person to read.
+    pub fault: Option<String>,
+}
+
+impl Vm {
+    /// The group named by the VM's metadata.
+    pub fn group(&self) -> Option<&str> {
+        self.metadata.get(META_GROUP).map(String::as_str)
+    }
+}
+
+/// The cloud driver contract; see the module documentation for the rules every driver
+/// follows.
+#[async_trait]
+pub trait CloudDriver: Send + Sync + 'static {
+    /// The driver's `[compute] driver` name.
+    fn name(&self) -> &'static str;
+
+    /// Starts booting a VM and returns it at once, in `BUILD`. Not idempotent.
+    async fn boot(&self, spec: VmSpec) -> Result<Vm, DriverError>;
+
+    /// The VM, or `None` when the driver does not know the id (never booted or deleted).
+    async fn get(&self, id: &VmId) -> Result<Option<Vm>, DriverError>;
+
+    /// The VMs whose [`META_GROUP`] metadata is `group`, oldest first.
+    async fn list(&self, group: &str) -> Result<Vec<Vm>, DriverError>;
+
+    /// Deletes the VM and returns when it is gone. Idempotent: a missing VM is `Ok`.
+    async fn delete(&self, id: &VmId) -> Result<(), DriverError>;
+}
+
+/// Why a driver call failed; each variant carries what a person needs to act on it.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    /// The spec names an image the cloud does not have.
+    #[error(
+        "unknown image {image:?}: no executable {}; images in {}: {}",
+        images_path.join(image).join("boot").display(),
+        images_path.display(),
+        list_or_none(available)
+    )]
+    UnknownImage {
+        image: String,
+        images_path: PathBuf,
+        /// The images that do exist, sorted.
+        available: Vec<String>,
+    },
+
+    /// Every address of the pool is held by a VM; deleting one frees its address.
+    #[error("address pool {pool} is exhausted: all its {usable} usable addresses are in use")]
+    PoolExhausted { pool: String, usable: usize },
+
+    /// The spec cannot be booted as it is.
+    #[error("invalid VM spec: {reason}")]
+    InvalidSpec { reason: String },
+
+    /// A configuration value the driver cannot use (checked when the driver is built).
+    #[error("[{section}] {option} = {value:?}: {reason}")]
+    InvalidConfig {
+        section: &'static str,
+        option: &'static str,
+        value: String,
+        reason: String,
+    },
+
+    /// Reading or writing the driver's state failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    /// A VM record in the driver's state cannot be read; the driver refuses to start
+    /// rather than forget a VM that may still run.
+    #[error(
+        "{}: unreadable VM record ({reason}); stop that VM's processes if any and remove its \
+         directory",
+        path.display()
+    )]
+    CorruptRecord { path: PathBuf, reason: String },
+
+    /// The VM's boot program could not be started.
+    #[error("cannot start `{command}`: {source}")]
+    Spawn {
+        /// The command line, e.g. `setsid /usr/share/autoscaler/images/tomcat/boot`.
+        command: String,
+        #[source]
+        source: io::Error,
+    },
+
+    /// A VM's processes outlived SIGKILL for longer than the driver waits (e.g. stuck in
+    /// uninterruptible I/O); the delete may be repeated.
+    #[error("VM {id} is still running after SIGKILL of its process group {pgid}")]
+    StillRunning { id: VmId, pgid: i32 },
+
+    /// The configured driver exists by name only.
+    #[error("the {driver} driver is not available yet (issue {issue}); use driver = local")]
+    NotImplemented { driver: &'static str, issue: u32 },
+}
+
+impl DriverError {
+    /// Whether the same call may succeed later without anyone changing the configuration,
+    /// the spec or the images.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            DriverError::PoolExhausted { .. } | DriverError::StillRunning { .. } => true,
+            // EAGAIN from fork: the process limit, which frees up as processes exit.
+            DriverError::Spawn { source, .. } => source.kind() == io::ErrorKind::WouldBlock,
+            DriverError::UnknownImage { .. }
+            | DriverError::InvalidSpec { .. }
+            | DriverError::InvalidConfig { .. }
+            | DriverError::Io { .. }
+            | DriverError::CorruptRecord { .. }
+            | DriverError::NotImplemented { .. } => false,
+        }
+    }
+
+    pub(crate) fn io(path: &Path, source: io::Error) -> Self {
+        DriverError::Io {
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
+fn list_or_none(items: &[String]) -> String {
+    match items.is_empty() {
+        true => "none".to_owned(),
+        false => items.join(", "),
+    }
+}
+
+/// The driver `[compute] driver` names, built from the configuration. The only place that
+/// maps a driver name to a driver.
+pub fn from_config(config: &Config) -> Result<Arc<dyn CloudDriver>, DriverError> {
+    match config.compute.driver {
+        ComputeDriver::Local => Ok(Arc::new(LocalDriver::from_config(config)?)),
+        ComputeDriver::Nova => Err(DriverError::NotImplemented {
+            driver: "nova",
+            issue: 7,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_are_novas_words() {
+        for (status, word) in [
+            (VmStatus::Build, "BUILD"),
+            (VmStatus::Active, "ACTIVE"),
+            (VmStatus::Error, "ERROR"),
+            (VmStatus::Shutoff, "SHUTOFF"),
+            (VmStatus::Deleted, "DELETED"),
+        ] {
+            assert_eq!(status.to_string(), word);
+            let json = serde_json::to_string(&status).unwrap();
+            assert_eq!(json, format!("\"{word}\""));
+            assert_eq!(serde_json::from_str::<VmStatus>(&json).unwrap(), status);
+        }
+    }
+
+    #[test]
+    fn vm_id_is_a_bare_string_on_the_wire() {
+        let id = VmId("web-0a1b2c3d".into());
+        assert_eq!(serde_json::to_string(&id).unwrap(), "\"web-0a1b2c3d\"");
+        assert_eq!(id.to_string(), "web-0a1b2c3d");
+    }
+
+    #[test]
+    fn nova_is_a_clear_not_implemented_error() {
+        let mut config = Config::default();
+        config.compute.driver = ComputeDriver::Nova;
+        let err = from_config(&config).err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            "the nova driver is not available yet (issue 7); use driver = local"
+        );
+        assert!(!err.is_retryable());
+    }
+
+    #[test]
+    fn unknown_image_lists_the_available_ones() {
+        let err = DriverError::UnknownImage {
+            image: "tomcat".into(),
+            images_path: "/srv/images".into(),
+            available: vec!["apache".into(), "ok".into()],
+        };
+        assert_eq!(
+            err.to_string(),
+            "unknown image \"tomcat\": no executable /srv/images/tomcat/boot; images in \
+             /srv/images: apache, ok"
+        );
+        let none = DriverError::UnknownImage {
+            image: "x".into(),
+            images_path: "/srv/images".into(),
+            available: vec![],
+        };
+        assert!(none.to_string().ends_with("images in /srv/images: none"));
+    }
+
+    #[test]
+    fn only_transient_errors_are_retryable() {
+        let exhausted = DriverError::PoolExhausted {
+            pool: "127.0.1.0/30".into(),
+            usable: 1,
+        };
+        assert!(exhausted.is_retryable());
+        let invalid = DriverError::InvalidSpec {
+            reason: "no group".into(),
+        };
+        assert!(!invalid.is_retryable());
+    }
+}

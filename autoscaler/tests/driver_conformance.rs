@@ -1,0 +1,572 @@
+//! The cloud driver conformance suite ([`conformance::run_conformance`]), written against
+//! `&dyn CloudDriver` so every driver passes the same checks, and its run against the local
+//! driver with the test images of `tests/images/`, plus the local driver's own promises
+//! (addresses, faults, timeouts, the grace period, the boot script's environment).
+//!
+//! Every test has its own state directory and address pool, so tests run in parallel; a
+//! guard kills every process group a test started, even when the test fails.
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    net::{IpAddr, Ipv4Addr},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use async_trait::async_trait;
+use autoscaler::{
+    conf::{load_from_str, CidrV4, Config},
+    driver::{
+        from_config, CloudDriver, DriverError, Vm, VmId, VmSpec, VmStatus, META_GROUP, META_ROLE,
+        META_TEMPLATE,
+    },
+};
+use nix::{
+    sys::signal::{killpg, Signal},
+    unistd::Pid,
+};
+
+/// The driver-independent suite. A future driver runs it with its own [`Cloud`].
+pub mod conformance {
+    use super::*;
+
+    /// How long a VM may take to reach the status a check waits for.
+    const DEADLINE: Duration = Duration::from_secs(10);
+
+    /// The images the suite boots, by their names in the cloud under test.
+    pub struct Images {
+        /// Boots, then runs until told to stop.
+        pub ok: String,
+        /// Fails before its boot finishes.
+        pub fails: String,
+        /// Boots, then ignores SIGTERM (or the cloud's polite shutdown).
+        pub stubborn: String,
+        /// Boots and prints its user data on its console.
+        pub user_data: String,
+    }
+
+    /// What the suite needs of a cloud beyond the trait, done differently per cloud.
+    #[async_trait]
+    pub trait Cloud: Send + Sync {
+        /// A new driver on the same cloud, as a restarted conductor would build it.
+        fn reconnect(&self) -> Arc<dyn CloudDriver>;
+        /// Makes the VM crash behind the driver's back (local: `kill -9 -<pgid>`).
+        async fn crash(&self, vm: &Vm);
+        /// Whether anything of the VM still runs (local: its process group). Called once
+        /// while the VM runs before it is asked after its deletion.
+        fn still_running(&self, vm: &Vm) -> bool;
+        /// What the VM printed on its console so far.
+        fn console(&self, vm: &Vm) -> String;
+    }
+
+    pub fn spec(name: &str, image: &str, group: &str) -> VmSpec {
+        VmSpec {
+            name: name.to_owned(),
+            image: image.to_owned(),
+            metadata: BTreeMap::from([
+                (META_GROUP.to_owned(), group.to_owned()),
+                (META_ROLE.to_owned(), "web".to_owned()),
+                (META_TEMPLATE.to_owned(), format!("{group}.template")),
+            ]),
+            user_data: format!("#cloud-config\n# {name}\n"),
+            ..VmSpec::default()
+        }
+    }
+
+    /// Polls `get` until the VM has `status` (panics on another final status or after
+    /// [`DEADLINE`]).
+    pub async fn wait_for(driver: &dyn CloudDriver, id: &VmId, status: VmStatus) -> Vm {
+        let start = Instant::now();
+        loop {
+            let vm = driver.get(id).await.unwrap();
+            let vm = vm.unwrap_or_else(|| panic!("{id} vanished while waiting for {status}"));
+            if vm.status == status {
+                return vm;
+            }
+            let final_status = matches!(vm.status, VmStatus::Error | VmStatus::Shutoff);
+            assert!(
+                !final_status && start.elapsed() < DEADLINE,
+                "{id} is {} (fault {:?}), not {status}",
+                vm.status,
+                vm.fault
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Polls `check` until it holds or [`DEADLINE`] passes.
+    pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while !check() {
+            assert!(start.elapsed() < DEADLINE, "never: {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn ids(vms: &[Vm]) -> Vec<VmId> {
+        vms.iter().map(|vm| vm.id.clone()).collect()
+    }
+
+    /// Every rule of the contract in `autoscaler::driver`, in one run. `driver` is not used
+    /// after the simulated conductor restart; the cloud's new driver takes over.
+    pub async fn run_conformance(driver: &dyn CloudDriver, images: &Images, cloud: &dyn Cloud) {
+        // Refusals: nothing is booted.
+        let err = driver
+            .boot(spec("x", "no-such-image", "shop"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, DriverError::UnknownImage { .. }), "{err}");
+        assert!(err.to_string().contains(&images.ok), "{err}");
+        assert!(!err.is_retryable());
+        let mut no_group = spec("x", &images.ok, "shop");
+        no_group.metadata.remove(META_GROUP);
+        let err = driver.boot(no_group).await.unwrap_err();
+        assert!(matches!(err, DriverError::InvalidSpec { .. }), "{err}");
+        assert!(err.to_string().contains(META_GROUP), "{err}");
+        assert!(driver.list("shop").await.unwrap().is_empty());
+
+        // Unknown ids: get is None, delete is Ok.
+        let missing = VmId("no-such-vm".into());
+        assert_eq!(driver.get(&missing).await.unwrap(), None);
+        driver.delete(&missing).await.unwrap();
+
+        // Boot returns at once, in BUILD, with what the spec asked for.
+        let mut with_data = spec("shop-data", &images.user_data, "blog");
+        with_data.user_data = "#cloud-config\nrunmeta: 42 ünïcode\n".into();
+        let specs = [
+            spec("shop-web", &images.ok, "shop"),
+            spec("shop-web", &images.ok, "shop"),
+            with_data.clone(),
+        ];
+        let mut booted = Vec::new();
+        for s in specs.iter().cloned() {
+            let vm = driver.boot(s.clone()).await.unwrap();
+            assert_eq!(vm.status, VmStatus::Build, "{vm:?}");
+            assert_eq!(
+                (&vm.name, &vm.image, &vm.metadata),
+                (&s.name, &s.image, &s.metadata)
+            );
+            assert_eq!(vm.fault, None);
+            booted.push(vm);
+        }
+        let [web1, web2, data] = <[Vm; 3]>::try_from(booted).unwrap();
+        assert!(web1.id != web2.id && web2.id != data.id && web1.id != data.id);
+        let addresses: Vec<IpAddr> = [&web1, &web2, &data]
+            .iter()
+            .map(|vm| vm.address.expect("an address"))
+            .collect();
+        assert!(
+            addresses[0] != addresses[1]
+                && addresses[1] != addresses[2]
+                && addresses[0] != addresses[2],
+            "{addresses:?}"
+        );
+
+        // They boot.
+        for vm in [&web1, &web2, &data] {
+            let active = wait_for(driver, &vm.id, VmStatus::Active).await;
+            assert_eq!(active.metadata, vm.metadata);
+            assert_eq!(active.address, vm.address);
+            assert_eq!(active.created_at, vm.created_at);
+        }
+
+        // User data arrives.
+        eventually("the user data is on the console", || {
+            cloud.console(&data).contains("runmeta: 42 ünïcode")
+        })
+        .await;
+
+        // List by group, oldest first, and nothing of other groups.
+        assert_eq!(
+            ids(&driver.list("shop").await.unwrap()),
+            [web1.id.clone(), web2.id.clone()]
+        );
+        assert_eq!(
+            ids(&driver.list("blog").await.unwrap()),
+            vec![data.id.clone()]
+        );
+        assert!(driver.list("nobody").await.unwrap().is_empty());
+
+        // A failing boot is ERROR with a fault, and stays so.
+        let failed = driver
+            .boot(spec("shop-bad", &images.fails, "shop"))
+            .await
+            .unwrap();
+        let failed = wait_for(driver, &failed.id, VmStatus::Error).await;
+        assert!(
+            failed.fault.as_deref().is_some_and(|f| !f.is_empty()),
+            "{failed:?}"
+        );
+
+        // A crash of a running VM is SHUTOFF.
+        cloud.crash(&web2).await;
+        wait_for(driver, &web2.id, VmStatus::Shutoff).await;
+
+        // A restarted conductor finds the same VMs in the same states.
+        let before: Vec<Vm> = driver.list("shop").await.unwrap();
+        let driver = cloud.reconnect();
+        let driver = driver.as_ref();
+        let after = driver.list("shop").await.unwrap();
+        assert_eq!(after, before);
+        assert_eq!(
+            after.iter().map(|vm| vm.status).collect::<Vec<_>>(),
+            [VmStatus::Active, VmStatus::Shutoff, VmStatus::Error]
+        );
+        assert_eq!(
+            driver.get(&data.id).await.unwrap().map(|vm| vm.status),
+            Some(VmStatus::Active)
+        );
+
+        // Delete: gone when it returns, and idempotent.
+        assert!(cloud.still_running(&web1));
+        driver.delete(&web1.id).await.unwrap();
+        assert_eq!(driver.get(&web1.id).await.unwrap(), None);
+        assert!(!cloud.still_running(&web1));
+        driver.delete(&web1.id).await.unwrap();
+        assert_eq!(
+            ids(&driver.list("shop").await.unwrap()),
+            [web2.id.clone(), failed.id.clone()]
+        );
+
+        // A VM that ignores the polite stop is still deleted.
+        let stubborn = driver
+            .boot(spec("shop-stubborn", &images.stubborn, "shop"))
+            .await
+            .unwrap();
+        wait_for(driver, &stubborn.id, VmStatus::Active).await;
+        assert!(cloud.still_running(&stubborn));
+        driver.delete(&stubborn.id).await.unwrap();
+        assert_eq!(driver.get(&stubborn.id).await.unwrap(), None);
+        assert!(!cloud.still_running(&stubborn));
+
+        // VMs in SHUTOFF and ERROR are deleted like any other.
+        for vm in [&web2, &failed, &data] {
+            driver.delete(&vm.id).await.unwrap();
+            assert_eq!(driver.get(&vm.id).await.unwrap(), None);
+        }
+        assert!(driver.list("shop").await.unwrap().is_empty());
+        assert!(driver.list("blog").await.unwrap().is_empty());
+    }
+}
+
+use conformance::{eventually, spec, wait_for, Images};
+
+/// A local cloud for one test: a private state directory and address pool, the test
+/// images, and a guard that kills every process group recorded there when dropped.
+struct LocalCloud {
+    config: Config,
+    state: tempfile::TempDir,
+    /// Process groups seen so far, by VM, for checks after a VM's record is gone.
+    pgids: Mutex<BTreeMap<VmId, i32>>,
+}
+
+impl LocalCloud {
+    fn new(pool: &str, extra: &str) -> Self {
+        let state = tempfile::tempdir().unwrap();
+        let images = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/images");
+        let text = format!(
+            "[DEFAULT]\nstate_path = {}\n[local]\naddress_pool = {pool}\nimages_path = {}\n\
+             delete_grace_period = 0.3\n{extra}",
+            state.path().display(),
+            images.display()
+        );
+        let config = load_from_str("test.conf", &text).unwrap().config;
+        LocalCloud {
+            config,
+            state,
+            pgids: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn driver(&self) -> Arc<dyn CloudDriver> {
+        from_config(&self.config).unwrap()
+    }
+
+    fn vm_dir(&self, id: &VmId) -> PathBuf {
+        self.state.path().join("local/vms").join(&id.0)
+    }
+
+    /// The VM's process group, from its record while there is one.
+    fn pgid(&self, id: &VmId) -> Option<i32> {
+        let mut known = self.pgids.lock().unwrap();
+        if let Some(pgid) = read_pgid(&self.vm_dir(id)) {
+            known.insert(id.clone(), pgid);
+        }
+        known.get(id).copied()
+    }
+}
+
+fn read_pgid(vm_dir: &Path) -> Option<i32> {
+    read_group(vm_dir).map(|(pgid, _)| pgid)
+}
+
+/// The recorded process group and its leader's start time.
+fn read_group(vm_dir: &Path) -> Option<(i32, Option<u64>)> {
+    let text = fs::read_to_string(vm_dir.join("vm.json")).ok()?;
+    let record: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let pgid = record["pgid"]
+        .as_i64()
+        .and_then(|p| i32::try_from(p).ok())?;
+    Some((pgid, record["leader_start"].as_u64()))
+}
+
+/// Field 22 of `/proc/<pid>/stat`.
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+    fields.get(19)?.parse().ok()
+}
+
+/// Whether a process of the group runs: zombies do not count (an orphaned one lingers until
+/// init reaps it, which some inits do only now and then).
+fn group_runs(pgid: i32) -> bool {
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return pgid > 1 && killpg(Pid::from_raw(pgid), None).is_ok();
+    };
+    procs.filter_map(|p| p.ok()).any(|p| {
+        let stat = fs::read_to_string(p.path().join("stat")).unwrap_or_default();
+        let Some(close) = stat.rfind(')') else {
+            return false;
+        };
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        fields.len() > 2 && fields[2] == pgid.to_string() && !matches!(fields[0], "Z" | "X")
+    })
+}
+
+impl Drop for LocalCloud {
+    /// Kills what the test left running, so no process outlives a failed test: every
+    /// group still recorded (a deleted VM's group is gone before its record goes), unless
+    /// its id now belongs to a process that started at another time.
+    fn drop(&mut self) {
+        let Ok(dirs) = fs::read_dir(self.state.path().join("local/vms")) else {
+            return;
+        };
+        for (pgid, leader_start) in dirs.filter_map(|d| read_group(&d.ok()?.path())) {
+            let reused = matches!((leader_start, start_time(pgid)), (Some(a), Some(b)) if a != b);
+            if pgid > 1 && !reused {
+                let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl conformance::Cloud for LocalCloud {
+    fn reconnect(&self) -> Arc<dyn CloudDriver> {
+        self.driver()
+    }
+
+    async fn crash(&self, vm: &Vm) {
+        let pgid = self.pgid(&vm.id).expect("a running VM has a process group");
+        killpg(Pid::from_raw(pgid), Signal::SIGKILL).unwrap();
+        eventually("the crashed group is gone", || !group_runs(pgid)).await;
+    }
+
+    fn still_running(&self, vm: &Vm) -> bool {
+        self.pgid(&vm.id).is_some_and(group_runs)
+    }
+
+    fn console(&self, vm: &Vm) -> String {
+        fs::read_to_string(self.vm_dir(&vm.id).join("console.log")).unwrap_or_default()
+    }
+}
+
+fn images() -> Images {
+    Images {
+        ok: "ok".into(),
+        fails: "fails".into(),
+        stubborn: "stubborn".into(),
+        user_data: "user-data".into(),
+    }
+}
+
+#[tokio::test]
+async fn local_driver_conforms() {
+    let cloud = LocalCloud::new("127.0.9.0/28", "");
+    let driver = cloud.driver();
+    assert_eq!(driver.name(), "local");
+    conformance::run_conformance(driver.as_ref(), &images(), &cloud).await;
+}
+
+#[tokio::test]
+async fn addresses_are_unique_in_the_pool_come_back_and_run_out() {
+    let cloud = LocalCloud::new("127.0.9.16/29", "");
+    let pool: CidrV4 = "127.0.9.16/29".parse().unwrap();
+    let driver = cloud.driver();
+    let mut vms = Vec::new();
+    // A /29 has 6 usable addresses: .17 to .22.
+    for n in 0..6 {
+        let vm = driver
+            .boot(spec(&format!("web-{n}"), "ok", "shop"))
+            .await
+            .unwrap();
+        vms.push(vm);
+    }
+    let addresses: Vec<Ipv4Addr> = vms
+        .iter()
+        .map(|vm| match vm.address {
+            Some(IpAddr::V4(a)) => a,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let expected: Vec<Ipv4Addr> = (17..=22).map(|n| Ipv4Addr::new(127, 0, 9, n)).collect();
+    assert_eq!(addresses, expected);
+    assert!(addresses.iter().all(|a| pool.contains(*a)));
+
+    let err = driver.boot(spec("web-6", "ok", "shop")).await.unwrap_err();
+    assert!(matches!(err, DriverError::PoolExhausted { .. }), "{err}");
+    assert!(err.is_retryable());
+    assert_eq!(
+        err.to_string(),
+        "address pool 127.0.9.16/29 is exhausted: all its 6 usable addresses are in use"
+    );
+
+    // A deleted VM's address is given to the next one.
+    driver.delete(&vms[2].id).await.unwrap();
+    let next = driver.boot(spec("web-7", "ok", "shop")).await.unwrap();
+    assert_eq!(next.address, Some(IpAddr::V4(addresses[2])));
+
+    // A restarted driver holds the same addresses.
+    let again = cloud.driver();
+    let err = again.boot(spec("web-8", "ok", "shop")).await.unwrap_err();
+    assert!(matches!(err, DriverError::PoolExhausted { .. }), "{err}");
+    for vm in again.list("shop").await.unwrap() {
+        again.delete(&vm.id).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_failed_boot_quotes_its_exit_status_and_console() {
+    let cloud = LocalCloud::new("127.0.9.32/29", "");
+    let driver = cloud.driver();
+    let vm = driver.boot(spec("bad", "fails", "shop")).await.unwrap();
+    let vm = wait_for(driver.as_ref(), &vm.id, VmStatus::Error).await;
+    let fault = vm.fault.unwrap();
+    assert!(fault.contains("exit status: 1"), "{fault}");
+    assert!(fault.contains("fails: starting the web server"), "{fault}");
+    assert!(
+        fault.contains("fails: port 8080 is already taken"),
+        "{fault}"
+    );
+    // The fault survives a restart.
+    let again = cloud.driver();
+    let seen = again.get(&vm.id).await.unwrap().unwrap();
+    assert_eq!(seen.status, VmStatus::Error);
+    assert_eq!(seen.fault.as_deref(), Some(fault.as_str()));
+    again.delete(&vm.id).await.unwrap();
+    assert!(!cloud.vm_dir(&vm.id).exists());
+}
+
+#[tokio::test]
+async fn a_boot_that_never_finishes_is_an_error_after_boot_timeout() {
+    let cloud = LocalCloud::new("127.0.9.40/29", "boot_timeout = 1\n");
+    let driver = cloud.driver();
+    let start = Instant::now();
+    let vm = driver.boot(spec("slow", "hangs", "shop")).await.unwrap();
+    assert_eq!(
+        driver.get(&vm.id).await.unwrap().unwrap().status,
+        VmStatus::Build
+    );
+    let vm = wait_for(driver.as_ref(), &vm.id, VmStatus::Error).await;
+    assert!(start.elapsed() >= Duration::from_secs(1));
+    let fault = vm.fault.unwrap();
+    assert!(
+        fault.starts_with("boot did not finish within 1 s"),
+        "{fault}"
+    );
+    assert!(fault.contains("waiting for a database"), "{fault}");
+    // Its processes still run until it is deleted, as a Nova VM in ERROR does.
+    let pgid = cloud.pgid(&vm.id).unwrap();
+    assert!(group_runs(pgid));
+    driver.delete(&vm.id).await.unwrap();
+    assert!(!group_runs(pgid));
+}
+
+#[tokio::test]
+async fn a_stubborn_vm_is_killed_after_the_grace_period() {
+    let cloud = LocalCloud::new("127.0.9.48/29", "delete_grace_period = 0.5\n");
+    let driver = cloud.driver();
+    let vm = driver
+        .boot(spec("stubborn", "stubborn", "shop"))
+        .await
+        .unwrap();
+    wait_for(driver.as_ref(), &vm.id, VmStatus::Active).await;
+    let pgid = cloud.pgid(&vm.id).unwrap();
+    let start = Instant::now();
+    driver.delete(&vm.id).await.unwrap();
+    let took = start.elapsed();
+    assert!(took >= Duration::from_millis(500), "{took:?}");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    assert!(!group_runs(pgid));
+
+    // A polite VM goes at SIGTERM, well within the grace period.
+    let ok = driver.boot(spec("ok", "ok", "shop")).await.unwrap();
+    wait_for(driver.as_ref(), &ok.id, VmStatus::Active).await;
+    let start = Instant::now();
+    driver.delete(&ok.id).await.unwrap();
+    assert!(start.elapsed() < Duration::from_millis(500));
+}
+
+#[tokio::test]
+async fn the_boot_script_runs_in_its_own_session_with_its_environment() {
+    let cloud = LocalCloud::new("127.0.9.56/29", "agent_path = /opt/autoscaler/agent\n");
+    let driver = cloud.driver();
+    let mut s = spec("env check", "user-data", "shop");
+    s.user_data = "hello from the spec".into();
+    let vm = driver.boot(s).await.unwrap();
+    wait_for(driver.as_ref(), &vm.id, VmStatus::Active).await;
+    let vm_dir = cloud.vm_dir(&vm.id);
+    let console = fs::read_to_string(vm_dir.join("console.log")).unwrap();
+    let images = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/images");
+    for line in [
+        "hello from the spec".to_owned(),
+        format!("id={}", vm.id),
+        "name=env check".to_owned(),
+        format!("address={}", vm.address.unwrap()),
+        format!("vm_dir={}", vm_dir.display()),
+        format!("user_data={}", vm_dir.join("user-data").display()),
+        "agent=/opt/autoscaler/agent".to_owned(),
+        format!("image_dir={}", images.join("user-data").display()),
+        format!("cwd={}", vm_dir.display()),
+    ] {
+        assert!(console.lines().any(|l| l == line), "{line:?} in {console}");
+    }
+    assert!(vm.id.0.starts_with("env-check-"), "{}", vm.id);
+    // The boot script leads its own session and process group.
+    let pgid = cloud.pgid(&vm.id).unwrap();
+    let stat = fs::read_to_string(format!("/proc/{pgid}/stat")).unwrap();
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    assert_eq!(
+        (fields[2], fields[3]),
+        (&*pgid.to_string(), &*pgid.to_string())
+    );
+    driver.delete(&vm.id).await.unwrap();
+}
+
+#[tokio::test]
+async fn nova_is_not_available_yet() {
+    let config = load_from_str("autoscaler.conf", "[compute]\ndriver = nova\n")
+        .unwrap()
+        .config;
+    let err = from_config(&config).err().unwrap();
+    assert!(matches!(err, DriverError::NotImplemented { .. }), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "the nova driver is not available yet (issue 7); use driver = local"
+    );
+}
+
+#[tokio::test]
+async fn a_bad_address_pool_is_refused_naming_the_option() {
+    let cloud = LocalCloud::new("127.0.9.64/29", "");
+    let mut config = cloud.config.clone();
+    config.local.address_pool = "192.168.0.0/24".into();
+    let err = from_config(&config).err().unwrap().to_string();
+    assert!(
+        err.starts_with("[local] address_pool = \"192.168.0.0/24\": expected"),
+        "{err}"
+    );
+    assert!(err.contains("127.0.0.0/8"), "{err}");
+}
