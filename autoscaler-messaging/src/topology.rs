@@ -6,6 +6,7 @@
 //! | heartbeats | `heartbeat.<group>.<vm>` | transient, per-message TTL |
 //! | metrics | `metrics.<group>` | transient, per-message TTL |
 //! | pool updates | `pool.<group>` | persistent, publisher confirms |
+//! | pool acks | `pool-ack.<group>` | persistent, publisher confirms |
 //! | CLI requests | `rpc.conductor` | persistent, confirms, expire with the CLI's timeout |
 //! | notifications | `<topic>.<priority>` (e.g. `notifications.info`) | persistent, confirms |
 //!
@@ -49,6 +50,16 @@ impl Topology {
 
     pub fn pool_key(group: &str) -> String {
         format!("pool.{group}")
+    }
+
+    /// Where the splitter answers pool updates.
+    pub fn pool_ack_key(group: &str) -> String {
+        format!("pool-ack.{group}")
+    }
+
+    /// The splitter agent's own queue of pool updates.
+    pub fn splitter_queue(&self, vm_id: &str) -> String {
+        format!("{}.splitter.{vm_id}", self.exchange)
     }
 
     /// oslo.messaging's notification routing key: `<topic>.<priority in lowercase>`.

@@ -269,6 +269,59 @@ impl TransportUrl {
         }
     }
 
+    /// The URL *with* its passwords, re-encoded, for the configuration the conductor hands
+    /// to its VMs' agents. Never log it: [`fmt::Display`] is the loggable form.
+    pub fn to_secret_string(&self) -> String {
+        use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+        // Unreserved characters (RFC 3986) stay as they are.
+        const CREDENTIAL: &AsciiSet = &NON_ALPHANUMERIC
+            .remove(b'-')
+            .remove(b'.')
+            .remove(b'_')
+            .remove(b'~');
+        let hosts: Vec<String> = self
+            .hosts
+            .iter()
+            .map(|h| {
+                let host = if h.hostname.contains(':') {
+                    format!("[{}]", h.hostname)
+                } else {
+                    h.hostname.clone()
+                };
+                format!(
+                    "{}:{}@{host}:{}",
+                    utf8_percent_encode(&h.username, CREDENTIAL),
+                    utf8_percent_encode(&h.password, CREDENTIAL),
+                    h.port
+                )
+            })
+            .collect();
+        let vhost = if self.virtual_host == "/" {
+            String::new()
+        } else {
+            utf8_percent_encode(&self.virtual_host, CREDENTIAL).to_string()
+        };
+        let mut query: Vec<String> = Vec::new();
+        if let Some(h) = self.heartbeat {
+            query.push(format!("heartbeat={h}"));
+        }
+        if self.ssl && self.scheme != "amqps" {
+            query.push("ssl=1".into());
+        }
+        if let Some(t) = self.connection_timeout_ms {
+            query.push(format!("connection_timeout={t}"));
+        }
+        for (k, v) in &self.other_params {
+            query.push(format!("{k}={}", utf8_percent_encode(v, CREDENTIAL)));
+        }
+        let query = if query.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", query.join("&"))
+        };
+        format!("{}://{}/{vhost}{query}", self.scheme, hosts.join(","))
+    }
+
     /// Query parameters present in the URL that this client ignores.
     pub fn unknown_query_params(&self) -> impl Iterator<Item = &str> {
         self.other_params.keys().map(String::as_str)
@@ -379,6 +432,17 @@ mod tests {
             url.to_string(),
             "rabbit://u@[::1]:5673,guest@[fe80::2]:5672/"
         );
+    }
+
+    #[test]
+    fn secret_string_round_trips() {
+        for text in [
+            "rabbit://us%40er:p%40ss%3Aw%2Fo%25rd@h1:5672,b:c@[::1]:5673/%2Fvh?heartbeat=30&ssl=1&region=x",
+            "amqp://guest:guest@127.0.0.1:5672/",
+        ] {
+            let url = parse(text);
+            assert_eq!(parse(&url.to_secret_string()), url, "{text}");
+        }
     }
 
     #[test]

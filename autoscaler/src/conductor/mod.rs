@@ -3,6 +3,7 @@
 //! oslo-format notifications.
 
 pub mod api;
+pub mod group;
 pub mod handler;
 pub mod notifier;
 pub mod service;

@@ -1,6 +1,8 @@
 //! `[conductor]`: limits of the conductor, the service that scales the groups, and their
 //! typed form, [`ConductorOpts`].
 
+use std::time::Duration;
+
 use super::opt::{OptDecl, OptKind, SectionDecl, SectionValues};
 
 pub const SECTION: SectionDecl = SectionDecl {
@@ -29,6 +31,37 @@ pub const SECTION: SectionDecl = SectionDecl {
              drop-head; see them with rabbitmqctl list_queues), so a flood cannot exhaust \
              the broker's or the conductor's memory.",
         ),
+        OptDecl::new(
+            "evaluation_interval",
+            OptKind::Seconds {
+                min: 0.1,
+                max: Some(60.0),
+            },
+            Some("1"),
+            "Seconds between two passes of the control loop: the cloud's view of every \
+             group is refreshed, VMs are booted, added to or drained from the splitter's \
+             pool, and lost VMs are noticed.",
+        ),
+        OptDecl::new(
+            "heartbeat_timeout",
+            OptKind::Seconds {
+                min: 0.5,
+                max: Some(600.0),
+            },
+            Some("3"),
+            "A VM whose heartbeats stop for this long has failed, provided the conductor's \
+             own broker link is up and other VMs' heartbeats still arrive.",
+        ),
+        OptDecl::new(
+            "drain_timeout",
+            OptKind::Seconds {
+                min: 0.0,
+                max: Some(3600.0),
+            },
+            Some("30"),
+            "Longest wait for a draining VM's requests in flight to finish (or for the \
+             splitter's graceful stop) before the VM is deleted anyway.",
+        ),
     ],
 };
 
@@ -38,6 +71,9 @@ pub struct ConductorOpts {
     pub max_vms_ceiling: u32,
     /// Messages.
     pub telemetry_queue_length: usize,
+    pub evaluation_interval: Duration,
+    pub heartbeat_timeout: Duration,
+    pub drain_timeout: Duration,
 }
 
 impl ConductorOpts {
@@ -45,6 +81,9 @@ impl ConductorOpts {
         ConductorOpts {
             max_vms_ceiling: v.int("max_vms_ceiling"),
             telemetry_queue_length: v.int("telemetry_queue_length"),
+            evaluation_interval: v.duration("evaluation_interval"),
+            heartbeat_timeout: v.duration("heartbeat_timeout"),
+            drain_timeout: v.duration("drain_timeout"),
         }
     }
 }

@@ -1,0 +1,731 @@
+//! One template's site as the conductor steers it: boot the splitter and the minimum of
+//! web VMs, put the web VMs that are up into the splitter's pool, notice VMs that die or
+//! go silent, and tear everything down without failing a request.
+//!
+//! Pure: [`Group::step`] takes the time and what was observed (the cloud's view, the
+//! heartbeats, the splitter's busy counts and acknowledgements) and returns the
+//! [`Action`]s for the service to carry out. No I/O, no clock, no randomness, so every
+//! rule here is tested with plain values.
+//!
+//! Tear-down order (no request may fail): the splitter is told to stop listening first
+//! (Apache's graceful stop: requests in flight finish on the web VMs, which are still in
+//! the pool), then, once it acknowledges or `drain_timeout` passes, every VM is deleted.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::handler::Event;
+use crate::{
+    driver::{Vm, VmId, VmStatus, META_ROLE},
+    messaging::{member_name, MemberState, PoolMember, PoolUpdate, Priority, Role},
+    template::Template,
+};
+
+/// The AJP port of the web images (Tomcat's AJP connector).
+pub const AJP_PORT: u16 = 8009;
+/// The pool is sent again this often even when nothing changed, so a restarted splitter
+/// agent (which forgot its generation) or a lost message is repaired.
+const POOL_RESEND_SECONDS: i64 = 5;
+/// A pool not yet acknowledged is sent again after this long.
+const POOL_RETRY_SECONDS: i64 = 2;
+
+/// Where a group is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// VMs booting; the site does not answer yet.
+    Starting,
+    /// The splitter runs this group's pool with at least one web VM.
+    Ready,
+    /// Destroy asked: the splitter stops accepting connections, requests in flight finish.
+    Stopping,
+    /// Every VM is being deleted.
+    Deleting,
+    /// Nothing left; the template is forgotten.
+    Gone,
+}
+
+/// What the conductor knows of one VM from its heartbeats.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeartbeatInfo {
+    pub last: DateTime<Utc>,
+    /// Whether the VM's own server answered its agent.
+    pub serving: Option<bool>,
+    /// The site's URL, as the splitter's agent announces it.
+    pub url: Option<String>,
+}
+
+/// Everything [`Group::step`] looks at, gathered by the service each tick.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    /// The cloud's view of the group's VMs.
+    pub vms: Vec<Vm>,
+    /// By VM name (the agents' `vm_id`).
+    pub heartbeats: BTreeMap<String, HeartbeatInfo>,
+    /// In-flight requests per pool member, from the splitter's last metrics.
+    pub busy: BTreeMap<String, u32>,
+    /// The newest pool generation the splitter applied.
+    pub acked_generation: u64,
+    /// Whether the conductor's own broker link is up: silence is only evidence of a dead
+    /// VM when the conductor can hear at all.
+    pub link_up: bool,
+    /// Boots asked for and not yet answered by the cloud, by role.
+    pub pending_web_boots: usize,
+    pub pending_splitter_boots: usize,
+    /// Deletes asked for and not yet finished.
+    pub pending_deletes: BTreeSet<VmId>,
+}
+
+/// What the service must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Boot(Role),
+    Delete(VmId),
+    PublishPool(PoolUpdate),
+    Notify(Event),
+    /// The group is gone: forget the template.
+    Forget,
+}
+
+/// Rules' parameters from `[conductor]`.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub heartbeat_timeout: std::time::Duration,
+    pub drain_timeout: std::time::Duration,
+}
+
+/// One VM as `template show` and `vm list` report it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VmState {
+    pub id: String,
+    pub name: String,
+    pub role: Option<Role>,
+    pub status: VmStatus,
+    pub address: Option<String>,
+    /// Seconds since its last heartbeat, if it ever sent one.
+    pub heartbeat_age: Option<f64>,
+    pub in_pool: bool,
+    pub busy: Option<u32>,
+}
+
+/// A group as `template show` reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupView {
+    pub phase: Phase,
+    pub url: Option<String>,
+    pub pool_generation: u64,
+    pub acked_generation: u64,
+    pub vms: Vec<VmState>,
+}
+
+/// The conductor's state for one template.
+#[derive(Debug, Clone)]
+pub struct Group {
+    pub template: Template,
+    pub phase: Phase,
+    timing: Timing,
+    /// The pool last decided, sorted by name, and its generation.
+    pool: Vec<PoolMember>,
+    generation: u64,
+    listening: bool,
+    last_publish: Option<DateTime<Utc>>,
+    /// When Stopping began, to bound the wait.
+    stopping_since: Option<DateTime<Utc>>,
+    /// VMs already reported lost or failed (each is reported once).
+    reported: BTreeSet<VmId>,
+    /// The last observation, for views between ticks.
+    last_seen: Observed,
+    last_now: Option<DateTime<Utc>>,
+}
+
+fn role_of(vm: &Vm) -> Option<Role> {
+    vm.metadata.get(META_ROLE).and_then(|r| r.parse().ok())
+}
+
+fn event(event_type: &'static str, priority: Priority, payload: serde_json::Value) -> Action {
+    Action::Notify(Event {
+        event_type,
+        priority,
+        payload,
+    })
+}
+
+impl Group {
+    pub fn new(template: Template, destroying: bool, timing: Timing) -> Group {
+        Group {
+            template,
+            phase: if destroying {
+                Phase::Stopping
+            } else {
+                Phase::Starting
+            },
+            timing,
+            pool: Vec::new(),
+            generation: 0,
+            listening: true,
+            last_publish: None,
+            stopping_since: None,
+            reported: BTreeSet::new(),
+            last_seen: Observed::default(),
+            last_now: None,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        self.template.name()
+    }
+
+    /// Starts the tear-down (idempotent).
+    pub fn destroy(&mut self) {
+        if matches!(self.phase, Phase::Starting | Phase::Ready) {
+            self.phase = Phase::Stopping;
+        }
+    }
+
+    /// A generation newer than any before, also across conductor restarts (the splitter
+    /// ignores older generations and the conductor keeps none on disk): milliseconds of
+    /// the wall clock, or one more than the last when the clock has not moved.
+    fn next_generation(&self, now: DateTime<Utc>) -> u64 {
+        let clock = u64::try_from(now.timestamp_millis()).unwrap_or(0);
+        clock.max(self.generation + 1)
+    }
+
+    fn heartbeat_fresh(&self, vm: &Vm, obs: &Observed, now: DateTime<Utc>) -> bool {
+        obs.heartbeats.get(&vm.name).is_some_and(|hb| {
+            (now - hb.last).to_std().unwrap_or_default() <= self.timing.heartbeat_timeout
+        })
+    }
+
+    /// One pass of the rules.
+    pub fn step(&mut self, now: DateTime<Utc>, obs: Observed) -> Vec<Action> {
+        let mut actions = Vec::new();
+        let live = |vm: &&Vm| {
+            matches!(vm.status, VmStatus::Build | VmStatus::Active)
+                && !obs.pending_deletes.contains(&vm.id)
+        };
+
+        // VMs the cloud reports dead, and ACTIVE VMs gone silent, are failed: reported
+        // once, out of the pool, deleted. (Replacing them is the minimum-count rule below.)
+        let anyone_heard = obs.vms.iter().any(|vm| self.heartbeat_fresh(vm, &obs, now));
+        let mut failed = BTreeSet::new();
+        for vm in &obs.vms {
+            if obs.pending_deletes.contains(&vm.id) {
+                continue;
+            }
+            let dead = matches!(vm.status, VmStatus::Error | VmStatus::Shutoff);
+            // Silence counts only when the conductor hears others, and only for a VM that
+            // has spoken before or had its boot time to (a VM booting is not silent).
+            let heard_before = obs.heartbeats.contains_key(&vm.name);
+            let silent = vm.status == VmStatus::Active
+                && obs.link_up
+                && anyone_heard
+                && heard_before
+                && !self.heartbeat_fresh(vm, &obs, now);
+            if dead || silent {
+                failed.insert(vm.id.clone());
+                if self.reported.insert(vm.id.clone()) {
+                    let (event_type, priority) = if dead {
+                        ("autoscaler.vm.failed", Priority::Error)
+                    } else {
+                        ("autoscaler.vm.heartbeat_lost", Priority::Warn)
+                    };
+                    actions.push(event(
+                        event_type,
+                        priority,
+                        serde_json::json!({
+                            "template": self.name(), "vm_id": vm.id.0, "vm_name": vm.name,
+                            "status": vm.status.as_str(), "fault": vm.fault,
+                        }),
+                    ));
+                }
+                if !matches!(self.phase, Phase::Deleting | Phase::Gone) {
+                    actions.push(Action::Delete(vm.id.clone()));
+                }
+            }
+        }
+
+        match self.phase {
+            Phase::Starting | Phase::Ready => {
+                let splitters: Vec<&Vm> = obs
+                    .vms
+                    .iter()
+                    .filter(|vm| role_of(vm) == Some(Role::Splitter))
+                    .filter(live)
+                    .filter(|vm| !failed.contains(&vm.id))
+                    .collect();
+                let webs: Vec<&Vm> = obs
+                    .vms
+                    .iter()
+                    .filter(|vm| role_of(vm) == Some(Role::Web))
+                    .filter(live)
+                    .filter(|vm| !failed.contains(&vm.id))
+                    .collect();
+                if splitters.is_empty() && obs.pending_splitter_boots == 0 {
+                    actions.push(Action::Boot(Role::Splitter));
+                }
+                let have = webs.len() + obs.pending_web_boots;
+                for _ in have..self.template.min_vms() as usize {
+                    actions.push(Action::Boot(Role::Web));
+                }
+
+                // The pool: web VMs that are up, heard from, and whose Tomcat answers.
+                let mut desired: Vec<PoolMember> = webs
+                    .iter()
+                    .filter(|vm| {
+                        vm.status == VmStatus::Active && self.heartbeat_fresh(vm, &obs, now)
+                    })
+                    .filter(|vm| {
+                        obs.heartbeats.get(&vm.name).and_then(|h| h.serving) != Some(false)
+                    })
+                    .filter_map(|vm| {
+                        Some(PoolMember {
+                            name: member_name(&vm.name),
+                            host: vm.address?.to_string(),
+                            port: AJP_PORT,
+                            state: MemberState::Active,
+                        })
+                    })
+                    .collect();
+                desired.sort_by(|a, b| a.name.cmp(&b.name));
+                self.publish_if_due(now, desired, true, &obs, &mut actions);
+
+                let splitter_up = splitters
+                    .iter()
+                    .any(|vm| vm.status == VmStatus::Active && self.heartbeat_fresh(vm, &obs, now));
+                let site_ready = splitter_up
+                    && obs.acked_generation >= self.generation
+                    && (self.template.min_vms() == 0 || !self.pool.is_empty());
+                if self.phase == Phase::Starting && site_ready {
+                    self.phase = Phase::Ready;
+                    actions.push(event(
+                        "autoscaler.template.ready",
+                        Priority::Info,
+                        serde_json::json!({
+                            "template": self.name(), "url": self.url(&obs),
+                            "web_vms": self.pool.len(),
+                        }),
+                    ));
+                }
+            }
+            Phase::Stopping => {
+                let since = *self.stopping_since.get_or_insert(now);
+                let pool = self.pool.clone();
+                self.publish_if_due(now, pool, false, &obs, &mut actions);
+                let splitter_live = obs.vms.iter().any(|vm| {
+                    role_of(vm) == Some(Role::Splitter) && live(&vm) && !failed.contains(&vm.id)
+                });
+                let stopped = obs.acked_generation >= self.generation;
+                let waited =
+                    (now - since).to_std().unwrap_or_default() >= self.timing.drain_timeout;
+                if stopped || !splitter_live || waited {
+                    self.phase = Phase::Deleting;
+                }
+            }
+            Phase::Deleting | Phase::Gone => {}
+        }
+
+        if self.phase == Phase::Deleting {
+            for vm in &obs.vms {
+                if !obs.pending_deletes.contains(&vm.id) && !failed.contains(&vm.id) {
+                    actions.push(Action::Delete(vm.id.clone()));
+                }
+            }
+            if obs.vms.is_empty() && obs.pending_web_boots + obs.pending_splitter_boots == 0 {
+                self.phase = Phase::Gone;
+                actions.push(Action::Forget);
+            }
+        }
+        self.last_seen = obs;
+        self.last_now = Some(now);
+        actions
+    }
+
+    /// Publishes the pool when it changed, when the splitter has not acknowledged it yet
+    /// (every few seconds), or as the periodic repair.
+    fn publish_if_due(
+        &mut self,
+        now: DateTime<Utc>,
+        desired: Vec<PoolMember>,
+        listening: bool,
+        obs: &Observed,
+        actions: &mut Vec<Action>,
+    ) {
+        let changed = desired != self.pool || listening != self.listening || self.generation == 0;
+        if changed {
+            self.generation = self.next_generation(now);
+            self.pool = desired;
+            self.listening = listening;
+        }
+        let since_last = self.last_publish.map(|t| (now - t).num_seconds());
+        let unacked = obs.acked_generation < self.generation;
+        let due = changed
+            || since_last.is_none_or(|s| s >= POOL_RESEND_SECONDS)
+            || (unacked && since_last.is_none_or(|s| s >= POOL_RETRY_SECONDS));
+        if due {
+            self.last_publish = Some(now);
+            actions.push(Action::PublishPool(PoolUpdate {
+                group: self.name().to_owned(),
+                generation: self.generation,
+                members: self.pool.clone(),
+                listening: self.listening,
+            }));
+        }
+    }
+
+    /// The site's address, as the splitter's agent announced it.
+    fn url(&self, obs: &Observed) -> Option<String> {
+        obs.vms
+            .iter()
+            .filter(|vm| role_of(vm) == Some(Role::Splitter))
+            .find_map(|vm| obs.heartbeats.get(&vm.name).and_then(|h| h.url.clone()))
+    }
+
+    /// The group as `template show` reports it, from the last observation.
+    pub fn view(&self, now: DateTime<Utc>) -> GroupView {
+        let obs = &self.last_seen;
+        let in_pool: BTreeSet<&str> = self.pool.iter().map(|m| m.name.as_str()).collect();
+        let vms = obs
+            .vms
+            .iter()
+            .map(|vm| {
+                let member = member_name(&vm.name);
+                VmState {
+                    id: vm.id.0.clone(),
+                    name: vm.name.clone(),
+                    role: role_of(vm),
+                    status: vm.status,
+                    address: vm.address.map(|a| a.to_string()),
+                    heartbeat_age: obs
+                        .heartbeats
+                        .get(&vm.name)
+                        .map(|h| (now - h.last).num_milliseconds().max(0) as f64 / 1000.0),
+                    in_pool: in_pool.contains(member.as_str()),
+                    busy: obs.busy.get(&member).copied(),
+                }
+            })
+            .collect();
+        GroupView {
+            phase: self.phase,
+            url: self.url(obs),
+            pool_generation: self.generation,
+            acked_generation: obs.acked_generation,
+            vms,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::driver::{META_GROUP, META_TEMPLATE};
+    use std::time::Duration;
+
+    const T0: i64 = 1_800_000_000;
+
+    fn at(seconds: f64) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(T0 * 1000 + (seconds * 1000.0) as i64).unwrap()
+    }
+
+    fn template(min: u32) -> Template {
+        let text = format!("name = shop\nimage = tomcat-web\nmin_vms = {min}\nmax_vms = 4\ntarget_response_time = 0.2\n");
+        Template::parse("shop.template", &text, 20).unwrap()
+    }
+
+    fn group(min: u32) -> Group {
+        Group::new(
+            template(min),
+            false,
+            Timing {
+                heartbeat_timeout: Duration::from_secs(3),
+                drain_timeout: Duration::from_secs(30),
+            },
+        )
+    }
+
+    fn vm(name: &str, role: Role, status: VmStatus, addr: &str) -> Vm {
+        let metadata = [
+            (META_GROUP.to_owned(), "shop".to_owned()),
+            (META_ROLE.to_owned(), role.as_str().to_owned()),
+            (META_TEMPLATE.to_owned(), "shop".to_owned()),
+        ]
+        .into_iter()
+        .collect();
+        Vm {
+            id: VmId(format!("id-{name}")),
+            name: name.into(),
+            image: "img".into(),
+            status,
+            address: addr.parse().ok(),
+            metadata,
+            created_at: at(0.0),
+            fault: None,
+        }
+    }
+
+    fn heard(obs: &mut Observed, name: &str, when: f64, url: Option<&str>) {
+        obs.heartbeats.insert(
+            name.into(),
+            HeartbeatInfo {
+                last: at(when),
+                serving: Some(true),
+                url: url.map(str::to_owned),
+            },
+        );
+    }
+
+    fn boots(actions: &[Action]) -> Vec<Role> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Boot(role) => Some(*role),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn pools(actions: &[Action]) -> Vec<PoolUpdate> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::PublishPool(p) => Some(p.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn boots_the_splitter_and_the_minimum_once() {
+        let mut g = group(2);
+        let actions = g.step(
+            at(0.0),
+            Observed {
+                link_up: true,
+                ..Default::default()
+            },
+        );
+        assert_eq!(boots(&actions), [Role::Splitter, Role::Web, Role::Web]);
+        // Boots in flight count: nothing more is asked for.
+        let obs = Observed {
+            link_up: true,
+            pending_web_boots: 2,
+            pending_splitter_boots: 1,
+            ..Default::default()
+        };
+        assert!(boots(&g.step(at(1.0), obs)).is_empty());
+        // Booting VMs count too.
+        let obs = Observed {
+            link_up: true,
+            vms: vec![
+                vm("s", Role::Splitter, VmStatus::Build, "127.0.1.2"),
+                vm("w1", Role::Web, VmStatus::Build, "127.0.1.3"),
+                vm("w2", Role::Web, VmStatus::Build, "127.0.1.4"),
+            ],
+            ..Default::default()
+        };
+        assert!(boots(&g.step(at(2.0), obs)).is_empty());
+    }
+
+    #[test]
+    fn web_vms_join_the_pool_when_active_and_heard_and_the_site_becomes_ready() {
+        let mut g = group(1);
+        let mut obs = Observed {
+            link_up: true,
+            vms: vec![
+                vm("s", Role::Splitter, VmStatus::Active, "127.0.1.2"),
+                vm("shop-web-1", Role::Web, VmStatus::Active, "127.0.1.3"),
+            ],
+            ..Default::default()
+        };
+        heard(&mut obs, "s", 9.5, Some("http://127.0.1.2:8000/webserver/"));
+        let first = g.step(at(10.0), obs.clone());
+        assert_eq!(
+            pools(&first)[0].members,
+            vec![],
+            "not heard from yet: not in the pool"
+        );
+        assert_eq!(g.phase, Phase::Starting);
+
+        heard(&mut obs, "shop-web-1", 10.5, None);
+        let second = g.step(at(11.0), obs.clone());
+        let pool = &pools(&second)[0];
+        assert_eq!(pool.members.len(), 1);
+        assert_eq!(pool.members[0].name, "shop_web_1");
+        assert_eq!(
+            (pool.members[0].host.as_str(), pool.members[0].port),
+            ("127.0.1.3", AJP_PORT)
+        );
+        assert!(pool.listening);
+        assert_eq!(
+            g.phase,
+            Phase::Starting,
+            "not ready before the splitter acknowledges"
+        );
+
+        obs.acked_generation = pool.generation;
+        heard(
+            &mut obs,
+            "s",
+            11.5,
+            Some("http://127.0.1.2:8000/webserver/"),
+        );
+        heard(&mut obs, "shop-web-1", 11.5, None);
+        let third = g.step(at(12.0), obs);
+        assert_eq!(g.phase, Phase::Ready);
+        assert!(third.iter().any(
+            |a| matches!(a, Action::Notify(e) if e.event_type == "autoscaler.template.ready")
+        ));
+        assert_eq!(
+            g.view(at(12.0)).url.as_deref(),
+            Some("http://127.0.1.2:8000/webserver/")
+        );
+        assert!(
+            pools(&third).is_empty(),
+            "acknowledged and unchanged: not resent yet"
+        );
+    }
+
+    #[test]
+    fn generations_grow_and_survive_a_restart() {
+        let mut g = group(0);
+        let p1 = pools(&g.step(
+            at(1.0),
+            Observed {
+                link_up: true,
+                ..Default::default()
+            },
+        ))[0]
+            .generation;
+        let mut restarted = group(0);
+        let p2 = pools(&restarted.step(
+            at(2.0),
+            Observed {
+                link_up: true,
+                ..Default::default()
+            },
+        ))[0]
+            .generation;
+        assert!(p2 > p1);
+    }
+
+    #[test]
+    fn a_silent_vm_is_reported_once_dropped_from_the_pool_and_replaced() {
+        let mut g = group(1);
+        let mut obs = Observed {
+            link_up: true,
+            vms: vec![
+                vm("s", Role::Splitter, VmStatus::Active, "127.0.1.2"),
+                vm("w1", Role::Web, VmStatus::Active, "127.0.1.3"),
+            ],
+            ..Default::default()
+        };
+        heard(&mut obs, "s", 10.0, None);
+        heard(&mut obs, "w1", 10.0, None);
+        g.step(at(10.0), obs.clone());
+        // 3.5 s later the splitter still speaks, w1 does not.
+        heard(&mut obs, "s", 13.5, None);
+        let actions = g.step(at(13.5), obs.clone());
+        assert!(actions.iter().any(
+            |a| matches!(a, Action::Notify(e) if e.event_type == "autoscaler.vm.heartbeat_lost")
+        ));
+        assert!(actions.contains(&Action::Delete(VmId("id-w1".into()))));
+        assert_eq!(boots(&actions), [Role::Web], "the minimum is kept");
+        assert!(pools(&actions)[0].members.is_empty());
+        // Reported once.
+        let again = g.step(at(14.0), obs.clone());
+        assert!(!again.iter().any(|a| matches!(a, Action::Notify(_))));
+        // A broker outage is no evidence: nobody heard, nothing reported.
+        let mut quiet = group(1);
+        let mut obs2 = obs.clone();
+        obs2.link_up = false;
+        let actions = quiet.step(at(20.0), obs2);
+        assert!(!actions.iter().any(|a| matches!(a, Action::Delete(_))));
+    }
+
+    #[test]
+    fn a_crashed_vm_is_reported_as_failed() {
+        let mut g = group(1);
+        let obs = Observed {
+            link_up: true,
+            vms: vec![vm("w1", Role::Web, VmStatus::Shutoff, "127.0.1.3")],
+            ..Default::default()
+        };
+        let actions = g.step(at(1.0), obs);
+        assert!(actions
+            .iter()
+            .any(|a| matches!(a, Action::Notify(e) if e.event_type == "autoscaler.vm.failed")));
+        assert!(actions.contains(&Action::Delete(VmId("id-w1".into()))));
+    }
+
+    #[test]
+    fn destroy_stops_the_splitter_first_then_deletes_everything_then_forgets() {
+        let mut g = group(1);
+        let vms = vec![
+            vm("s", Role::Splitter, VmStatus::Active, "127.0.1.2"),
+            vm("w1", Role::Web, VmStatus::Active, "127.0.1.3"),
+        ];
+        let mut obs = Observed {
+            link_up: true,
+            vms: vms.clone(),
+            ..Default::default()
+        };
+        heard(&mut obs, "s", 1.0, None);
+        heard(&mut obs, "w1", 1.0, None);
+        g.step(at(1.0), obs.clone());
+        g.destroy();
+        let actions = g.step(at(2.0), obs.clone());
+        let stop = &pools(&actions)[0];
+        assert!(!stop.listening);
+        assert!(
+            !actions.iter().any(|a| matches!(a, Action::Delete(_))),
+            "nothing deleted before the splitter stopped"
+        );
+        assert_eq!(g.phase, Phase::Stopping);
+
+        obs.acked_generation = stop.generation;
+        heard(&mut obs, "s", 2.5, None);
+        heard(&mut obs, "w1", 2.5, None);
+        let actions = g.step(at(3.0), obs.clone());
+        assert_eq!(g.phase, Phase::Deleting);
+        assert!(actions.contains(&Action::Delete(VmId("id-s".into()))));
+        assert!(actions.contains(&Action::Delete(VmId("id-w1".into()))));
+        assert!(
+            boots(&actions).is_empty(),
+            "no replacement while tearing down"
+        );
+
+        obs.pending_deletes = vms.iter().map(|v| v.id.clone()).collect();
+        assert!(!g
+            .step(at(4.0), obs.clone())
+            .iter()
+            .any(|a| matches!(a, Action::Delete(_))));
+        let done = g.step(
+            at(5.0),
+            Observed {
+                link_up: true,
+                ..Default::default()
+            },
+        );
+        assert_eq!(done, vec![Action::Forget]);
+        assert_eq!(g.phase, Phase::Gone);
+    }
+
+    #[test]
+    fn a_splitter_that_never_acknowledges_the_stop_is_deleted_after_drain_timeout() {
+        let mut g = group(0);
+        let obs = Observed {
+            link_up: true,
+            vms: vec![vm("s", Role::Splitter, VmStatus::Active, "127.0.1.2")],
+            ..Default::default()
+        };
+        g.step(at(0.0), obs.clone());
+        g.destroy();
+        g.step(at(1.0), obs.clone());
+        g.step(at(20.0), obs.clone());
+        assert_eq!(g.phase, Phase::Stopping);
+        let actions = g.step(at(31.5), obs);
+        assert_eq!(g.phase, Phase::Deleting);
+        assert!(actions.contains(&Action::Delete(VmId("id-s".into()))));
+    }
+}
