@@ -36,6 +36,8 @@ pub async fn run(link: LinkHandle, settings: Settings, mut stop: watch::Receiver
                 vm_id: settings.vm_id.clone(),
                 role: settings.role,
                 seq,
+                serving: None,
+                url: None,
             },
         )
         .to_bytes();

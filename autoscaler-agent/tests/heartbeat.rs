@@ -94,7 +94,9 @@ async fn heartbeats_arrive_in_order_with_ttl_and_sigterm_stops_the_agent() {
                 group: "shop".into(),
                 vm_id: "vm-7".into(),
                 role: Role::Web,
-                seq: expected_seq
+                seq: expected_seq,
+                serving: None,
+                url: None
             }
         );
     }

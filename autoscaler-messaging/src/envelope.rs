@@ -192,6 +192,8 @@ mod tests {
                 vm_id: "vm-1".into(),
                 role: Role::Web,
                 seq: 7,
+                serving: None,
+                url: None,
             },
         )
     }

@@ -55,6 +55,13 @@ pub struct Heartbeat {
     /// Increments by one per heartbeat from one agent process; restarts at 0 when the
     /// agent restarts, which is how a receiver can tell a reboot from a gap.
     pub seq: u64,
+    /// Whether the VM's own server answered the agent's last check (web: Tomcat; splitter:
+    /// Apache); `None` when the agent does not check.
+    #[serde(default)]
+    pub serving: Option<bool>,
+    /// The splitter's site URL, for the operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
 impl Payload for Heartbeat {

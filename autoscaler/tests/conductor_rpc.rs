@@ -28,10 +28,10 @@ fn template_round_trip_through_the_conductor() {
     let shop = fx.template_path("shop");
     let shop = shop.to_str().unwrap();
 
-    let out = fx.manage(&["template", "instantiate", shop]);
+    let out = fx.manage(&["--no-wait", "template", "instantiate", shop]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
-        stdout(&out).contains("shop") && stdout(&out).contains("tomcat-web"),
+        stdout(&out).contains("shop") && stdout(&out).contains(" ok "),
         "{}",
         stdout(&out)
     );
@@ -43,6 +43,7 @@ fn template_round_trip_through_the_conductor() {
     )
     .unwrap();
     let out = fx.manage(&[
+        "--no-wait",
         "instantiate_template",
         fx.template_path("blog").to_str().unwrap(),
     ]);
@@ -57,6 +58,35 @@ fn template_round_trip_through_the_conductor() {
     assert_eq!(shown[0]["template"]["name"], "shop");
     assert_eq!(shown[0]["template"]["target_response_time"], 0.2);
 
+    // The conductor boots the splitter and the minimum of web VMs on the local cloud.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let vms = loop {
+        let vms = json(&fx.manage(&["--format", "json", "vm", "list", "--template", "shop"]));
+        let active = vms
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| v["status"] == "ACTIVE")
+            .count();
+        if active == 2 {
+            break vms;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "VMs not ACTIVE: {vms}\n{}",
+            fx.conductor_log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let mut roles: Vec<_> = vms
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["role"].as_str().unwrap().to_owned())
+        .collect();
+    roles.sort();
+    assert_eq!(roles, ["splitter", "web"]);
+
     let out = fx.manage(&["template", "destroy", "nosuch"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -65,8 +95,23 @@ fn template_round_trip_through_the_conductor() {
         stderr(&out)
     );
 
+    // Destroy follows the tear-down to the end: every VM deleted, the template gone.
     let out = fx.manage(&["destroy_template", shop]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        stderr(&out),
+        fx.conductor_log()
+    );
+    assert!(
+        stdout(&out).contains("template shop: gone"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(
+        json(&fx.manage(&["--format", "json", "vm", "list"])),
+        serde_json::json!([])
+    );
     assert_eq!(
         json(&fx.manage(&["--format", "json", "template", "show"])),
         serde_json::json!([])
@@ -186,6 +231,8 @@ async fn bad_messages_are_dropped_and_counted_while_the_conductor_serves() {
                 vm_id: vm.into(),
                 role: Role::Web,
                 seq: 1,
+                serving: None,
+                url: None,
             },
         )
     };

@@ -7,7 +7,9 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::group::GroupView;
 use crate::{
+    driver::VmStatus,
     messaging::{DropSnapshot, Payload, Role},
     template::Template,
 };
@@ -19,7 +21,8 @@ pub enum Request {
     /// Validate and record a template. The file is read by the CLI, validated there for a
     /// quick answer, and validated again here against the conductor's own limits.
     TemplateInstantiate { source: String, text: String },
-    /// Forget (and, from the local-cloud issue on, tear down) the template called `name`.
+    /// Tear down the site of the template called `name` (splitter stopped first, then
+    /// every VM deleted), then forget it. Answers at once; `template show` follows it.
     TemplateDestroy { name: String },
     /// The active templates, or one of them.
     TemplateShow { name: Option<String> },
@@ -33,25 +36,45 @@ impl Payload for Request {
     const KIND: &'static str = "rpc.request";
 }
 
-/// A template as the conductor holds it.
+/// A template as the conductor holds it (and keeps on disk).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TemplateRecord {
     pub template: Template,
     /// The file the operator instantiated it from, as they typed it.
     pub source: String,
     pub instantiated_at: DateTime<Utc>,
+    /// Destroy was asked: a restarted conductor carries the tear-down on.
+    #[serde(default)]
+    pub destroying: bool,
 }
 
-/// A VM as the conductor knows it.
+/// `template show`: the record and how its site is doing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TemplateView {
+    #[serde(flatten)]
+    pub record: TemplateRecord,
+    pub status: Option<GroupView>,
+}
+
+/// A VM as the conductor knows it: from the cloud, from its heartbeats, or both.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VmView {
+    /// The agent's `vm_id`, which is the VM's name.
     pub vm_id: String,
     pub group: String,
-    pub role: Role,
-    pub last_heartbeat: DateTime<Utc>,
+    pub role: Option<Role>,
+    /// The cloud's id and status; `None` for a VM only heard from (not booted by this
+    /// conductor).
+    pub cloud_id: Option<String>,
+    pub status: Option<VmStatus>,
+    pub address: Option<String>,
+    pub last_heartbeat: Option<DateTime<Utc>>,
     /// Seconds since the last heartbeat, at the time of the answer.
-    pub heartbeat_age: f64,
+    pub heartbeat_age: Option<f64>,
     pub heartbeats: u64,
+    pub in_pool: bool,
+    /// Requests in flight on this VM, from the splitter's last metrics.
+    pub busy: Option<u32>,
 }
 
 /// `conductor status`.

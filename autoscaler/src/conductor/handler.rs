@@ -4,8 +4,11 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use std::collections::BTreeMap;
+
 use super::{
-    api::{Request, StatusView, TemplateRecord},
+    api::{Request, StatusView, TemplateRecord, TemplateView, VmView},
+    group::{Group, Timing},
     state::{TemplateStore, VmRegistry},
 };
 use crate::{
@@ -43,6 +46,9 @@ pub struct Conductor {
     pub max_vms_ceiling: u32,
     pub templates: TemplateStore,
     pub vms: VmRegistry,
+    /// One per template record, steered by the service's ticks.
+    pub groups: BTreeMap<String, Group>,
+    pub timing: Timing,
     pub received_requests: u64,
     pub received_telemetry: u64,
 }
@@ -78,13 +84,15 @@ impl Conductor {
             Request::TemplateInstantiate { source, text } => self.instantiate(source, &text, now),
             Request::TemplateDestroy { name } => self.destroy(&name),
             Request::TemplateShow { name: None } => {
-                ok(self.templates.all().collect::<Vec<_>>(), vec![])
+                let views: Vec<TemplateView> =
+                    self.templates.all().map(|r| self.view(r, now)).collect();
+                ok(views, vec![])
             }
             Request::TemplateShow { name: Some(name) } => match self.templates.get(&name) {
-                Some(record) => ok(vec![record], vec![]),
+                Some(record) => ok(vec![self.view(record, now)], vec![]),
                 None => self.not_found(&name),
             },
-            Request::VmList { template } => ok(self.vms.list(template.as_deref(), now), vec![]),
+            Request::VmList { template } => ok(self.vm_list(template.as_deref(), now), vec![]),
             Request::Status => ok(
                 StatusView {
                     host: self.identity.host.clone(),
@@ -127,10 +135,16 @@ impl Conductor {
             template,
             source,
             instantiated_at: now,
+            destroying: false,
         };
         if let Err(e) = self.templates.insert(record.clone()) {
             return error("internal", e.to_string());
         }
+        let name = record.template.name().to_owned();
+        self.groups.insert(
+            name,
+            Group::new(record.template.clone(), false, self.timing),
+        );
         let event = Event {
             event_type: "autoscaler.template.instantiate",
             priority: Priority::Info,
@@ -139,19 +153,83 @@ impl Conductor {
         ok(record, vec![event])
     }
 
+    /// Starts the tear-down; the group forgets the template when it is done
+    /// ([`Conductor::forget`]). Asking again while it runs is not an error.
     fn destroy(&mut self, name: &str) -> Handled {
-        match self.templates.remove(name) {
-            Ok(Some(record)) => {
-                let event = Event {
-                    event_type: "autoscaler.template.destroy",
-                    priority: Priority::Info,
-                    payload: serde_json::to_value(&record).expect("records serialize"),
-                };
-                ok(record, vec![event])
-            }
-            Ok(None) => self.not_found(name),
-            Err(e) => error("internal", e.to_string()),
+        if self.templates.get(name).is_none() {
+            return self.not_found(name);
         }
+        if let Err(e) = self.templates.set_destroying(name) {
+            return error("internal", e.to_string());
+        }
+        if let Some(group) = self.groups.get_mut(name) {
+            group.destroy();
+        }
+        let record = self.templates.get(name).expect("checked above").clone();
+        let event = Event {
+            event_type: "autoscaler.template.destroy.start",
+            priority: Priority::Info,
+            payload: serde_json::to_value(&record).expect("records serialize"),
+        };
+        ok(record, vec![event])
+    }
+
+    /// The group of `name` is gone: the template is forgotten.
+    pub fn forget(&mut self, name: &str) -> Vec<Event> {
+        self.groups.remove(name);
+        match self.templates.remove(name) {
+            Ok(Some(record)) => vec![Event {
+                event_type: "autoscaler.template.destroy.end",
+                priority: Priority::Info,
+                payload: serde_json::to_value(&record).expect("records serialize"),
+            }],
+            Ok(None) => vec![],
+            Err(e) => {
+                tracing::error!(%e, template = name, "could not forget the template");
+                vec![]
+            }
+        }
+    }
+
+    fn view(&self, record: &TemplateRecord, now: DateTime<Utc>) -> TemplateView {
+        TemplateView {
+            record: record.clone(),
+            status: self.groups.get(record.template.name()).map(|g| g.view(now)),
+        }
+    }
+
+    /// The VMs of the groups as the cloud last showed them, with what their heartbeats
+    /// say, then VMs only heard from.
+    fn vm_list(&self, template: Option<&str>, now: DateTime<Utc>) -> Vec<VmView> {
+        let heard = self.vms.list(template, now);
+        let mut out = Vec::new();
+        for (name, group) in &self.groups {
+            if template.is_some_and(|t| t != name) {
+                continue;
+            }
+            for vm in group.view(now).vms {
+                let beat = heard.iter().find(|h| h.vm_id == vm.name);
+                out.push(VmView {
+                    vm_id: vm.name.clone(),
+                    group: name.clone(),
+                    role: vm.role,
+                    cloud_id: Some(vm.id),
+                    status: Some(vm.status),
+                    address: vm.address,
+                    last_heartbeat: beat.and_then(|b| b.last_heartbeat),
+                    heartbeat_age: vm.heartbeat_age,
+                    heartbeats: beat.map_or(0, |b| b.heartbeats),
+                    in_pool: vm.in_pool,
+                    busy: vm.busy,
+                });
+            }
+        }
+        for h in heard {
+            if !out.iter().any(|v| v.vm_id == h.vm_id) {
+                out.push(h);
+            }
+        }
+        out
     }
 
     fn not_found(&self, name: &str) -> Handled {
@@ -191,6 +269,11 @@ mod tests {
             max_vms_ceiling: 20,
             templates: TemplateStore::open(dir).unwrap(),
             vms: VmRegistry::default(),
+            groups: BTreeMap::new(),
+            timing: Timing {
+                heartbeat_timeout: std::time::Duration::from_secs(3),
+                drain_timeout: std::time::Duration::from_secs(30),
+            },
             received_requests: 0,
             received_telemetry: 0,
         }
@@ -293,8 +376,21 @@ mod tests {
         );
         assert_eq!(
             destroyed.events[0].event_type,
-            "autoscaler.template.destroy"
+            "autoscaler.template.destroy.start"
         );
+        // Destroying: still shown (the group tears down), persisted as such.
+        assert!(c.templates.get("shop").unwrap().destroying);
+        assert_eq!(
+            c.groups["shop"].phase,
+            crate::conductor::group::Phase::Stopping
+        );
+        match call(&mut c, Request::TemplateShow { name: None }).reply {
+            RpcReply::Ok(v) => assert_eq!(v[0]["destroying"], true),
+            other => panic!("{other:?}"),
+        }
+        // The group reports it is gone: forgotten, with the end notification.
+        let events = c.forget("shop");
+        assert_eq!(events[0].event_type, "autoscaler.template.destroy.end");
         match call(&mut c, Request::TemplateShow { name: None }).reply {
             RpcReply::Ok(v) => assert_eq!(v, serde_json::json!([])),
             other => panic!("{other:?}"),

@@ -8,5 +8,7 @@ pub mod handler;
 pub mod notifier;
 pub mod service;
 pub mod state;
+pub mod steer;
+pub mod vm_spec;
 
 pub use service::{run, ServiceError};

@@ -1,9 +1,10 @@
-//! The conductor service: one loop over the broker's deliveries and shutdown.
+//! The conductor service: one loop over the broker's deliveries, the control tick, the
+//! cloud's answers and shutdown.
 //!
 //! The [`Link`] supervisor owns the connection and forwards deliveries into two bounded
 //! channels; this loop takes one message at a time, so a SIGTERM observed between two
 //! `select!` turns always finds the command in hand finished, replied to and
-//! acknowledged.
+//! acknowledged. Every `evaluation_interval` the [`Steering`] runs the groups' rules.
 
 use std::time::Duration;
 
@@ -12,22 +13,28 @@ use lapin::{
     message::Delivery,
     options::{BasicAckOptions, BasicRejectOptions},
 };
-use tokio::sync::{mpsc, watch};
+use tokio::{
+    sync::{mpsc, watch},
+    time::MissedTickBehavior,
+};
 use tracing::{debug, info, warn};
 
 use super::{
     api::Request,
+    group::{Group, Timing},
     handler::{Conductor, Identity},
     notifier::Notifier,
     state::{StateError, TemplateStore, VmRegistry},
+    steer::Steering,
 };
 use crate::{
     conf::Config,
+    driver::{self, DriverError},
     messaging::{
         rpc::{RemoteError, ReplyTo, RpcReply},
         topology::RPC_CONDUCTOR,
-        DropCounts, DropReason, Envelope, Heartbeat, Link, LinkHandle, LinkState, QueueSpec,
-        Subscription, Topology,
+        DropCounts, DropReason, Envelope, Heartbeat, Link, LinkHandle, LinkState, Metrics, PoolAck,
+        QueueSpec, Subscription, Topology,
     },
 };
 
@@ -49,6 +56,8 @@ const CLOSE_PATIENCE: Duration = Duration::from_secs(5);
 pub enum ServiceError {
     #[error(transparent)]
     State(#[from] StateError),
+    #[error(transparent)]
+    Driver(#[from] DriverError),
 }
 
 /// Runs the conductor until `shutdown` turns true.
@@ -56,14 +65,31 @@ pub async fn run(config: &Config, shutdown: watch::Receiver<bool>) -> Result<(),
     let host = config.default.host.clone();
     let sender = format!("autoscaler-conductor.{host}");
     let topology = Topology::new(config.default.control_exchange.clone());
+    let driver = driver::from_config(config)?;
+    let timing = Timing {
+        heartbeat_timeout: config.conductor.heartbeat_timeout,
+        drain_timeout: config.conductor.drain_timeout,
+    };
+    let templates = TemplateStore::open(&config.default.state_path)?;
+    // A restarted conductor carries on: every recorded template gets its group back, and
+    // the group rebuilds its view from the cloud at the first tick.
+    let groups = templates
+        .all()
+        .map(|r| {
+            let group = Group::new(r.template.clone(), r.destroying, timing);
+            (r.template.name().to_owned(), group)
+        })
+        .collect();
     let mut conductor = Conductor {
         identity: Identity {
             host: host.clone(),
             started_at: Utc::now(),
         },
         max_vms_ceiling: config.conductor.max_vms_ceiling,
-        templates: TemplateStore::open(&config.default.state_path)?,
+        templates,
         vms: VmRegistry::default(),
+        groups,
+        timing,
         received_requests: 0,
         received_telemetry: 0,
     };
@@ -94,7 +120,11 @@ pub async fn run(config: &Config, shutdown: watch::Receiver<bool>) -> Result<(),
                     .try_into()
                     .unwrap_or(u32::MAX),
             ),
-            bindings: vec!["heartbeat.#".to_owned(), "metrics.#".to_owned()],
+            bindings: vec![
+                "heartbeat.#".to_owned(),
+                "metrics.#".to_owned(),
+                "pool-ack.#".to_owned(),
+            ],
             // Acknowledged, with a window: what the conductor has not taken stays on the
             // broker, where the queue's length bound drops the oldest. Without acks the
             // broker would push everything into this process's memory.
@@ -125,6 +155,10 @@ pub async fn run(config: &Config, shutdown: watch::Receiver<bool>) -> Result<(),
         );
     }
 
+    let (mut steering, mut cloud_events) =
+        Steering::new(driver, config.clone(), sender.clone(), topology.clone());
+    let mut ticks = tokio::time::interval(config.conductor.evaluation_interval);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut shutdown_rx = shutdown.clone();
     loop {
         tokio::select! {
@@ -133,9 +167,23 @@ pub async fn run(config: &Config, shutdown: watch::Receiver<bool>) -> Result<(),
             Some(delivery) = requests.recv() => {
                 handle_request(&mut conductor, &link, &notifier, &drops, &sender, max_size, delivery).await;
             }
+            Some(event) = cloud_events.recv() => {
+                steering.cloud_event(event, &mut conductor, &link, &notifier).await;
+            }
+            _ = ticks.tick() => {
+                steering.tick(&mut conductor, &link, &notifier, Utc::now()).await;
+            }
             Some(delivery) = telemetry.recv() => {
                 match decode_telemetry(&delivery, max_size) {
-                    Ok(heartbeat) => conductor.heard(heartbeat, Utc::now()),
+                    Ok(Telemetry::Heartbeat(heartbeat)) => conductor.heard(heartbeat, Utc::now()),
+                    Ok(Telemetry::Metrics(metrics)) => {
+                        conductor.received_telemetry += 1;
+                        steering.metrics(&metrics);
+                    }
+                    Ok(Telemetry::PoolAck(ack)) => {
+                        conductor.received_telemetry += 1;
+                        steering.pool_ack(ack, &link, &notifier).await;
+                    }
                     Err(reason) => {
                         drops.record(&reason);
                         warn!(routing_key = %delivery.routing_key, %reason, "dropped a message");
@@ -161,12 +209,25 @@ pub async fn run(config: &Config, shutdown: watch::Receiver<bool>) -> Result<(),
     Ok(())
 }
 
-fn decode_telemetry(delivery: &Delivery, max_size: usize) -> Result<Heartbeat, DropReason> {
+/// What the telemetry queue carries.
+enum Telemetry {
+    Heartbeat(Heartbeat),
+    Metrics(Metrics),
+    PoolAck(PoolAck),
+}
+
+fn decode_telemetry(delivery: &Delivery, max_size: usize) -> Result<Telemetry, DropReason> {
     let raw = Envelope::decode(&delivery.data, max_size)?;
-    match raw.payload_as::<Heartbeat>() {
-        Some(heartbeat) => heartbeat.map(|e| e.payload),
-        None => Err(raw.unknown()),
+    if let Some(heartbeat) = raw.payload_as::<Heartbeat>() {
+        return heartbeat.map(|e| Telemetry::Heartbeat(e.payload));
     }
+    if let Some(metrics) = raw.payload_as::<Metrics>() {
+        return metrics.map(|e| Telemetry::Metrics(e.payload));
+    }
+    if let Some(ack) = raw.payload_as::<PoolAck>() {
+        return ack.map(|e| Telemetry::PoolAck(e.payload));
+    }
+    Err(raw.unknown())
 }
 
 /// The request's age in milliseconds when it is older than its AMQP expiration (the

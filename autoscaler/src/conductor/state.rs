@@ -13,7 +13,10 @@ use std::{
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::api::{TemplateRecord, VmView};
+use super::{
+    api::{TemplateRecord, VmView},
+    group::HeartbeatInfo,
+};
 use crate::messaging::Heartbeat;
 
 const STATE_VERSION: u32 = 1;
@@ -102,6 +105,22 @@ impl TemplateStore {
         })
     }
 
+    /// Marks a template as being destroyed and writes the file.
+    pub fn set_destroying(&mut self, name: &str) -> Result<(), StateError> {
+        let Some(record) = self.templates.get_mut(name) else {
+            return Ok(());
+        };
+        if record.destroying {
+            return Ok(());
+        }
+        record.destroying = true;
+        self.save().inspect_err(|_| {
+            if let Some(r) = self.templates.get_mut(name) {
+                r.destroying = false;
+            }
+        })
+    }
+
     /// Removes a record and writes the file; `None` when there was no such template.
     pub fn remove(&mut self, name: &str) -> Result<Option<TemplateRecord>, StateError> {
         let Some(record) = self.templates.remove(name) else {
@@ -163,7 +182,7 @@ impl VmRegistry {
         entry.count += 1;
     }
 
-    /// The VMs, optionally only those of `group`, as seen at `now`.
+    /// The VMs heard from, optionally only those of `group`, as seen at `now`.
     pub fn list(&self, group: Option<&str>, now: DateTime<Utc>) -> Vec<VmView> {
         self.vms
             .values()
@@ -171,12 +190,38 @@ impl VmRegistry {
             .map(|vm| VmView {
                 vm_id: vm.heartbeat.vm_id.clone(),
                 group: vm.heartbeat.group.clone(),
-                role: vm.heartbeat.role,
-                last_heartbeat: vm.last,
-                heartbeat_age: (now - vm.last).num_milliseconds().max(0) as f64 / 1000.0,
+                role: Some(vm.heartbeat.role),
+                cloud_id: None,
+                status: None,
+                address: None,
+                last_heartbeat: Some(vm.last),
+                heartbeat_age: Some((now - vm.last).num_milliseconds().max(0) as f64 / 1000.0),
                 heartbeats: vm.count,
+                in_pool: false,
+                busy: None,
             })
             .collect()
+    }
+
+    /// What the group rules need to know of each VM of `group` heard from, by name.
+    pub fn infos(&self, group: &str) -> BTreeMap<String, HeartbeatInfo> {
+        self.vms
+            .values()
+            .filter(|vm| vm.heartbeat.group == group)
+            .map(|vm| {
+                let info = HeartbeatInfo {
+                    last: vm.last,
+                    serving: vm.heartbeat.serving,
+                    url: vm.heartbeat.url.clone(),
+                };
+                (vm.heartbeat.vm_id.clone(), info)
+            })
+            .collect()
+    }
+
+    /// Forgets a VM (deleted).
+    pub fn forget(&mut self, vm_id: &str) {
+        self.vms.remove(vm_id);
     }
 }
 
@@ -193,6 +238,7 @@ mod tests {
             template: Template::parse("t.template", &text, 20).unwrap(),
             source: "t.template".into(),
             instantiated_at: Utc::now(),
+            destroying: false,
         }
     }
 
@@ -236,13 +282,15 @@ mod tests {
                 vm_id: vm.into(),
                 role: Role::Web,
                 seq: 0,
+                serving: None,
+                url: None,
             };
             vms.heard(hb, t0);
         }
         let shop = vms.list(Some("shop"), t0 + chrono::Duration::milliseconds(1500));
         assert_eq!(shop.len(), 1);
         assert_eq!(shop[0].heartbeats, 2);
-        assert_eq!(shop[0].heartbeat_age, 1.5);
+        assert_eq!(shop[0].heartbeat_age, Some(1.5));
         assert_eq!(vms.list(None, t0).len(), 2);
     }
 }

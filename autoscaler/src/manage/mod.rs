@@ -6,6 +6,7 @@
 //! the others ask the conductor over RabbitMQ.
 
 pub mod output;
+pub mod wait;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
@@ -13,13 +14,15 @@ use anyhow::{anyhow, Context};
 use clap::{Parser, Subcommand};
 use serde::de::DeserializeOwned;
 
-use self::output::{print, Format, Table};
+use self::{
+    output::{print, Format, Table},
+    wait::Session,
+};
 use crate::{
     cli_args::ConfigArgs,
-    conductor::api::{Request, StatusView, TemplateRecord, VmView},
+    conductor::api::{Request, StatusView, TemplateRecord, TemplateView, VmView},
     conf::{self, Config},
     logging::{self, LogTarget},
-    messaging::{rpc::RpcClient, Topology},
     template::{self, Template},
 };
 
@@ -38,6 +41,13 @@ pub struct Cli {
     /// Output format.
     #[arg(long, value_enum, default_value = "table", global = true)]
     format: Format,
+    /// Do not follow `template instantiate` / `destroy` to the end: return once the
+    /// conductor has taken the request (for scripts).
+    #[arg(long, global = true)]
+    no_wait: bool,
+    /// Seconds `template instantiate` / `destroy` follow the group before giving up.
+    #[arg(long, value_name = "SECONDS", global = true, default_value_t = 300)]
+    wait_timeout: u64,
     /// Seconds to wait for the conductor's answer (default: [DEFAULT] rpc_response_timeout).
     #[arg(long, value_name = "SECONDS", global = true, value_parser = clap::value_parser!(u64).range(1..=3600))]
     timeout: Option<u64>,
@@ -124,9 +134,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         config: args,
         debug,
         format,
+        no_wait,
+        wait_timeout,
         timeout,
         command,
     } = cli;
+    let wait_timeout = Duration::from_secs(wait_timeout);
+    // Progress lines would spoil JSON output: they go only to people.
+    let quiet = format == Format::Json;
     match &command {
         Category::Config(ConfigAction::Sample) => {
             print!("{}", conf::sample());
@@ -161,25 +176,73 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .unwrap_or(file)
                 .display()
                 .to_string();
+            let mut session = Session::connect(&config, timeout)?;
             let record: TemplateRecord =
-                decode(ask(&Request::TemplateInstantiate { source, text })?)?;
-            print(format, &record, || {
-                record_table(std::slice::from_ref(&record))
-            });
+                session.call(&Request::TemplateInstantiate { source, text })?;
+            let name = record.template.name().to_owned();
+            if no_wait {
+                print(format, &record, || {
+                    record_table(std::slice::from_ref(&record))
+                });
+                return Ok(());
+            }
+            if !quiet {
+                println!("template {name}: instantiated; waiting for its site (--no-wait to skip)");
+            }
+            let view = wait::until_ready(&mut session, &name, wait_timeout, quiet)?;
+            match format {
+                Format::Json => print(format, &view, || unreachable!()),
+                Format::Table => println!(
+                    "site ready: {}",
+                    view.status
+                        .as_ref()
+                        .and_then(|s| s.url.as_deref())
+                        .unwrap_or("(the splitter announced no URL)")
+                ),
+            }
             Ok(())
         }
         Category::Template(TemplateAction::Destroy { target })
         | Category::DestroyTemplate { file: target } => {
             let name = name_of(&target)?;
-            let record: TemplateRecord = decode(ask(&Request::TemplateDestroy { name })?)?;
-            print(format, &record, || {
-                record_table(std::slice::from_ref(&record))
-            });
+            let mut session = Session::connect(&config, timeout)?;
+            let record: TemplateRecord = session.call(&Request::TemplateDestroy { name })?;
+            let name = record.template.name().to_owned();
+            if no_wait {
+                print(format, &record, || {
+                    record_table(std::slice::from_ref(&record))
+                });
+                return Ok(());
+            }
+            if !quiet {
+                println!("template {name}: stopping the splitter, then deleting every VM");
+            }
+            wait::until_gone(&mut session, &name, wait_timeout, quiet)?;
+            if format == Format::Json {
+                print(format, &record, || unreachable!());
+            }
             Ok(())
         }
         Category::Template(TemplateAction::Show { name }) => {
-            let records: Vec<TemplateRecord> = decode(ask(&Request::TemplateShow { name })?)?;
-            print(format, &records, || record_table(&records));
+            let views: Vec<TemplateView> = decode(ask(&Request::TemplateShow { name })?)?;
+            print(format, &views, || {
+                let records: Vec<TemplateRecord> = views.iter().map(|v| v.record.clone()).collect();
+                let mut table = record_table(&records);
+                table.header.push("phase");
+                table.header.push("url");
+                for (row, view) in table.rows.iter_mut().zip(&views) {
+                    let status = view.status.as_ref();
+                    row.push(
+                        status.map_or("-".into(), |s| format!("{:?}", s.phase).to_lowercase()),
+                    );
+                    row.push(
+                        status
+                            .and_then(|s| s.url.clone())
+                            .unwrap_or_else(|| "-".into()),
+                    );
+                }
+                table
+            });
             Ok(())
         }
         Category::Vm(VmAction::List { template }) => {
@@ -248,23 +311,7 @@ fn call(
     timeout: Duration,
     request: &Request,
 ) -> anyhow::Result<serde_json::Value> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(async {
-        let name = format!(
-            "autoscaler-manage.{}.{}",
-            config.default.host,
-            std::process::id()
-        );
-        let link = config.link_config(name.clone());
-        let topology = Topology::new(config.default.control_exchange.clone());
-        let mut client = RpcClient::connect(&link, topology, name).await?;
-        let answer = client.call(request, timeout).await;
-        client.close().await;
-        Ok(answer?)
-    })
+    Session::connect(config, timeout)?.call(request)
 }
 
 fn template_table(templates: &[&Template]) -> Table {
@@ -310,14 +357,17 @@ fn record_table(records: &[TemplateRecord]) -> Table {
 }
 
 fn vm_table(vms: &[VmView]) -> Table {
+    let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
     Table {
         header: vec![
             "vm",
             "template",
             "role",
-            "last heartbeat",
-            "age (s)",
-            "heartbeats",
+            "status",
+            "address",
+            "heartbeat age (s)",
+            "in pool",
+            "busy",
         ],
         rows: vms
             .iter()
@@ -325,10 +375,12 @@ fn vm_table(vms: &[VmView]) -> Table {
                 vec![
                     vm.vm_id.clone(),
                     vm.group.clone(),
-                    vm.role.to_string(),
-                    vm.last_heartbeat.format("%H:%M:%S%.3f").to_string(),
-                    format!("{:.1}", vm.heartbeat_age),
-                    vm.heartbeats.to_string(),
+                    or_dash(vm.role.map(|r| r.to_string())),
+                    or_dash(vm.status.map(|s| s.to_string())),
+                    or_dash(vm.address.clone()),
+                    or_dash(vm.heartbeat_age.map(|a| format!("{a:.1}"))),
+                    if vm.in_pool { "yes" } else { "no" }.to_owned(),
+                    or_dash(vm.busy.map(|b| b.to_string())),
                 ]
             })
             .collect(),

@@ -18,7 +18,14 @@ use lapin::{
     Connection,
 };
 
-pub const SHOP_TEMPLATE: &str = "[template]\nname = shop\nimage = tomcat-web\nmin_vms = 1\nmax_vms = 4\ntarget_response_time = 0.2\n";
+/// A template whose VMs are the test image `ok` (a process that idles; no agent), so the
+/// conductor's orchestration runs for real without Tomcat or Apache.
+pub const SHOP_TEMPLATE: &str = "[template]\nname = shop\nimage = ok\nsplitter_image = ok\nmin_vms = 1\nmax_vms = 4\ntarget_response_time = 0.2\n";
+
+/// The test images (`autoscaler/tests/images`).
+pub fn test_images() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/images")
+}
 
 pub fn broker_url() -> String {
     std::env::var("AUTOSCALER_TEST_TRANSPORT_URL")
@@ -29,6 +36,10 @@ pub fn broker_url() -> String {
 pub fn redacted_broker_url() -> String {
     let url: TransportUrl = broker_url().parse().expect("test transport_url");
     format!("{}://{}/", url.scheme, url.hosts[0])
+}
+
+fn rand_byte() -> u8 {
+    uuid::Uuid::new_v4().as_bytes()[0]
 }
 
 fn unique(prefix: &str) -> String {
@@ -47,6 +58,8 @@ pub struct Fixture {
     pub transport_url: String,
     /// Set when the fixture made its own virtual host (deleted on drop).
     pub vhost: Option<String>,
+    /// A /28 of its own for the local cloud's VMs.
+    pub address_pool: String,
     children: Vec<Child>,
 }
 
@@ -73,6 +86,7 @@ impl Fixture {
             host: unique("test-host"),
             transport_url,
             vhost,
+            address_pool: format!("127.{}.{}.0/28", 100 + rand_byte() % 100, rand_byte()),
             children: Vec::new(),
         };
         fixture.write_config("");
@@ -85,12 +99,16 @@ impl Fixture {
         let text = format!(
             "[DEFAULT]\ntransport_url = {}\ncontrol_exchange = {}\nhost = {}\nstate_path = {}\nrpc_response_timeout = 10\n\n\
              [oslo_messaging_rabbit]\nrabbit_retry_interval = 1\nrabbit_retry_backoff = 0\nrabbit_interval_max = 2\n\n\
-             [oslo_messaging_notifications]\ndriver = messagingv2\ntopics = {}\n{extra}",
+             [oslo_messaging_notifications]\ndriver = messagingv2\ntopics = {}\n\n\
+             [conductor]\ndrain_timeout = 1\n\n\
+             [local]\nimages_path = {}\naddress_pool = {}\ndelete_grace_period = 2\n{extra}",
             self.transport_url,
             self.exchange,
             self.host,
             self.dir.path().join("state").display(),
             self.topic,
+            test_images().display(),
+            self.address_pool,
         );
         std::fs::write(self.config_path(), text).expect("config file");
     }
@@ -182,6 +200,7 @@ impl Fixture {
     pub fn instantiate(&self, name: &str) -> Output {
         let path = self.template_path(name);
         let out = self.manage(&[
+            "--no-wait",
             "template",
             "instantiate",
             path.to_str().expect("UTF-8 path"),
@@ -242,12 +261,42 @@ pub fn rabbitmqctl(args: &[&str]) -> Output {
     out
 }
 
+impl Fixture {
+    /// Deletes every VM the fixture's conductor left on its local cloud, through the local
+    /// driver itself (it knows their process groups).
+    fn delete_local_vms(&self) {
+        let Ok(loaded) = autoscaler::conf::load(&autoscaler::conf::ConfigSources {
+            config_files: vec![self.config_path()],
+            config_dir: None,
+        }) else {
+            return;
+        };
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async {
+                let driver = autoscaler::driver::from_config(&loaded.config).ok()?;
+                for group in ["shop", "blog"] {
+                    for vm in driver.list(group).await.unwrap_or_default() {
+                        let _ = driver.delete(&vm.id).await;
+                    }
+                }
+                Some(())
+            })
+        })
+        .join();
+    }
+}
+
 impl Drop for Fixture {
     fn drop(&mut self) {
         for child in &mut self.children {
             let _ = child.kill();
             let _ = child.wait();
         }
+        self.delete_local_vms();
         if let Some(vhost) = &self.vhost {
             let _ = Command::new("rabbitmqctl")
                 .args(["delete_vhost", vhost])

@@ -1,0 +1,292 @@
+//! The control loop's hands: each tick, for every group, ask the cloud for its VMs, run
+//! the group's rules ([`Group::step`]) and carry their actions out. Boots and deletes run
+//! as tasks of their own (a Nova boot takes seconds) and report back as [`CloudEvent`]s,
+//! so the loop never waits on the cloud for more than a listing.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+    time::Duration,
+};
+
+use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use super::{
+    group::{Action, Observed},
+    handler::{Conductor, Event},
+    notifier::Notifier,
+    vm_spec::vm_spec,
+};
+use crate::{
+    conf::Config,
+    driver::{CloudDriver, DriverError, Vm, VmId},
+    messaging::{
+        envelope, LinkHandle, LinkState, Metrics, Outgoing, PoolAck, PoolOutcome, Priority, Role,
+        Topology,
+    },
+};
+
+/// Cloud answers waiting for the loop: a handful per tick at most.
+const CLOUD_EVENT_BACKLOG: usize = 64;
+/// How long a pool update may wait for the broker.
+const POOL_PUBLISH_PATIENCE: Duration = Duration::from_secs(5);
+
+/// A boot or delete finished.
+#[derive(Debug)]
+pub enum CloudEvent {
+    Booted {
+        group: String,
+        role: Role,
+        name: String,
+        result: Result<Vm, DriverError>,
+    },
+    Deleted {
+        group: String,
+        id: VmId,
+        result: Result<(), DriverError>,
+    },
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    web: usize,
+    splitter: usize,
+    deletes: BTreeSet<VmId>,
+}
+
+/// What the loop keeps between ticks besides the groups themselves.
+pub struct Steering {
+    driver: Arc<dyn CloudDriver>,
+    config: Config,
+    sender: String,
+    topology: Topology,
+    pending: BTreeMap<String, Pending>,
+    acked: BTreeMap<String, u64>,
+    busy: BTreeMap<String, BTreeMap<String, u32>>,
+    events: mpsc::Sender<CloudEvent>,
+}
+
+impl Steering {
+    pub fn new(
+        driver: Arc<dyn CloudDriver>,
+        config: Config,
+        sender: String,
+        topology: Topology,
+    ) -> (Steering, mpsc::Receiver<CloudEvent>) {
+        let (events, receiver) = mpsc::channel(CLOUD_EVENT_BACKLOG);
+        let steering = Steering {
+            driver,
+            config,
+            sender,
+            topology,
+            pending: BTreeMap::new(),
+            acked: BTreeMap::new(),
+            busy: BTreeMap::new(),
+            events,
+        };
+        (steering, receiver)
+    }
+
+    /// One pass over every group.
+    pub async fn tick(
+        &mut self,
+        conductor: &mut Conductor,
+        link: &LinkHandle,
+        notifier: &Notifier,
+        now: DateTime<Utc>,
+    ) {
+        let names: Vec<String> = conductor.groups.keys().cloned().collect();
+        for name in names {
+            let vms = match self.driver.list(&name).await {
+                Ok(vms) => vms,
+                Err(error) => {
+                    warn!(%error, template = %name, "cannot list the group's VMs; trying again next tick");
+                    continue;
+                }
+            };
+            let pending = self.pending.entry(name.clone()).or_default();
+            let observed = Observed {
+                vms,
+                heartbeats: conductor.vms.infos(&name),
+                busy: self.busy.get(&name).cloned().unwrap_or_default(),
+                acked_generation: self.acked.get(&name).copied().unwrap_or(0),
+                link_up: matches!(link.state(), LinkState::Up(_)),
+                pending_web_boots: pending.web,
+                pending_splitter_boots: pending.splitter,
+                pending_deletes: pending.deletes.clone(),
+            };
+            let Some(group) = conductor.groups.get_mut(&name) else {
+                continue;
+            };
+            let template = group.template.clone();
+            let actions = group.step(now, observed);
+            for action in actions {
+                match action {
+                    Action::Boot(role) => {
+                        let spec = vm_spec(&self.config, &template, role);
+                        info!(template = %name, vm = %spec.name, %role, image = %spec.image, "booting a VM");
+                        let pending = self.pending.entry(name.clone()).or_default();
+                        match role {
+                            Role::Web => pending.web += 1,
+                            Role::Splitter => pending.splitter += 1,
+                        }
+                        let (driver, events, group) =
+                            (self.driver.clone(), self.events.clone(), name.clone());
+                        tokio::spawn(async move {
+                            let vm_name = spec.name.clone();
+                            let result = driver.boot(spec).await;
+                            let _ = events
+                                .send(CloudEvent::Booted {
+                                    group,
+                                    role,
+                                    name: vm_name,
+                                    result,
+                                })
+                                .await;
+                        });
+                    }
+                    Action::Delete(id) => {
+                        info!(template = %name, vm = %id, "deleting a VM");
+                        self.pending
+                            .entry(name.clone())
+                            .or_default()
+                            .deletes
+                            .insert(id.clone());
+                        let (driver, events, group) =
+                            (self.driver.clone(), self.events.clone(), name.clone());
+                        tokio::spawn(async move {
+                            let result = driver.delete(&id).await;
+                            let _ = events.send(CloudEvent::Deleted { group, id, result }).await;
+                        });
+                    }
+                    Action::PublishPool(update) => {
+                        let body = envelope::encode(&self.sender, now, &update);
+                        let key = Topology::pool_key(&name);
+                        let message = Outgoing {
+                            exchange: &self.topology.exchange,
+                            routing_key: &key,
+                            body: &body,
+                            confirm: true,
+                            ttl: None,
+                            correlation_id: None,
+                        };
+                        match link.publish(message, POOL_PUBLISH_PATIENCE).await {
+                            Ok(()) => info!(
+                                template = %name,
+                                generation = update.generation,
+                                members = update.members.len(),
+                                listening = update.listening,
+                                "pool sent to the splitter"
+                            ),
+                            Err(error) => warn!(%error, template = %name, "pool update not sent"),
+                        }
+                    }
+                    Action::Notify(event) => notifier.notify(link, event).await,
+                    Action::Forget => {
+                        info!(template = %name, "every VM is gone; template forgotten");
+                        for event in conductor.forget(&name) {
+                            notifier.notify(link, event).await;
+                        }
+                        self.pending.remove(&name);
+                        self.acked.remove(&name);
+                        self.busy.remove(&name);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A boot or delete came back.
+    pub async fn cloud_event(
+        &mut self,
+        event: CloudEvent,
+        conductor: &mut Conductor,
+        link: &LinkHandle,
+        notifier: &Notifier,
+    ) {
+        match event {
+            CloudEvent::Booted {
+                group,
+                role,
+                name,
+                result,
+            } => {
+                let pending = self.pending.entry(group.clone()).or_default();
+                match role {
+                    Role::Web => pending.web = pending.web.saturating_sub(1),
+                    Role::Splitter => pending.splitter = pending.splitter.saturating_sub(1),
+                }
+                match result {
+                    Ok(vm) => {
+                        info!(template = %group, vm = %vm.name, id = %vm.id, address = ?vm.address, "VM booting")
+                    }
+                    Err(error) => {
+                        warn!(%error, template = %group, vm = %name, "boot failed");
+                        let event = Event {
+                            event_type: "autoscaler.vm.boot_failed",
+                            priority: Priority::Error,
+                            payload: serde_json::json!({
+                                "template": group, "vm_name": name, "role": role.as_str(),
+                                "error": error.to_string(), "retryable": error.is_retryable(),
+                            }),
+                        };
+                        notifier.notify(link, event).await;
+                    }
+                }
+            }
+            CloudEvent::Deleted { group, id, result } => {
+                if let Some(pending) = self.pending.get_mut(&group) {
+                    pending.deletes.remove(&id);
+                }
+                match result {
+                    Ok(()) => {
+                        info!(template = %group, vm = %id, "VM deleted");
+                        // Its heartbeats are history now.
+                        if let Some(g) = conductor.groups.get(&group) {
+                            if let Some(vm) = g.view(Utc::now()).vms.iter().find(|v| v.id == id.0) {
+                                conductor.vms.forget(&vm.name);
+                            }
+                        }
+                    }
+                    Err(error) => {
+                        warn!(%error, template = %group, vm = %id, "delete failed; trying again next tick")
+                    }
+                }
+            }
+        }
+    }
+
+    /// The splitter's per-second metrics: the busy counts the drain rules read.
+    pub fn metrics(&mut self, metrics: &Metrics) {
+        let busy = metrics
+            .members
+            .iter()
+            .filter_map(|m| Some((m.member.clone(), m.busy?)))
+            .collect();
+        self.busy.insert(metrics.group.clone(), busy);
+    }
+
+    /// The splitter's answer to a pool update.
+    pub async fn pool_ack(&mut self, ack: PoolAck, link: &LinkHandle, notifier: &Notifier) {
+        match &ack.outcome {
+            PoolOutcome::Applied => {
+                let acked = self.acked.entry(ack.group.clone()).or_default();
+                *acked = (*acked).max(ack.generation);
+            }
+            PoolOutcome::Rejected { reason } => {
+                warn!(template = %ack.group, generation = ack.generation, %reason, "the splitter refused a pool update");
+                let event = Event {
+                    event_type: "autoscaler.pool.rejected",
+                    priority: Priority::Error,
+                    payload: serde_json::json!({
+                        "template": ack.group, "splitter": ack.vm_id,
+                        "generation": ack.generation, "reason": reason,
+                    }),
+                };
+                notifier.notify(link, event).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! What the conductor asks the cloud for when a group needs a VM: name, image, flavor,
+//! metadata naming group, role and template, and the user data that configures the VM's
+//! agent (cloud-config carrying `agent.conf`).
+
+use std::collections::BTreeMap;
+
+use uuid::Uuid;
+
+use crate::{
+    conf::Config,
+    driver::{VmSpec, META_GROUP, META_ROLE, META_TEMPLATE},
+    messaging::{AgentConfig, Role},
+    template::Template,
+};
+
+/// The splitter image used when a template names none.
+pub const DEFAULT_SPLITTER_IMAGE: &str = "modjk-splitter";
+
+/// The spec of a new VM of `role` for `template`. Its name, `<template>-<role>-<8 hex>`,
+/// is also the agent's `vm_id`, so heartbeats and the cloud's records meet on it.
+pub fn vm_spec(config: &Config, template: &Template, role: Role) -> VmSpec {
+    let suffix = &Uuid::new_v4().simple().to_string()[..8];
+    let name = format!("{}-{}-{suffix}", template.name(), role.as_str());
+    let image = match role {
+        Role::Web => template.image().to_owned(),
+        Role::Splitter => template
+            .splitter_image()
+            .unwrap_or(DEFAULT_SPLITTER_IMAGE)
+            .to_owned(),
+    };
+    let agent = AgentConfig {
+        transport_url: config.default.transport_url.to_secret_string(),
+        control_exchange: config.default.control_exchange.clone(),
+        group: template.name().to_owned(),
+        role,
+        vm_id: name.clone(),
+        heartbeat_interval: config.agent.heartbeat_interval,
+        telemetry_ttl: config.agent.telemetry_ttl,
+    };
+    let metadata: BTreeMap<String, String> = [
+        (META_GROUP, template.name()),
+        (META_ROLE, role.as_str()),
+        (META_TEMPLATE, template.name()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    VmSpec {
+        name,
+        image,
+        flavor: template.flavor().map(str::to_owned),
+        network: template.network().map(str::to_owned),
+        key_name: template.key_name().map(str::to_owned),
+        metadata,
+        user_data: agent.to_user_data(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_carries_group_role_and_the_agent_configuration() {
+        let template = Template::parse(
+            "shop.template",
+            "name = shop\nimage = tomcat-web\nmin_vms = 1\nmax_vms = 2\ntarget_response_time = 0.2\n",
+            20,
+        )
+        .unwrap();
+        let config = Config::default();
+        let spec = vm_spec(&config, &template, Role::Splitter);
+        assert!(spec.name.starts_with("shop-splitter-"));
+        assert_eq!(spec.image, DEFAULT_SPLITTER_IMAGE);
+        assert_eq!(spec.metadata[META_GROUP], "shop");
+        assert_eq!(spec.metadata[META_ROLE], "splitter");
+        let agent = AgentConfig::from_user_data("user-data", &spec.user_data).unwrap();
+        assert_eq!(agent.vm_id, spec.name);
+        assert_eq!(agent.role, Role::Splitter);
+        assert_eq!(agent.transport_url, "rabbit://guest:guest@127.0.0.1:5672/");
+        assert_eq!(vm_spec(&config, &template, Role::Web).image, "tomcat-web");
+    }
+}

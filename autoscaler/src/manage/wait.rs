@@ -1,0 +1,183 @@
+//! `autoscaler-manage`'s conversation with the conductor: one broker connection for a
+//! command, and the waits of `template instantiate` and `template destroy`, which follow
+//! the group with `template show` and print each VM's progress until the site answers
+//! (or is gone).
+
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
+
+use anyhow::{anyhow, bail, Context};
+use serde::de::DeserializeOwned;
+
+use crate::{
+    conductor::{
+        api::{Request, TemplateView},
+        group::{Phase, VmState},
+    },
+    conf::Config,
+    driver::VmStatus,
+    messaging::{
+        rpc::{RpcClient, RpcError},
+        Topology,
+    },
+};
+
+/// How often a wait asks the conductor.
+const POLL: Duration = Duration::from_millis(500);
+
+/// A connected CLI: its own runtime (the CLI is synchronous) and RPC client.
+pub struct Session {
+    runtime: tokio::runtime::Runtime,
+    client: Option<RpcClient>,
+    timeout: Duration,
+}
+
+impl Session {
+    pub fn connect(config: &Config, timeout: Duration) -> anyhow::Result<Session> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        let name = format!(
+            "autoscaler-manage.{}.{}",
+            config.default.host,
+            std::process::id()
+        );
+        let link = config.link_config(name.clone());
+        let topology = Topology::new(config.default.control_exchange.clone());
+        let client = runtime.block_on(RpcClient::connect(&link, topology, name))?;
+        Ok(Session {
+            runtime,
+            client: Some(client),
+            timeout,
+        })
+    }
+
+    /// One request/reply round trip.
+    pub fn call<T: DeserializeOwned>(&mut self, request: &Request) -> anyhow::Result<T> {
+        let client = self.client.as_mut().expect("open until dropped");
+        let value: serde_json::Value = self.runtime.block_on(client.call(request, self.timeout))?;
+        serde_json::from_value(value)
+            .context("unexpected answer from the conductor (is it another version?)")
+    }
+
+    fn show(&mut self, name: &str) -> anyhow::Result<Option<TemplateView>> {
+        let request = Request::TemplateShow {
+            name: Some(name.to_owned()),
+        };
+        let client = self.client.as_mut().expect("open until dropped");
+        match self
+            .runtime
+            .block_on(client.call::<_, Vec<TemplateView>>(&request, self.timeout))
+        {
+            Ok(mut views) => Ok(views.pop()),
+            Err(RpcError::Remote(e)) if e.kind == "not_found" => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            self.runtime.block_on(client.close());
+        }
+    }
+}
+
+/// A VM's progress in words an operator reads.
+fn progress(vm: &VmState) -> &'static str {
+    match vm.status {
+        VmStatus::Build => "booting",
+        VmStatus::Error | VmStatus::Shutoff => "failed",
+        VmStatus::Deleted => "deleting",
+        VmStatus::Active if vm.in_pool => "in the pool",
+        VmStatus::Active if vm.heartbeat_age.is_some() => "active, agent up",
+        VmStatus::Active => "active, waiting for its agent",
+    }
+}
+
+/// Prints what changed since the last look; returns nothing, remembers in `seen`.
+fn report(view: &TemplateView, seen: &mut BTreeMap<String, String>, quiet: bool) {
+    let Some(status) = &view.status else { return };
+    let phase = format!("{:?}", status.phase).to_lowercase();
+    if seen.get("\0phase") != Some(&phase) {
+        if !quiet {
+            println!("template {}: {phase}", view.record.template.name());
+        }
+        seen.insert("\0phase".into(), phase);
+    }
+    for vm in &status.vms {
+        let role = vm.role.map_or("?", |r| r.as_str());
+        let line = format!(
+            "  {} ({role}, {}): {}",
+            vm.name,
+            vm.address.as_deref().unwrap_or("no address yet"),
+            progress(vm)
+        );
+        if seen.get(&vm.id) != Some(&line) {
+            if !quiet {
+                println!("{line}");
+            }
+            seen.insert(vm.id.clone(), line);
+        }
+    }
+}
+
+/// Follows `name` until its site is ready; returns the last view.
+pub fn until_ready(
+    session: &mut Session,
+    name: &str,
+    patience: Duration,
+    quiet: bool,
+) -> anyhow::Result<TemplateView> {
+    let start = Instant::now();
+    let mut seen = BTreeMap::new();
+    loop {
+        let view = session
+            .show(name)?
+            .ok_or_else(|| anyhow!("template {name:?} disappeared while starting"))?;
+        report(&view, &mut seen, quiet);
+        match view.status.as_ref().map(|s| s.phase) {
+            Some(Phase::Ready) => return Ok(view),
+            Some(Phase::Stopping | Phase::Deleting | Phase::Gone) => {
+                bail!("template {name:?} is being destroyed")
+            }
+            _ => {}
+        }
+        if start.elapsed() > patience {
+            bail!(
+                "the site of {name:?} was not ready within {} s; follow it with: autoscaler-manage template show {name}",
+                patience.as_secs()
+            );
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Follows `name` until the conductor has forgotten it.
+pub fn until_gone(
+    session: &mut Session,
+    name: &str,
+    patience: Duration,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let mut seen = BTreeMap::new();
+    while let Some(view) = session.show(name)? {
+        report(&view, &mut seen, quiet);
+        if start.elapsed() > patience {
+            bail!(
+                "template {name:?} was not gone within {} s; follow it with: autoscaler-manage template show {name}",
+                patience.as_secs()
+            );
+        }
+        std::thread::sleep(POLL);
+    }
+    if !quiet {
+        println!("template {name}: gone");
+    }
+    Ok(())
+}
