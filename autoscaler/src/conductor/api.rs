@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::group::GroupView;
 use crate::{
     driver::VmStatus,
-    messaging::{DropSnapshot, Payload, Role},
+    messaging::{DropSnapshot, Metrics, Payload, Role},
     template::Template,
 };
 
@@ -54,6 +54,8 @@ pub struct TemplateView {
     #[serde(flatten)]
     pub record: TemplateRecord,
     pub status: Option<GroupView>,
+    /// The splitter's last per-second metrics.
+    pub metrics: Option<Metrics>,
 }
 
 /// A VM as the conductor knows it: from the cloud, from its heartbeats, or both.

@@ -12,7 +12,7 @@ use super::{
     state::{TemplateStore, VmRegistry},
 };
 use crate::{
-    messaging::{rpc::RemoteError, rpc::RpcReply, DropSnapshot, Heartbeat, Priority},
+    messaging::{rpc::RemoteError, rpc::RpcReply, DropSnapshot, Heartbeat, Metrics, Priority},
     template::Template,
 };
 
@@ -49,6 +49,8 @@ pub struct Conductor {
     /// One per template record, steered by the service's ticks.
     pub groups: BTreeMap<String, Group>,
     pub timing: Timing,
+    /// Each group's last metrics from its splitter.
+    pub metrics: BTreeMap<String, Metrics>,
     pub received_requests: u64,
     pub received_telemetry: u64,
 }
@@ -177,6 +179,7 @@ impl Conductor {
     /// The group of `name` is gone: the template is forgotten.
     pub fn forget(&mut self, name: &str) -> Vec<Event> {
         self.groups.remove(name);
+        self.metrics.remove(name);
         match self.templates.remove(name) {
             Ok(Some(record)) => vec![Event {
                 event_type: "autoscaler.template.destroy.end",
@@ -195,6 +198,7 @@ impl Conductor {
         TemplateView {
             record: record.clone(),
             status: self.groups.get(record.template.name()).map(|g| g.view(now)),
+            metrics: self.metrics.get(record.template.name()).cloned(),
         }
     }
 
@@ -270,6 +274,7 @@ mod tests {
             templates: TemplateStore::open(dir).unwrap(),
             vms: VmRegistry::default(),
             groups: BTreeMap::new(),
+            metrics: BTreeMap::new(),
             timing: Timing {
                 heartbeat_timeout: std::time::Duration::from_secs(3),
                 drain_timeout: std::time::Duration::from_secs(30),

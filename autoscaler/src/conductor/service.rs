@@ -90,6 +90,7 @@ pub async fn run(config: &Config, shutdown: watch::Receiver<bool>) -> Result<(),
         vms: VmRegistry::default(),
         groups,
         timing,
+        metrics: Default::default(),
         received_requests: 0,
         received_telemetry: 0,
     };
@@ -179,6 +180,7 @@ pub async fn run(config: &Config, shutdown: watch::Receiver<bool>) -> Result<(),
                     Ok(Telemetry::Metrics(metrics)) => {
                         conductor.received_telemetry += 1;
                         steering.metrics(&metrics);
+                        conductor.metrics.insert(metrics.group.clone(), metrics);
                     }
                     Ok(Telemetry::PoolAck(ack)) => {
                         conductor.received_telemetry += 1;

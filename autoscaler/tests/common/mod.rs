@@ -60,6 +60,8 @@ pub struct Fixture {
     pub vhost: Option<String>,
     /// A /28 of its own for the local cloud's VMs.
     pub address_pool: String,
+    /// `[local] images_path`: the test images unless a test wants the real ones.
+    pub images_path: PathBuf,
     children: Vec<Child>,
 }
 
@@ -87,6 +89,7 @@ impl Fixture {
             transport_url,
             vhost,
             address_pool: format!("127.{}.{}.0/28", 100 + rand_byte() % 100, rand_byte()),
+            images_path: test_images(),
             children: Vec::new(),
         };
         fixture.write_config("");
@@ -107,7 +110,7 @@ impl Fixture {
             self.host,
             self.dir.path().join("state").display(),
             self.topic,
-            test_images().display(),
+            self.images_path.display(),
             self.address_pool,
         );
         std::fs::write(self.config_path(), text).expect("config file");
@@ -248,6 +251,18 @@ pub fn signal(pid: u32, name: &str) {
     assert!(status.success(), "kill -{name} {pid} failed");
 }
 
+/// Sends a signal to a whole process group (a local VM) that this test's conductor started.
+pub fn signal_group(pgid: i64, name: &str) {
+    assert!(pgid > 1, "refusing to signal process group {pgid}");
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg("--")
+        .arg(format!("-{pgid}"))
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill -{name} -- -{pgid} failed");
+}
+
 pub fn rabbitmqctl(args: &[&str]) -> Output {
     let out = Command::new("rabbitmqctl")
         .args(args)
@@ -278,7 +293,7 @@ impl Fixture {
                 .ok()?;
             runtime.block_on(async {
                 let driver = autoscaler::driver::from_config(&loaded.config).ok()?;
-                for group in ["shop", "blog"] {
+                for group in ["shop", "blog", "site"] {
                     for vm in driver.list(group).await.unwrap_or_default() {
                         let _ = driver.delete(&vm.id).await;
                     }
