@@ -10,9 +10,6 @@
 //! a sketch's error. Memory is 8 bytes per request for the site plus 8 per request with a
 //! known member, kept between intervals for reuse.
 
-// Wired into the splitter's loop by the local-cloud change; drop this then.
-#![allow(dead_code)]
-
 use std::{collections::BTreeMap, time::Duration};
 
 use autoscaler_messaging::payload::{MemberStats, Metrics, Stats};

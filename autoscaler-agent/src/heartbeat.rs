@@ -1,12 +1,15 @@
-//! Heartbeats: one transient message per interval with a short TTL. A heartbeat that
-//! cannot be sent is skipped, not queued: the next one says the same, fresher.
+//! Heartbeats: one transient message per interval with a short TTL, saying whether the
+//! VM's server answers its local check (`serving`). A heartbeat that cannot be sent is
+//! skipped, not queued: the next one says the same, fresher.
 
 use std::time::Duration;
 
 use autoscaler_messaging::{Envelope, Heartbeat, LinkHandle, Outgoing, Role, Topology};
 use chrono::Utc;
 use tokio::{sync::watch, time::MissedTickBehavior};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
+
+use crate::web::{LocalCheck, CHECK_TIMEOUT};
 
 pub struct Settings {
     pub exchange: String,
@@ -16,17 +19,34 @@ pub struct Settings {
     pub role: Role,
     pub interval: Duration,
     pub ttl: Duration,
+    /// The local check behind `serving`; without one, `serving` is absent.
+    pub check: Option<LocalCheck>,
+    /// The site's URL (splitter), for the operator.
+    pub site_url: Option<String>,
 }
 
 pub async fn run(link: LinkHandle, settings: Settings, mut stop: watch::Receiver<bool>) {
     let key = Topology::heartbeat_key(&settings.group, &settings.vm_id);
     let mut ticks = tokio::time::interval(settings.interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // The check runs before each heartbeat, so it may take at most one interval: a
+    // heartbeat says "alive" on time even when the server hangs.
+    let check_timeout = CHECK_TIMEOUT.min(settings.interval);
     let mut seq = 0u64;
+    let mut last_serving = None;
     loop {
         tokio::select! {
             _ = ticks.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
+        }
+        let serving = match &settings.check {
+            Some(check) => Some(check.serving(check_timeout).await),
+            None => None,
+        };
+        if serving != last_serving {
+            // Changes only: once a second would flood the log.
+            info!(?serving, url = ?settings.check.as_ref().map(|c| c.url().to_string()), "serving");
+            last_serving = serving;
         }
         let body = Envelope::new(
             settings.sender.as_str(),
@@ -36,8 +56,8 @@ pub async fn run(link: LinkHandle, settings: Settings, mut stop: watch::Receiver
                 vm_id: settings.vm_id.clone(),
                 role: settings.role,
                 seq,
-                serving: None,
-                url: None,
+                serving,
+                url: settings.site_url.clone(),
             },
         )
         .to_bytes();
@@ -51,7 +71,7 @@ pub async fn run(link: LinkHandle, settings: Settings, mut stop: watch::Receiver
         };
         // Patience of one interval: older than that, the heartbeat is stale anyway.
         match link.publish(message, settings.interval).await {
-            Ok(()) => debug!(seq, "heartbeat"),
+            Ok(()) => debug!(seq, ?serving, "heartbeat"),
             Err(error) => warn!(%error, seq, "heartbeat not sent"),
         }
         seq += 1;

@@ -25,9 +25,6 @@
 //! I/O goes through `tokio::fs` (blocking pool), so a slow disk never stalls the agent's
 //! runtime. [`spawn`] runs the follower as a task feeding a bounded channel, with a shutdown.
 
-// Wired into the splitter's loop by the local-cloud change; drop this then.
-#![allow(dead_code)]
-
 use std::{
     io::{self, SeekFrom},
     os::unix::fs::MetadataExt,
@@ -103,6 +100,7 @@ impl Batch {
         self.cut
     }
 
+    #[cfg(test)]
     pub(crate) fn clear(&mut self) {
         self.text.clear();
         self.ends.clear();

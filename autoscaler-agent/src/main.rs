@@ -1,8 +1,11 @@
 //! autoscaler-agent: the small process inside every VM, started by the image at boot with
-//! no manual step. It heartbeats (`heartbeat.<group>.<vm>`); the splitter role's log
-//! tailing and pool updates are being added (local-cloud issue).
+//! no manual step. Both roles heartbeat (`heartbeat.<group>.<vm>`) with whether the VM's
+//! server answers; the splitter also publishes the site's metrics each second and
+//! applies pool updates to mod_jk (see `splitter`).
 //!
-//! `autoscaler-agent [--config-file F | --user-data F | flags]` runs the agent;
+//! `autoscaler-agent [--config-file F | --user-data F | flags] [role flags]` runs the
+//! agent: the web image passes `--check-url`, the splitter image `--request-log`,
+//! `--workers-properties`, `--jkstatus-url` and `--httpd-config`.
 //! `autoscaler-agent write-files --user-data F --root D` does cloud-init's `write_files`
 //! for local images. Exit codes: 0 after SIGTERM/SIGINT, 1 on a bad setting or file,
 //! 2 on a usage error.
@@ -10,17 +13,22 @@
 mod aggregate;
 mod cloud_init;
 mod heartbeat;
+mod http;
 mod log_follower;
+mod modjk;
 mod request_log;
 mod settings;
+mod splitter;
+mod web;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
-use autoscaler_messaging::{Link, LinkConfig, Topology};
+use autoscaler_messaging::{AgentConfig, Link, LinkConfig, QueueSpec, Subscription, Topology};
 use clap::{Parser, Subcommand};
+use settings::RoleSettings;
 use tokio::{
     signal::unix::{signal, SignalKind},
-    sync::watch,
+    sync::{mpsc, watch},
 };
 use tracing::info;
 
@@ -65,8 +73,11 @@ fn main() -> ExitCode {
             }
         };
     }
-    let config = match settings::agent_config(&cli.run) {
-        Ok(config) => config,
+    let (config, role) = match settings::agent_config(&cli.run).and_then(|config| {
+        let role = settings::role_settings(&cli.run, config.role)?;
+        Ok((config, role))
+    }) {
+        Ok(settings) => settings,
         Err(e) => {
             eprintln!("ERROR: {e}");
             return ExitCode::from(1);
@@ -89,12 +100,12 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let code = runtime.block_on(run(config));
+    let code = runtime.block_on(run(config, role));
     // Exit without tearing the runtime down under lapin's I/O thread (see the conductor).
     std::process::exit(code)
 }
 
-async fn run(config: autoscaler_messaging::AgentConfig) -> i32 {
+async fn run(config: AgentConfig, role: RoleSettings) -> i32 {
     let url = match config.transport_url.parse() {
         Ok(url) => url,
         Err(e) => {
@@ -114,26 +125,97 @@ async fn run(config: autoscaler_messaging::AgentConfig) -> i32 {
         }
     };
     let name = format!("autoscaler-agent.{}", config.vm_id);
-    let link = Link::new(
-        LinkConfig::new(url, name.clone()),
-        Topology::new(config.control_exchange.clone()),
-        Vec::new(),
-    );
+    let topology = Topology::new(config.control_exchange.clone());
+
+    // The splitter's mod_jk, read before anything starts: a file the agent cannot use is
+    // a bad setting (exit 1), not something to find out at the first pool update.
+    let modjk = match &role {
+        RoleSettings::Splitter(paths) => match splitter::ModJk::open(paths) {
+            Ok(modjk) => Some(modjk),
+            Err(e) => {
+                eprintln!("ERROR: {e}");
+                return 1;
+            }
+        },
+        RoleSettings::Web { .. } => None,
+    };
+
+    // Pool updates reach the splitter through a queue of its own. Capacity 1 with
+    // prefetch 1: the broker holds the rest.
+    let (pool_sender, mut pool_deliveries) = mpsc::channel(1);
+    let mut subscriptions = Vec::new();
+    if modjk.is_some() {
+        subscriptions.push(Subscription {
+            queue: topology.splitter_queue(&config.vm_id),
+            // Gone with the agent: a restarted agent gets the conductor's next (periodic)
+            // update rather than a backlog.
+            spec: QueueSpec::telemetry(100),
+            bindings: vec![Topology::pool_key(&config.group)],
+            prefetch: 1,
+            ack: true,
+            sender: pool_sender,
+        });
+    }
+    let link = Link::new(LinkConfig::new(url, name.clone()), topology, subscriptions);
     let (link, link_task) = link.spawn(stopped.clone());
     info!(group = %config.group, vm = %config.vm_id, role = %config.role, "agent starting");
+
+    let (check, site_url) = match (&role, &modjk) {
+        (RoleSettings::Web { check_url }, _) => (check_url.clone().map(web::LocalCheck::new), None),
+        (_, Some(modjk)) => (Some(modjk.check()), modjk.site_url()),
+        (RoleSettings::Splitter(_), None) => (None, None),
+    };
     let beats = tokio::spawn(heartbeat::run(
-        link,
+        link.clone(),
         heartbeat::Settings {
-            exchange: config.control_exchange,
-            sender: name,
-            group: config.group,
-            vm_id: config.vm_id,
+            exchange: config.control_exchange.clone(),
+            sender: name.clone(),
+            group: config.group.clone(),
+            vm_id: config.vm_id.clone(),
             role: config.role,
             interval: config.heartbeat_interval,
             ttl: config.telemetry_ttl,
+            check,
+            site_url,
         },
-        stopped,
+        stopped.clone(),
     ));
+
+    let mut splitter_task = None;
+    if let (Some(modjk), RoleSettings::Splitter(paths)) = (modjk, &role) {
+        // Deliveries become plain messages with their acknowledgement as a future, so
+        // the splitter's loop knows nothing of lapin.
+        let (incoming, incoming_rx) = mpsc::channel(1);
+        tokio::spawn(async move {
+            while let Some(mut delivery) = pool_deliveries.recv().await {
+                let data = std::mem::take(&mut delivery.data);
+                let ack: splitter::Acknowledge = Box::pin(async move {
+                    delivery
+                        .acker
+                        .ack(Default::default())
+                        .await
+                        .map(drop)
+                        .map_err(|e| e.to_string())
+                });
+                let message = splitter::Incoming { data, ack };
+                if incoming.send(message).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let settings = splitter::Settings {
+            exchange: config.control_exchange.clone(),
+            sender: name.clone(),
+            group: config.group.clone(),
+            vm_id: config.vm_id.clone(),
+            telemetry_ttl: config.telemetry_ttl,
+            request_log: paths.request_log.clone(),
+            workers_properties: paths.workers_properties.clone(),
+        };
+        let splitter = splitter::Splitter::new(settings, link, modjk);
+        splitter_task = Some(tokio::spawn(splitter.run(incoming_rx, stopped)));
+    }
+
     tokio::select! {
         _ = term.recv() => {}
         _ = interrupt.recv() => {}
@@ -141,6 +223,10 @@ async fn run(config: autoscaler_messaging::AgentConfig) -> i32 {
     info!("agent stopping");
     let _ = stop.send(true);
     let _ = beats.await;
+    if let Some(task) = splitter_task {
+        // A pool update in hand finishes (its commands have their own timeouts).
+        let _ = tokio::time::timeout(Duration::from_secs(15), task).await;
+    }
     let _ = tokio::time::timeout(Duration::from_secs(3), link_task).await;
     0
 }

@@ -20,9 +20,6 @@
 //! mod_jk writes `-` for a value it does not have; that is `None` for `%R` and `%s`, and
 //! malformed for `%T`, without which a request says nothing about response time.
 
-// Wired into the splitter's loop by the local-cloud change; drop this then.
-#![allow(dead_code)]
-
 use std::time::Duration;
 
 /// A request line, borrowing from the line it was parsed from.

@@ -1,10 +1,13 @@
 //! What the agent runs with: its [`AgentConfig`] (from `--config-file`, `--user-data`, or
 //! individual flags) plus the role's local paths, which the image's boot script passes as
-//! flags because they belong to the image, not to the conductor.
+//! flags because they belong to the image, not to the conductor. Two stages: raw flags
+//! ([`RunArgs`]), then settings checked against the configured role ([`role_settings`]).
 
 use std::path::PathBuf;
 
 use autoscaler_messaging::{AgentConfig, Role};
+
+use crate::http::HttpUrl;
 
 /// Command-line settings of `autoscaler-agent` (running, not `write-files`).
 #[derive(Debug, Clone, clap::Args)]
@@ -36,9 +39,102 @@ pub struct RunArgs {
     /// Without --config-file or --user-data: seconds a heartbeat may wait on the broker.
     #[arg(long, default_value = "10")]
     pub telemetry_ttl: String,
-    /// Web role: the local URL whose answer the heartbeat reports.
+    /// Web role: the local URL whose answer the heartbeat reports (`serving`: 200 within
+    /// 1 s). Without it the web agent heartbeats without `serving`.
     #[arg(long, value_name = "URL")]
     pub check_url: Option<String>,
+    /// Splitter role: mod_jk's log (JkLogFile), with the request lines to measure.
+    #[arg(long, value_name = "FILE")]
+    pub request_log: Option<PathBuf>,
+    /// Splitter role: the workers.properties the agent owns (JkWorkersFile).
+    #[arg(long, value_name = "FILE")]
+    pub workers_properties: Option<PathBuf>,
+    /// Splitter role: mod_jk's status worker, e.g. http://127.0.1.2:8000/jkmanager/.
+    #[arg(long, value_name = "URL")]
+    pub jkstatus_url: Option<String>,
+    /// Splitter role: Apache's configuration, for `apache2 -f FILE -t|-k graceful`.
+    #[arg(long, value_name = "FILE")]
+    pub httpd_config: Option<PathBuf>,
+    /// Splitter role: the Apache binary.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "HTTPD",
+        default_value = "/usr/sbin/apache2"
+    )]
+    pub httpd: PathBuf,
+}
+
+/// The role's local settings, checked.
+#[derive(Debug, Clone)]
+pub enum RoleSettings {
+    Web { check_url: Option<HttpUrl> },
+    Splitter(SplitterPaths),
+}
+
+/// Where the splitter's Apache and mod_jk live.
+#[derive(Debug, Clone)]
+pub struct SplitterPaths {
+    pub request_log: PathBuf,
+    pub workers_properties: PathBuf,
+    pub jkstatus_url: HttpUrl,
+    pub httpd_config: PathBuf,
+    pub httpd: PathBuf,
+}
+
+/// The flags of `role`, checked: each role's own are required (except the web role's
+/// check URL) and the other role's are refused, so an image booted with the wrong role
+/// says so at once.
+pub fn role_settings(args: &RunArgs, role: Role) -> Result<RoleSettings, String> {
+    let splitter_flags = [
+        ("--request-log", args.request_log.is_some()),
+        ("--workers-properties", args.workers_properties.is_some()),
+        ("--jkstatus-url", args.jkstatus_url.is_some()),
+        ("--httpd-config", args.httpd_config.is_some()),
+    ];
+    match role {
+        Role::Web => {
+            if let Some((flag, _)) = splitter_flags.iter().find(|(_, given)| *given) {
+                return Err(format!(
+                    "{flag} is for the splitter role; this agent's role is web"
+                ));
+            }
+            let check_url = args
+                .check_url
+                .as_deref()
+                .map(|url| url.parse().map_err(|e| format!("--check-url: {e}")))
+                .transpose()?;
+            Ok(RoleSettings::Web { check_url })
+        }
+        Role::Splitter => {
+            if args.check_url.is_some() {
+                return Err(
+                    "--check-url is for the web role; this agent's role is splitter".into(),
+                );
+            }
+            let missing = splitter_flags
+                .iter()
+                .filter(|(_, given)| !given)
+                .map(|(flag, _)| *flag)
+                .collect::<Vec<_>>();
+            if !missing.is_empty() {
+                return Err(format!(
+                    "the splitter role needs {} (the image's boot script passes them)",
+                    missing.join(", ")
+                ));
+            }
+            let jkstatus = args.jkstatus_url.as_deref().unwrap_or_default();
+            Ok(RoleSettings::Splitter(SplitterPaths {
+                request_log: args.request_log.clone().unwrap_or_default(),
+                workers_properties: args.workers_properties.clone().unwrap_or_default(),
+                jkstatus_url: jkstatus
+                    .parse()
+                    .map_err(|e| format!("--jkstatus-url: {e}"))?,
+                httpd_config: args.httpd_config.clone().unwrap_or_default(),
+                httpd: args.httpd.clone(),
+            }))
+        }
+    }
 }
 
 /// Builds the agent's configuration from whichever source was given.
@@ -76,4 +172,78 @@ pub fn agent_config(args: &RunArgs) -> Result<AgentConfig, String> {
         args.telemetry_ttl,
     );
     AgentConfig::from_ini("command line", &ini).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn args(flags: &[&str]) -> RunArgs {
+        Cli::parse_from(std::iter::once("autoscaler-agent").chain(flags.iter().copied())).run
+    }
+
+    const SPLITTER: &[&str] = &[
+        "--request-log",
+        "/vm/apache/logs/mod_jk.log",
+        "--workers-properties",
+        "/vm/apache/workers.properties",
+        "--jkstatus-url",
+        "http://127.0.1.2:8000/jkmanager/",
+        "--httpd-config",
+        "/vm/apache/httpd.conf",
+    ];
+
+    #[test]
+    fn each_role_takes_its_own_flags() {
+        match role_settings(&args(SPLITTER), Role::Splitter).unwrap() {
+            RoleSettings::Splitter(paths) => {
+                assert_eq!(
+                    paths.request_log,
+                    PathBuf::from("/vm/apache/logs/mod_jk.log")
+                );
+                assert_eq!(
+                    paths.jkstatus_url.to_string(),
+                    "http://127.0.1.2:8000/jkmanager/"
+                );
+                assert_eq!(paths.httpd, PathBuf::from("/usr/sbin/apache2"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let web = args(&["--check-url", "http://127.0.1.11:8180/webserver/index.jsp"]);
+        assert!(matches!(
+            role_settings(&web, Role::Web).unwrap(),
+            RoleSettings::Web { check_url: Some(_) }
+        ));
+        assert!(matches!(
+            role_settings(&args(&[]), Role::Web).unwrap(),
+            RoleSettings::Web { check_url: None }
+        ));
+    }
+
+    #[test]
+    fn wrong_or_missing_flags_are_named() {
+        let err = role_settings(&args(SPLITTER), Role::Web).unwrap_err();
+        assert_eq!(
+            err,
+            "--request-log is for the splitter role; this agent's role is web"
+        );
+        let err = role_settings(&args(&SPLITTER[..4]), Role::Splitter).unwrap_err();
+        assert_eq!(
+            err,
+            "the splitter role needs --jkstatus-url, --httpd-config (the image's boot script passes them)"
+        );
+        let mut bad = SPLITTER.to_vec();
+        bad[5] = "https://127.0.1.2/jkmanager/";
+        let err = role_settings(&args(&bad), Role::Splitter).unwrap_err();
+        assert!(err.starts_with("--jkstatus-url: "), "{err}");
+        let err = role_settings(&args(&["--check-url", "x"]), Role::Web).unwrap_err();
+        assert!(err.starts_with("--check-url: "), "{err}");
+    }
 }

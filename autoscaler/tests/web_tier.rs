@@ -1,0 +1,375 @@
+//! The whole local cloud for real: RabbitMQ, the conductor, Apache httpd + mod_jk and
+//! Tomcat 10 VMs booted from the repository's images, their agents, and load from ab and
+//! from a small client of our own that tells refused connections from failed requests.
+//!
+//! One test, in phases, because each phase needs the site of the one before and a site
+//! costs ~10 s and three JVMs on a 2-core machine. Every figure it measures is printed
+//! (`cargo test --test web_tier -- --nocapture`).
+
+mod common;
+
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpStream},
+    process::Command,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use common::{stderr, stdout, Fixture};
+
+fn json(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", stdout(out), stderr(out)))
+}
+
+fn repo_images() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../etc/autoscaler/images")
+}
+
+/// The group as `template show` reports it.
+fn show(fx: &Fixture) -> serde_json::Value {
+    json(&fx.manage(&["--format", "json", "template", "show", "site"]))[0].clone()
+}
+
+fn members_in_pool(view: &serde_json::Value) -> Vec<String> {
+    view["status"]["vms"]
+        .as_array()
+        .map(|vms| {
+            vms.iter()
+                .filter(|v| v["in_pool"] == true)
+                .map(|v| v["name"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Per-member request counts from the splitter's metrics, as the conductor last saw them.
+fn served(view: &serde_json::Value) -> Vec<(String, u64)> {
+    view["metrics"]["members"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .map(|m| {
+                    (
+                        m["member"].as_str().unwrap_or_default().to_owned(),
+                        m["requests"].as_u64().unwrap_or(0),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn wait_for<T>(
+    what: &str,
+    patience: Duration,
+    fx: &Fixture,
+    mut check: impl FnMut() -> Option<T>,
+) -> (T, Duration) {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return (v, start.elapsed());
+        }
+        assert!(
+            start.elapsed() < patience,
+            "{what}: not within {patience:?}\n{}",
+            fx.conductor_log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// ab's own verdict.
+struct AbResult {
+    complete: u64,
+    failed: u64,
+    non_2xx: u64,
+    text: String,
+}
+
+fn ab(url: &str, requests: u32, concurrency: u32) -> std::process::Child {
+    Command::new("ab")
+        .args([
+            "-q",
+            "-n",
+            &requests.to_string(),
+            "-c",
+            &concurrency.to_string(),
+            "-s",
+            "30",
+            url,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("ab (apache2-utils) must be installed: tools/install-webtier")
+}
+
+fn ab_result(child: std::process::Child) -> AbResult {
+    let out = child.wait_with_output().unwrap();
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    let field = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split(':').nth(1))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    AbResult {
+        complete: field("Complete requests"),
+        failed: field("Failed requests"),
+        non_2xx: field("Non-2xx responses"),
+        text,
+    }
+}
+
+/// What our own client saw: requests answered 200, answered otherwise, broken after the
+/// connection was accepted, and connections refused (the splitter no longer listening).
+#[derive(Default)]
+struct Tally {
+    ok: AtomicU64,
+    not_ok: AtomicU64,
+    broken: AtomicU64,
+    refused: AtomicU64,
+}
+
+/// `clients` threads sending GETs, one connection each, until `stop` or until every
+/// thread has been refused.
+fn run_clients(
+    addr: SocketAddr,
+    path: &str,
+    clients: usize,
+    stop: Arc<AtomicBool>,
+    tally: Arc<Tally>,
+) -> Vec<std::thread::JoinHandle<()>> {
+    (0..clients)
+        .map(|_| {
+            let (stop, tally, path) = (stop.clone(), tally.clone(), path.to_owned());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let mut stream = match TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+                    {
+                        Ok(s) => s,
+                        Err(_) => {
+                            tally.refused.fetch_add(1, Ordering::Relaxed);
+                            return;
+                        }
+                    };
+                    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+                    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+                    let mut response = Vec::new();
+                    let outcome = stream
+                        .write_all(request.as_bytes())
+                        .and_then(|_| stream.read_to_end(&mut response));
+                    match outcome {
+                        Ok(_)
+                            if response.starts_with(b"HTTP/1.1 200")
+                                || response.starts_with(b"HTTP/1.0 200") =>
+                        {
+                            tally.ok.fetch_add(1, Ordering::Relaxed)
+                        }
+                        Ok(_) if response.is_empty() => {
+                            tally.broken.fetch_add(1, Ordering::Relaxed)
+                        }
+                        Ok(_) => tally.not_ok.fetch_add(1, Ordering::Relaxed),
+                        Err(_) => tally.broken.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn the_local_cloud_serves_scales_its_pool_survives_a_kill_and_tears_down_without_failing_a_request()
+{
+    let status = Command::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tools/install-webtier"
+    ))
+    .status()
+    .unwrap();
+    assert!(status.success(), "tools/install-webtier failed");
+
+    let mut fx = Fixture::new();
+    fx.images_path = repo_images(); // the real images, not the test ones
+    fx.write_config("");
+    let template = "[template]\nname = site\nimage = tomcat-web\nsplitter_image = modjk-splitter\nmin_vms = 2\nmax_vms = 4\ntarget_response_time = 0.5\n";
+    std::fs::write(fx.template_path("site"), template).unwrap();
+    fx.start_conductor();
+    fx.wait_for_conductor(Duration::from_secs(20));
+
+    // 1. Instantiate with min 2: the site answers through the splitter within 30 s.
+    let start = Instant::now();
+    let out = fx.manage(&[
+        "template",
+        "instantiate",
+        fx.template_path("site").to_str().unwrap(),
+    ]);
+    let instantiate_time = start.elapsed();
+    assert!(
+        out.status.success(),
+        "{}\n{}\n{}",
+        stdout(&out),
+        stderr(&out),
+        fx.conductor_log()
+    );
+    let url = stdout(&out)
+        .lines()
+        .find_map(|l| l.strip_prefix("site ready: "))
+        .unwrap_or_else(|| panic!("no URL in {}", stdout(&out)))
+        .to_owned();
+    eprintln!("instantiate → site ready: {instantiate_time:?} ({url})");
+    assert!(
+        instantiate_time < Duration::from_secs(30),
+        "instantiate took {instantiate_time:?}"
+    );
+    let page = format!("{}index.jsp", url.trim_end_matches("index.jsp"));
+
+    // Both web VMs serve (seen in the per-member metrics); heartbeats reach the conductor.
+    let load = ab(&page, 600, 8);
+    let (members, took) = wait_for("both members serving", Duration::from_secs(20), &fx, || {
+        let s = served(&show(&fx));
+        (s.iter().filter(|(_, n)| *n > 0).count() >= 2).then_some(s)
+    });
+    eprintln!("both members serving after {took:?}: {members:?}");
+    let r = ab_result(load);
+    assert_eq!((r.failed, r.non_2xx), (0, 0), "{}", r.text);
+
+    // 2. Under ab -c 20: kill -9 one web VM's process group. mod_jk retries elsewhere (0
+    // failed); the conductor notices within 3 s and boots a replacement (min 2), which
+    // joins the pool and takes traffic.
+    let load = ab(&page, 6000, 20);
+    std::thread::sleep(Duration::from_secs(2));
+    let view = show(&fx);
+    let victim = view["status"]["vms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["role"] == "web" && v["in_pool"] == true)
+        .expect("a web VM in the pool")
+        .clone();
+    let victim_name = victim["name"].as_str().unwrap().to_owned();
+    let vm_json = std::fs::read_to_string(
+        fx.dir
+            .path()
+            .join("state/local/vms")
+            .join(victim["id"].as_str().unwrap())
+            .join("vm.json"),
+    )
+    .unwrap();
+    let record: serde_json::Value = serde_json::from_str(&vm_json).unwrap();
+    let pgid = record["pgid"]
+        .as_i64()
+        .or(record["pid"].as_i64())
+        .expect("the VM's process group");
+    let killed = Instant::now();
+    common::signal_group(pgid, "KILL");
+    let (_, noticed) = wait_for(
+        "the conductor notices the killed VM",
+        Duration::from_secs(10),
+        &fx,
+        || {
+            let view = show(&fx);
+            (!members_in_pool(&view).contains(&victim_name)).then_some(())
+        },
+    );
+    eprintln!("killed VM out of the pool after {noticed:?}");
+    assert!(
+        noticed <= Duration::from_secs(3) + Duration::from_millis(900),
+        "noticed after {noticed:?}"
+    );
+    let (joined, join_time) = wait_for(
+        "a replacement joins the pool",
+        Duration::from_secs(40),
+        &fx,
+        || {
+            let pool = members_in_pool(&show(&fx));
+            (pool.len() == 2 && !pool.contains(&victim_name)).then_some(pool)
+        },
+    );
+    let newcomer = joined
+        .iter()
+        .find(|n| !members_in_pool(&view).contains(n))
+        .cloned()
+        .unwrap_or_default();
+    let (_, traffic_after) = wait_for(
+        "the new member takes traffic",
+        Duration::from_secs(10),
+        &fx,
+        || {
+            served(&show(&fx))
+                .iter()
+                .any(|(m, n)| *n > 0 && newcomer.replace('-', "_") == *m)
+                .then_some(())
+        },
+    );
+    eprintln!("replacement {newcomer} in the pool {join_time:?} after the kill; serving {traffic_after:?} after joining");
+    assert!(
+        traffic_after <= Duration::from_secs(3),
+        "new member idle for {traffic_after:?}"
+    );
+    let r = ab_result(load);
+    eprintln!(
+        "ab during kill and replacement: {} complete, {} failed, {} non-2xx",
+        r.complete, r.failed, r.non_2xx
+    );
+    assert_eq!((r.failed, r.non_2xx), (0, 0), "{}", r.text);
+    let _ = killed;
+
+    // 3. Destroy under load: the splitter stops listening first; every request it accepted
+    // succeeds. Refused connections afterwards are the only failures allowed.
+    let addr: SocketAddr = url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let path = format!(
+        "/{}",
+        page.trim_start_matches("http://")
+            .split_once('/')
+            .unwrap()
+            .1
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Tally::default());
+    let clients = run_clients(addr, &path, 20, stop.clone(), tally.clone());
+    std::thread::sleep(Duration::from_secs(2));
+    let out = fx.manage(&["template", "destroy", "site"]);
+    assert!(
+        out.status.success(),
+        "{}\n{}\n{}",
+        stdout(&out),
+        stderr(&out),
+        fx.conductor_log()
+    );
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        let _ = c.join();
+    }
+    let (ok, not_ok, broken, refused) = (
+        tally.ok.load(Ordering::Relaxed),
+        tally.not_ok.load(Ordering::Relaxed),
+        tally.broken.load(Ordering::Relaxed),
+        tally.refused.load(Ordering::Relaxed),
+    );
+    eprintln!("destroy under load: {ok} ok, {not_ok} non-200, {broken} broken, {refused} refused");
+    assert!(ok > 0);
+    assert_eq!(
+        (not_ok, broken),
+        (0, 0),
+        "every accepted request must succeed"
+    );
+    assert_eq!(
+        json(&fx.manage(&["--format", "json", "vm", "list"])),
+        serde_json::json!([])
+    );
+}
