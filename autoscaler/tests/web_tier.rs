@@ -323,7 +323,37 @@ fn the_local_cloud_serves_scales_its_pool_survives_a_kill_and_tears_down_without
     assert_eq!((r.failed, r.non_2xx), (0, 0), "{}", r.text);
     let _ = killed;
 
-    // 3. Destroy under load: the splitter stops listening first; every request it accepted
+    // 3. Under ab -c 20: the operator removes a web VM. It drains (no new requests, those
+    // in flight finish), then is deleted; its replacement joins. Not one request fails.
+    let load = ab(&page, 4000, 20);
+    std::thread::sleep(Duration::from_secs(1));
+    let leaving = members_in_pool(&show(&fx))[0].clone();
+    let start = Instant::now();
+    let out = fx.manage(&["vm", "delete", &leaving]);
+    assert!(
+        out.status.success(),
+        "{}\n{}\n{}",
+        stdout(&out),
+        stderr(&out),
+        fx.conductor_log()
+    );
+    eprintln!(
+        "vm delete {leaving}: drained and deleted in {:?}",
+        start.elapsed()
+    );
+    let (_, rejoined) = wait_for("two members again", Duration::from_secs(40), &fx, || {
+        let pool = members_in_pool(&show(&fx));
+        (pool.len() == 2 && !pool.contains(&leaving)).then_some(())
+    });
+    eprintln!("pool back to two members {rejoined:?} after the delete returned");
+    let r = ab_result(load);
+    eprintln!(
+        "ab during drain and delete: {} complete, {} failed, {} non-2xx",
+        r.complete, r.failed, r.non_2xx
+    );
+    assert_eq!((r.failed, r.non_2xx), (0, 0), "{}", r.text);
+
+    // 4. Destroy under load: the splitter stops listening first; every request it accepted
     // succeeds. Refused connections afterwards are the only failures allowed.
     let addr: SocketAddr = url
         .trim_start_matches("http://")

@@ -28,6 +28,9 @@ pub enum Request {
     TemplateShow { name: Option<String> },
     /// The VMs the conductor knows, optionally of one template.
     VmList { template: Option<String> },
+    /// Remove web VM `name`: drain it (no new requests, those in flight finish), then
+    /// delete it; the template's minimum is kept by booting a replacement. Answers at once.
+    VmDelete { name: String },
     /// The conductor's own health: broker link, counters.
     Status,
 }

@@ -135,6 +135,9 @@ pub struct Group {
     stopping_since: Option<DateTime<Utc>>,
     /// VMs already reported lost or failed (each is reported once).
     reported: BTreeSet<VmId>,
+    /// Web VMs the operator asked to remove, by name: drained, then deleted. The value is
+    /// the pool generation that first carried the VM as draining, once sent.
+    removals: BTreeMap<String, Option<(u64, DateTime<Utc>)>>,
     /// The last observation, for views between ticks.
     last_seen: Observed,
     last_now: Option<DateTime<Utc>>,
@@ -168,6 +171,7 @@ impl Group {
             last_publish: None,
             stopping_since: None,
             reported: BTreeSet::new(),
+            removals: BTreeMap::new(),
             last_seen: Observed::default(),
             last_now: None,
         }
@@ -182,6 +186,29 @@ impl Group {
         if matches!(self.phase, Phase::Starting | Phase::Ready) {
             self.phase = Phase::Stopping;
         }
+    }
+
+    /// Asks for web VM `name` to be removed: drained (no new requests; those in flight
+    /// finish), then deleted; the minimum rule boots a replacement meanwhile if needed.
+    pub fn remove_vm(&mut self, name: &str) -> Result<VmState, String> {
+        let now = self.last_now.unwrap_or_else(Utc::now);
+        let view = self.view(now);
+        let vm = view
+            .vms
+            .into_iter()
+            .find(|vm| vm.name == name)
+            .ok_or_else(|| format!("no VM named {name:?} in template {:?}", self.name()))?;
+        if vm.role != Some(Role::Web) {
+            return Err(format!(
+                "{name:?} is the splitter; it goes with the template: autoscaler-manage template destroy {}",
+                self.name()
+            ));
+        }
+        if !matches!(self.phase, Phase::Starting | Phase::Ready) {
+            return Err(format!("template {:?} is being destroyed", self.name()));
+        }
+        self.removals.entry(name.to_owned()).or_insert(None);
+        Ok(vm)
     }
 
     /// A generation newer than any before, also across conductor restarts (the splitter
@@ -265,7 +292,11 @@ impl Group {
                 if splitters.is_empty() && obs.pending_splitter_boots == 0 {
                     actions.push(Action::Boot(Role::Splitter));
                 }
-                let have = webs.len() + obs.pending_web_boots;
+                let staying = webs
+                    .iter()
+                    .filter(|vm| !self.removals.contains_key(&vm.name))
+                    .count();
+                let have = staying + obs.pending_web_boots;
                 for _ in have..self.template.min_vms() as usize {
                     actions.push(Action::Boot(Role::Web));
                 }
@@ -280,16 +311,22 @@ impl Group {
                         obs.heartbeats.get(&vm.name).and_then(|h| h.serving) != Some(false)
                     })
                     .filter_map(|vm| {
+                        let state = if self.removals.contains_key(&vm.name) {
+                            MemberState::Draining
+                        } else {
+                            MemberState::Active
+                        };
                         Some(PoolMember {
                             name: member_name(&vm.name),
                             host: vm.address?.to_string(),
                             port: AJP_PORT,
-                            state: MemberState::Active,
+                            state,
                         })
                     })
                     .collect();
                 desired.sort_by(|a, b| a.name.cmp(&b.name));
                 self.publish_if_due(now, desired, true, &obs, &mut actions);
+                self.finish_removals(now, &webs, &obs, &mut actions);
 
                 let splitter_up = splitters
                     .iter()
@@ -340,6 +377,45 @@ impl Group {
         self.last_seen = obs;
         self.last_now = Some(now);
         actions
+    }
+
+    /// Deletes the web VMs being removed once drained: the splitter has applied a pool
+    /// where they drain and reports no request in flight on them, or `drain_timeout`
+    /// has passed. A VM not in the pool (never joined, or silent) is deleted at once.
+    fn finish_removals(
+        &mut self,
+        now: DateTime<Utc>,
+        webs: &[&Vm],
+        obs: &Observed,
+        actions: &mut Vec<Action>,
+    ) {
+        let in_pool: BTreeSet<String> = self.pool.iter().map(|m| m.name.clone()).collect();
+        let generation = self.generation;
+        let mut done = Vec::new();
+        for (name, drain) in self.removals.iter_mut() {
+            let Some(vm) = webs.iter().find(|vm| &vm.name == name) else {
+                done.push(name.clone()); // already gone
+                continue;
+            };
+            let member = member_name(name);
+            let drained = if in_pool.contains(&member) {
+                let (since_generation, since) = *drain.get_or_insert((generation, now));
+                let applied = obs.acked_generation >= since_generation;
+                let idle = obs.busy.get(&member) == Some(&0);
+                let waited =
+                    (now - since).to_std().unwrap_or_default() >= self.timing.drain_timeout;
+                (applied && idle) || waited
+            } else {
+                true
+            };
+            if drained {
+                actions.push(Action::Delete(vm.id.clone()));
+                done.push(name.clone());
+            }
+        }
+        for name in done {
+            self.removals.remove(&name);
+        }
     }
 
     /// Publishes the pool when it changed, when the splitter has not acknowledged it yet
@@ -641,6 +717,51 @@ mod tests {
         obs2.link_up = false;
         let actions = quiet.step(at(20.0), obs2);
         assert!(!actions.iter().any(|a| matches!(a, Action::Delete(_))));
+    }
+
+    #[test]
+    fn an_operator_removal_drains_first_then_deletes_and_keeps_the_minimum() {
+        let mut g = group(1);
+        let mut obs = Observed {
+            link_up: true,
+            vms: vec![
+                vm("s", Role::Splitter, VmStatus::Active, "127.0.1.2"),
+                vm("w1", Role::Web, VmStatus::Active, "127.0.1.3"),
+            ],
+            ..Default::default()
+        };
+        heard(&mut obs, "s", 1.0, None);
+        heard(&mut obs, "w1", 1.0, None);
+        let first = pools(&g.step(at(1.0), obs.clone()))[0].clone();
+        obs.acked_generation = first.generation;
+        assert!(g.remove_vm("s").unwrap_err().contains("splitter"));
+        assert!(g.remove_vm("nope").is_err());
+        g.remove_vm("w1").unwrap();
+
+        heard(&mut obs, "s", 2.0, None);
+        heard(&mut obs, "w1", 2.0, None);
+        obs.busy.insert("w1".into(), 3);
+        let actions = g.step(at(2.0), obs.clone());
+        let draining = &pools(&actions)[0];
+        assert_eq!(draining.members[0].state, MemberState::Draining);
+        assert_eq!(
+            boots(&actions),
+            [Role::Web],
+            "a replacement boots while w1 drains"
+        );
+        assert!(
+            !actions.iter().any(|a| matches!(a, Action::Delete(_))),
+            "busy: not yet"
+        );
+
+        // Applied and idle: deleted.
+        obs.acked_generation = draining.generation;
+        obs.busy.insert("w1".into(), 0);
+        obs.pending_web_boots = 1;
+        heard(&mut obs, "w1", 3.0, None);
+        heard(&mut obs, "s", 3.0, None);
+        let actions = g.step(at(3.0), obs.clone());
+        assert!(actions.contains(&Action::Delete(VmId("id-w1".into()))));
     }
 
     #[test]

@@ -95,6 +95,7 @@ impl Conductor {
                 None => self.not_found(&name),
             },
             Request::VmList { template } => ok(self.vm_list(template.as_deref(), now), vec![]),
+            Request::VmDelete { name } => self.delete_vm(&name),
             Request::Status => ok(
                 StatusView {
                     host: self.identity.host.clone(),
@@ -174,6 +175,31 @@ impl Conductor {
             payload: serde_json::to_value(&record).expect("records serialize"),
         };
         ok(record, vec![event])
+    }
+
+    fn delete_vm(&mut self, name: &str) -> Handled {
+        let mut refusals = Vec::new();
+        for group in self.groups.values_mut() {
+            match group.remove_vm(name) {
+                Ok(vm) => {
+                    let event = Event {
+                        event_type: "autoscaler.vm.delete.start",
+                        priority: Priority::Info,
+                        payload: serde_json::json!({"template": group.name(), "vm_name": name}),
+                    };
+                    return ok(vm, vec![event]);
+                }
+                Err(why) if why.starts_with("no VM named") => continue,
+                Err(why) => refusals.push(why),
+            }
+        }
+        match refusals.pop() {
+            Some(why) => error("conflict", why),
+            None => error(
+                "not_found",
+                format!("no VM named {name:?} in any template (see autoscaler-manage vm list)"),
+            ),
+        }
     }
 
     /// The group of `name` is gone: the template is forgotten.

@@ -20,7 +20,10 @@ use self::{
 };
 use crate::{
     cli_args::ConfigArgs,
-    conductor::api::{Request, StatusView, TemplateRecord, TemplateView, VmView},
+    conductor::{
+        api::{Request, StatusView, TemplateRecord, TemplateView, VmView},
+        group::VmState,
+    },
     conf::{self, Config},
     logging::{self, LogTarget},
     template::{self, Template},
@@ -100,6 +103,9 @@ enum VmAction {
         #[arg(long)]
         template: Option<String>,
     },
+    /// Remove a web VM without failing a request: drain it, then delete it (the
+    /// template's minimum is kept with a replacement).
+    Delete { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -248,6 +254,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Category::Vm(VmAction::List { template }) => {
             let vms: Vec<VmView> = decode(ask(&Request::VmList { template })?)?;
             print(format, &vms, || vm_table(&vms));
+            Ok(())
+        }
+        Category::Vm(VmAction::Delete { name }) => {
+            let mut session = Session::connect(&config, timeout)?;
+            let vm: VmState = session.call(&Request::VmDelete { name: name.clone() })?;
+            if !no_wait {
+                if !quiet {
+                    println!("{name}: draining, then deleting (--no-wait to skip)");
+                }
+                wait::until_vm_gone(&mut session, &name, wait_timeout, quiet)?;
+            }
+            print(format, &vm, || Table {
+                header: vec!["vm", "status"],
+                rows: vec![vec![
+                    vm.name.clone(),
+                    if no_wait {
+                        "draining".into()
+                    } else {
+                        "deleted".into()
+                    },
+                ]],
+            });
             Ok(())
         }
         Category::Conductor(ConductorAction::Status) => {

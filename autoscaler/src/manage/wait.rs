@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 
 use crate::{
     conductor::{
-        api::{Request, TemplateView},
+        api::{Request, TemplateView, VmView},
         group::{Phase, VmState},
     },
     conf::Config,
@@ -180,4 +180,39 @@ pub fn until_gone(
         println!("template {name}: gone");
     }
     Ok(())
+}
+
+/// Follows VM `name` until the conductor no longer lists it.
+pub fn until_vm_gone(
+    session: &mut Session,
+    name: &str,
+    patience: Duration,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let mut last = String::new();
+    loop {
+        let vms: Vec<VmView> = session.call(&Request::VmList { template: None })?;
+        let Some(vm) = vms.iter().find(|v| v.vm_id == name) else {
+            if !quiet {
+                println!("{name}: deleted");
+            }
+            return Ok(());
+        };
+        let line = format!(
+            "{name}: {}{}",
+            if vm.in_pool { "draining" } else { "deleting" },
+            vm.busy
+                .map(|b| format!(" ({b} in flight)"))
+                .unwrap_or_default()
+        );
+        if line != last && !quiet {
+            println!("{line}");
+        }
+        last = line;
+        if start.elapsed() > patience {
+            bail!("{name} was not deleted within {} s", patience.as_secs());
+        }
+        std::thread::sleep(POLL);
+    }
 }
