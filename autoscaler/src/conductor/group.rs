@@ -297,7 +297,8 @@ impl Group {
                     .filter(|vm| !self.removals.contains_key(&vm.name))
                     .count();
                 let have = staying + obs.pending_web_boots;
-                for _ in have..self.template.min_vms() as usize {
+                let booting_now = (self.template.min_vms() as usize).saturating_sub(have);
+                for _ in 0..booting_now {
                     actions.push(Action::Boot(Role::Web));
                 }
 
@@ -311,20 +312,31 @@ impl Group {
                         obs.heartbeats.get(&vm.name).and_then(|h| h.serving) != Some(false)
                     })
                     .filter_map(|vm| {
-                        let state = if self.removals.contains_key(&vm.name) {
-                            MemberState::Draining
-                        } else {
-                            MemberState::Active
-                        };
                         Some(PoolMember {
                             name: member_name(&vm.name),
                             host: vm.address?.to_string(),
                             port: AJP_PORT,
-                            state,
+                            state: MemberState::Active,
                         })
                     })
                     .collect();
                 desired.sort_by(|a, b| a.name.cmp(&b.name));
+                // Make before break: a VM being removed drains only once another member
+                // takes requests, or when no replacement is on its way (min_vms 0).
+                let leaving: BTreeSet<String> =
+                    self.removals.keys().map(|n| member_name(n)).collect();
+                let others_active = desired
+                    .iter()
+                    .filter(|m| !leaving.contains(&m.name))
+                    .count();
+                let staying_outside_pool = staying.saturating_sub(others_active);
+                let replacement_coming =
+                    staying_outside_pool > 0 || obs.pending_web_boots > 0 || booting_now > 0;
+                if others_active > 0 || !replacement_coming {
+                    for member in desired.iter_mut().filter(|m| leaving.contains(&m.name)) {
+                        member.state = MemberState::Draining;
+                    }
+                }
                 self.publish_if_due(now, desired, true, &obs, &mut actions);
                 self.finish_removals(now, &webs, &obs, &mut actions);
 
@@ -398,6 +410,13 @@ impl Group {
                 continue;
             };
             let member = member_name(name);
+            let draining = self
+                .pool
+                .iter()
+                .any(|m| m.name == member && m.state == MemberState::Draining);
+            if in_pool.contains(&member) && !draining {
+                continue; // Still serving until its replacement does.
+            }
             let drained = if in_pool.contains(&member) {
                 let (since_generation, since) = *drain.get_or_insert((generation, now));
                 let applied = obs.acked_generation >= since_generation;
@@ -742,12 +761,28 @@ mod tests {
         heard(&mut obs, "w1", 2.0, None);
         obs.busy.insert("w1".into(), 3);
         let actions = g.step(at(2.0), obs.clone());
+        assert_eq!(boots(&actions), [Role::Web], "a replacement boots first");
+        assert!(
+            pools(&actions).is_empty(),
+            "w1 keeps serving: it is the only member"
+        );
+
+        // The replacement joins: w1 drains now.
+        obs.vms
+            .push(vm("w2", Role::Web, VmStatus::Active, "127.0.1.4"));
+        heard(&mut obs, "s", 3.0, None);
+        heard(&mut obs, "w1", 3.0, None);
+        heard(&mut obs, "w2", 3.0, None);
+        let actions = g.step(at(3.0), obs.clone());
         let draining = &pools(&actions)[0];
-        assert_eq!(draining.members[0].state, MemberState::Draining);
+        let states: Vec<_> = draining
+            .members
+            .iter()
+            .map(|m| (m.name.as_str(), m.state))
+            .collect();
         assert_eq!(
-            boots(&actions),
-            [Role::Web],
-            "a replacement boots while w1 drains"
+            states,
+            [("w1", MemberState::Draining), ("w2", MemberState::Active)]
         );
         assert!(
             !actions.iter().any(|a| matches!(a, Action::Delete(_))),
@@ -757,11 +792,12 @@ mod tests {
         // Applied and idle: deleted.
         obs.acked_generation = draining.generation;
         obs.busy.insert("w1".into(), 0);
-        obs.pending_web_boots = 1;
-        heard(&mut obs, "w1", 3.0, None);
-        heard(&mut obs, "s", 3.0, None);
-        let actions = g.step(at(3.0), obs.clone());
+        heard(&mut obs, "w1", 4.0, None);
+        heard(&mut obs, "w2", 4.0, None);
+        heard(&mut obs, "s", 4.0, None);
+        let actions = g.step(at(4.0), obs.clone());
         assert!(actions.contains(&Action::Delete(VmId("id-w1".into()))));
+        assert!(boots(&actions).is_empty());
     }
 
     #[test]
