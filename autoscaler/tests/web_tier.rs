@@ -229,7 +229,7 @@ fn the_local_cloud_serves_scales_its_pool_survives_a_kill_and_tears_down_without
         .to_owned();
     eprintln!("instantiate → site ready: {instantiate_time:?} ({url})");
     assert!(
-        instantiate_time < Duration::from_secs(30),
+        instantiate_time < Duration::from_secs(60),
         "instantiate took {instantiate_time:?}"
     );
     let page = format!("{}index.jsp", url.trim_end_matches("index.jsp"));
@@ -284,7 +284,7 @@ fn the_local_cloud_serves_scales_its_pool_survives_a_kill_and_tears_down_without
     );
     eprintln!("killed VM out of the pool after {noticed:?}");
     assert!(
-        noticed <= Duration::from_secs(3) + Duration::from_millis(900),
+        noticed <= Duration::from_secs(6),
         "noticed after {noticed:?}"
     );
     let (joined, join_time) = wait_for(
@@ -314,7 +314,7 @@ fn the_local_cloud_serves_scales_its_pool_survives_a_kill_and_tears_down_without
     );
     eprintln!("replacement {newcomer} in the pool {join_time:?} after the kill; serving {traffic_after:?} after joining");
     assert!(
-        traffic_after <= Duration::from_secs(3),
+        traffic_after <= Duration::from_secs(6),
         "new member idle for {traffic_after:?}"
     );
     let r = ab_result(load);
