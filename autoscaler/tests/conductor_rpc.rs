@@ -20,6 +20,60 @@ fn json(out: &std::process::Output) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", stdout(out), stderr(out)))
 }
 
+/// A new fixture with its conductor answering, for async tests (the waits block).
+async fn fixture_with_conductor() -> Fixture {
+    let mut fx = Fixture::new();
+    fx.start_conductor();
+    tokio::task::spawn_blocking(move || {
+        fx.wait_for_conductor(Duration::from_secs(20));
+        fx
+    })
+    .await
+    .unwrap()
+}
+
+/// Sends `body` to the conductor as a raw RPC request with a direct reply-to address and
+/// `properties`, and returns the JSON of its reply.
+async fn raw_request(fx: &Fixture, body: &[u8], properties: BasicProperties) -> serde_json::Value {
+    let connection = fx.connect().await;
+    let channel = connection.create_channel().await.unwrap();
+    let no_ack = BasicConsumeOptions {
+        no_ack: true,
+        ..Default::default()
+    };
+    let mut replies = channel
+        .basic_consume(
+            "amq.rabbitmq.reply-to".into(),
+            "".into(),
+            no_ack,
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let properties = properties
+        .with_reply_to("amq.rabbitmq.reply-to".into())
+        .with_correlation_id("c1".into());
+    channel
+        .basic_publish(
+            fx.exchange.as_str().into(),
+            "rpc.conductor".into(),
+            BasicPublishOptions::default(),
+            body,
+            properties,
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(10), replies.next())
+        .await
+        .expect("a reply within 10 s")
+        .unwrap()
+        .unwrap();
+    connection.close(200, "done".into()).await.unwrap();
+    serde_json::from_slice(&reply.data).unwrap()
+}
+
 #[test]
 fn template_round_trip_through_the_conductor() {
     let mut fx = Fixture::new();
@@ -193,14 +247,7 @@ async fn instantiate_publishes_an_oslo_notification() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_messages_are_dropped_and_counted_while_the_conductor_serves() {
-    let mut fx = Fixture::new();
-    fx.start_conductor();
-    let fx = tokio::task::spawn_blocking(move || {
-        fx.wait_for_conductor(Duration::from_secs(20));
-        fx
-    })
-    .await
-    .unwrap();
+    let fx = fixture_with_conductor().await;
 
     let connection = fx.connect().await;
     let channel = connection.create_channel().await.unwrap();
@@ -252,37 +299,12 @@ async fn bad_messages_are_dropped_and_counted_while_the_conductor_serves() {
     .await;
 
     // A request the conductor cannot read, with a reply address: it answers `invalid`.
-    let reply_channel = connection.create_channel().await.unwrap();
-    let mut replies = reply_channel
-        .basic_consume(
-            "amq.rabbitmq.reply-to".into(),
-            "".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    reply_channel
-        .basic_publish(
-            fx.exchange.as_str().into(),
-            "rpc.conductor".into(),
-            BasicPublishOptions::default(),
-            br#"{"version":1,"kind":"rpc.request","sender":"x","time":"2026-01-01T00:00:00Z","payload":{"method":"format_disk"}}"#,
-            BasicProperties::default().with_reply_to("amq.rabbitmq.reply-to".into()).with_correlation_id("c1".into()),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    let reply = tokio::time::timeout(Duration::from_secs(10), replies.next())
-        .await
-        .expect("a reply")
-        .unwrap()
-        .unwrap();
-    let reply: serde_json::Value = serde_json::from_slice(&reply.data).unwrap();
+    let reply = raw_request(
+        &fx,
+        br#"{"version":1,"kind":"rpc.request","sender":"x","time":"2026-01-01T00:00:00Z","payload":{"method":"format_disk"}}"#,
+        BasicProperties::default(),
+    )
+    .await;
     assert_eq!(reply["payload"]["error"]["kind"], "invalid", "{reply}");
     assert!(
         reply["payload"]["error"]["message"]
@@ -490,58 +512,21 @@ fn version_and_usage() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_older_than_its_ttl_is_not_carried_out() {
-    let mut fx = Fixture::new();
-    fx.start_conductor();
-    let fx = tokio::task::spawn_blocking(move || {
-        fx.wait_for_conductor(Duration::from_secs(20));
-        fx
-    })
-    .await
-    .unwrap();
+    let fx = fixture_with_conductor().await;
     // As a CLI that gave up 5 s ago, after a 1 s timeout, would have sent it.
-    let connection = fx.connect().await;
-    let channel = connection.create_channel().await.unwrap();
-    let mut replies = channel
-        .basic_consume(
-            "amq.rabbitmq.reply-to".into(),
-            "".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
     let text = std::fs::read_to_string(fx.template_path("shop")).unwrap();
     let request = autoscaler::conductor::api::Request::TemplateInstantiate {
         source: "shop.template".into(),
         text,
     };
     let body = envelope::encode("test", Utc::now() - chrono::Duration::seconds(5), &request);
-    channel
-        .basic_publish(
-            fx.exchange.as_str().into(),
-            "rpc.conductor".into(),
-            BasicPublishOptions::default(),
-            &body,
-            BasicProperties::default()
-                .with_reply_to("amq.rabbitmq.reply-to".into())
-                .with_correlation_id("c1".into())
-                .with_expiration("1000".into()),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    let reply = tokio::time::timeout(Duration::from_secs(10), replies.next())
-        .await
-        .expect("a reply")
-        .unwrap()
-        .unwrap();
-    let reply: serde_json::Value = serde_json::from_slice(&reply.data).unwrap();
+    let reply = raw_request(
+        &fx,
+        &body,
+        BasicProperties::default().with_expiration("1000".into()),
+    )
+    .await;
     assert_eq!(reply["payload"]["error"]["kind"], "expired", "{reply}");
-    connection.close(200, "done".into()).await.unwrap();
     let shown = tokio::task::spawn_blocking(move || {
         json(&fx.manage(&["--format", "json", "template", "show"]))
     })
