@@ -138,6 +138,11 @@ pub struct Group {
     /// Web VMs the operator asked to remove, by name: drained, then deleted. The value is
     /// the pool generation that first carried the VM as draining, once sent.
     removals: BTreeMap<String, Option<(u64, DateTime<Utc>)>>,
+    /// Since when the conductor's broker link has been up without a break (as this group
+    /// saw it). Until `heartbeat_timeout` has passed since then, heartbeats may simply
+    /// not have arrived yet (conductor restart, broker outage): silence proves nothing and
+    /// the pool is left as it is.
+    link_up_since: Option<DateTime<Utc>>,
     /// The last observation, for views between ticks.
     last_seen: Observed,
     last_now: Option<DateTime<Utc>>,
@@ -172,6 +177,7 @@ impl Group {
             stopping_since: None,
             reported: BTreeSet::new(),
             removals: BTreeMap::new(),
+            link_up_since: None,
             last_seen: Observed::default(),
             last_now: None,
         }
@@ -233,6 +239,15 @@ impl Group {
                 && !obs.pending_deletes.contains(&vm.id)
         };
 
+        self.link_up_since = if obs.link_up {
+            self.link_up_since.or(Some(now))
+        } else {
+            None
+        };
+        let settled = self.link_up_since.is_some_and(|t| {
+            (now - t).to_std().unwrap_or_default() >= self.timing.heartbeat_timeout
+        });
+
         // VMs the cloud reports dead, and ACTIVE VMs gone silent, are failed: reported
         // once, out of the pool, deleted. (Replacing them is the minimum-count rule below.)
         let anyone_heard = obs.vms.iter().any(|vm| self.heartbeat_fresh(vm, &obs, now));
@@ -246,7 +261,7 @@ impl Group {
             // has spoken before or had its boot time to (a VM booting is not silent).
             let heard_before = obs.heartbeats.contains_key(&vm.name);
             let silent = vm.status == VmStatus::Active
-                && obs.link_up
+                && settled
                 && anyone_heard
                 && heard_before
                 && !self.heartbeat_fresh(vm, &obs, now);
@@ -321,6 +336,11 @@ impl Group {
                     })
                     .collect();
                 desired.sort_by(|a, b| a.name.cmp(&b.name));
+                if !settled {
+                    // Heartbeats may not have arrived yet: keep the members the splitter
+                    // has rather than empty its pool on a conductor restart or reconnect.
+                    desired = self.pool.clone();
+                }
                 // Make before break: a VM being removed drains only once another member
                 // takes requests, or when no replacement is on its way (min_vms 0).
                 let leaving: BTreeSet<String> =
@@ -337,8 +357,12 @@ impl Group {
                         member.state = MemberState::Draining;
                     }
                 }
-                self.publish_if_due(now, desired, true, &obs, &mut actions);
-                self.finish_removals(now, &webs, &obs, &mut actions);
+                // A conductor that has not yet heard its VMs does not know the pool: it
+                // sends none rather than an empty one.
+                if settled || self.generation > 0 {
+                    self.publish_if_due(now, desired, true, &obs, &mut actions);
+                    self.finish_removals(now, &webs, &obs, &mut actions);
+                }
 
                 let splitter_up = splitters
                     .iter()
@@ -539,6 +563,20 @@ mod tests {
         )
     }
 
+    /// A group whose conductor has been up (link included) for long: past the grace
+    /// period in which silence proves nothing.
+    fn settled(min: u32) -> Group {
+        let mut g = group(min);
+        g.step(
+            at(-100.0),
+            Observed {
+                link_up: true,
+                ..Default::default()
+            },
+        );
+        g
+    }
+
     fn vm(name: &str, role: Role, status: VmStatus, addr: &str) -> Vm {
         let metadata = [
             (META_GROUP.to_owned(), "shop".to_owned()),
@@ -624,7 +662,7 @@ mod tests {
 
     #[test]
     fn web_vms_join_the_pool_when_active_and_heard_and_the_site_becomes_ready() {
-        let mut g = group(1);
+        let mut g = settled(1);
         let mut obs = Observed {
             link_up: true,
             vms: vec![
@@ -683,7 +721,7 @@ mod tests {
 
     #[test]
     fn generations_grow_and_survive_a_restart() {
-        let mut g = group(0);
+        let mut g = settled(0);
         let p1 = pools(&g.step(
             at(1.0),
             Observed {
@@ -692,7 +730,7 @@ mod tests {
             },
         ))[0]
             .generation;
-        let mut restarted = group(0);
+        let mut restarted = settled(0);
         let p2 = pools(&restarted.step(
             at(2.0),
             Observed {
@@ -706,7 +744,7 @@ mod tests {
 
     #[test]
     fn a_silent_vm_is_reported_once_dropped_from_the_pool_and_replaced() {
-        let mut g = group(1);
+        let mut g = settled(1);
         let mut obs = Observed {
             link_up: true,
             vms: vec![
@@ -740,7 +778,7 @@ mod tests {
 
     #[test]
     fn an_operator_removal_drains_first_then_deletes_and_keeps_the_minimum() {
-        let mut g = group(1);
+        let mut g = settled(1);
         let mut obs = Observed {
             link_up: true,
             vms: vec![
@@ -801,6 +839,49 @@ mod tests {
     }
 
     #[test]
+    fn after_a_restart_or_reconnect_silence_proves_nothing_and_no_empty_pool_is_sent() {
+        let mut g = group(1);
+        let mut obs = Observed {
+            link_up: true,
+            vms: vec![
+                vm("s", Role::Splitter, VmStatus::Active, "127.0.1.2"),
+                vm("w1", Role::Web, VmStatus::Active, "127.0.1.3"),
+            ],
+            ..Default::default()
+        };
+        // Restarted: the VMs are in the cloud, their heartbeats not heard yet.
+        let actions = g.step(at(0.0), obs.clone());
+        assert!(actions.is_empty(), "{actions:?}");
+        heard(&mut obs, "s", 0.5, None);
+        heard(&mut obs, "w1", 0.5, None);
+        assert!(
+            pools(&g.step(at(1.0), obs.clone())).is_empty(),
+            "still settling"
+        );
+        // Settled and heard: the pool is sent, with w1.
+        heard(&mut obs, "s", 3.0, None);
+        heard(&mut obs, "w1", 3.0, None);
+        let pool = &pools(&g.step(at(3.0), obs.clone()))[0];
+        assert_eq!(pool.members.len(), 1);
+        // A broker outage: nothing heard for 10 s, but nobody is declared dead, and the
+        // pool is kept while the link settles again.
+        obs.link_up = false;
+        assert!(g
+            .step(at(13.0), obs.clone())
+            .iter()
+            .all(|a| !matches!(a, Action::Delete(_) | Action::Notify(_))));
+        obs.link_up = true;
+        let actions = g.step(at(14.0), obs.clone());
+        assert!(
+            actions
+                .iter()
+                .all(|a| !matches!(a, Action::Delete(_) | Action::Notify(_))),
+            "{actions:?}"
+        );
+        assert!(pools(&actions).iter().all(|p| p.members.len() == 1));
+    }
+
+    #[test]
     fn a_crashed_vm_is_reported_as_failed() {
         let mut g = group(1);
         let obs = Observed {
@@ -817,7 +898,7 @@ mod tests {
 
     #[test]
     fn destroy_stops_the_splitter_first_then_deletes_everything_then_forgets() {
-        let mut g = group(1);
+        let mut g = settled(1);
         let vms = vec![
             vm("s", Role::Splitter, VmStatus::Active, "127.0.1.2"),
             vm("w1", Role::Web, VmStatus::Active, "127.0.1.3"),
@@ -870,7 +951,7 @@ mod tests {
 
     #[test]
     fn a_splitter_that_never_acknowledges_the_stop_is_deleted_after_drain_timeout() {
-        let mut g = group(0);
+        let mut g = settled(0);
         let obs = Observed {
             link_up: true,
             vms: vec![vm("s", Role::Splitter, VmStatus::Active, "127.0.1.2")],
