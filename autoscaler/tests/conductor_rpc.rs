@@ -538,3 +538,60 @@ async fn a_request_older_than_its_ttl_is_not_carried_out() {
         "the expired request was not carried out"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_the_splitter_refused_reaches_the_operator_as_an_error_notification() {
+    let fx = fixture_with_conductor().await;
+    let connection = fx.connect().await;
+    let channel = connection.create_channel().await.unwrap();
+    // As a splitter agent whose `apache2 -t` refused the new workers.properties says it.
+    let ack = autoscaler::messaging::PoolAck {
+        group: "shop".into(),
+        vm_id: "shop-splitter-1".into(),
+        generation: 7,
+        outcome: autoscaler::messaging::PoolOutcome::Rejected {
+            reason: "apache2 -t: Syntax error on line 3".into(),
+        },
+    };
+    let body = envelope::encode("shop-splitter-1", Utc::now(), &ack);
+    channel
+        .basic_publish(
+            fx.exchange.as_str().into(),
+            "pool-ack.shop".into(),
+            BasicPublishOptions::default(),
+            &body,
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let queue = format!("{}.error", fx.topic);
+    let no_ack = BasicConsumeOptions {
+        no_ack: true,
+        ..Default::default()
+    };
+    let mut consumer = channel
+        .basic_consume(
+            queue.as_str().into(),
+            "test".into(),
+            no_ack,
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let delivery = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+        .await
+        .expect("an error notification within 10 s")
+        .unwrap()
+        .unwrap();
+    let notification = Notification::from_bytes(&delivery.data).unwrap();
+    assert_eq!(notification.event_type, "autoscaler.pool.rejected");
+    assert_eq!(notification.priority, Priority::Error);
+    assert_eq!(notification.payload["generation"], 7);
+    assert!(notification.payload["reason"]
+        .as_str()
+        .unwrap()
+        .contains("apache2 -t"));
+    connection.close(200, "done".into()).await.unwrap();
+}
