@@ -213,6 +213,11 @@ impl AgentConfig {
     /// The VM's user data: a cloud-config that writes this configuration (mode 0600, it
     /// holds the broker password) and starts the agent's unit.
     pub fn to_user_data(&self) -> String {
+        self.cloud_config().to_user_data()
+    }
+
+    /// The cloud-config of [`AgentConfig::to_user_data`], for callers that add files.
+    pub fn cloud_config(&self) -> CloudConfig {
         CloudConfig {
             write_files: vec![WriteFile {
                 path: AGENT_CONFIG_PATH.to_owned(),
@@ -226,7 +231,6 @@ impl AgentConfig {
                 "autoscaler-agent.service".into(),
             ]],
         }
-        .to_user_data()
     }
 
     /// The configuration carried by user data made with [`AgentConfig::to_user_data`].

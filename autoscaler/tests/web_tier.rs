@@ -202,7 +202,7 @@ fn the_local_cloud_serves_scales_its_pool_survives_a_kill_and_tears_down_without
     let mut fx = Fixture::new();
     fx.images_path = repo_images(); // the real images, not the test ones
     fx.write_config("");
-    let template = "[template]\nname = site\nimage = tomcat-web\nsplitter_image = modjk-splitter\nmin_vms = 2\nmax_vms = 4\ntarget_response_time = 0.5\n";
+    let template = "[template]\nname = site\nimage = tomcat-web\nsplitter_image = modjk-splitter\nmin_vms = 2\nmax_vms = 4\ntarget_response_time = 0.5\nweb_service_time_ms = 40\nweb_threads = 5\n";
     std::fs::write(fx.template_path("site"), template).unwrap();
     fx.start_conductor();
     fx.wait_for_conductor(Duration::from_secs(20));
@@ -233,6 +233,24 @@ fn the_local_cloud_serves_scales_its_pool_survives_a_kill_and_tears_down_without
         "instantiate took {instantiate_time:?}"
     );
     let page = format!("{}index.jsp", url.trim_end_matches("index.jsp"));
+
+    // The template's capacity overrides reached the web VMs' Tomcat through user data.
+    for vm in show(&fx)["status"]["vms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["role"] == "web")
+    {
+        let dir = fx
+            .dir
+            .path()
+            .join("state/local/vms")
+            .join(vm["id"].as_str().unwrap());
+        let web_conf = std::fs::read_to_string(dir.join("root/etc/autoscaler/web.conf")).unwrap();
+        assert_eq!(web_conf, "SERVICE_TIME_MS=40\nTHREADS=5\n");
+        let server_xml = std::fs::read_to_string(dir.join("tomcat/conf/server.xml")).unwrap();
+        assert!(server_xml.contains("maxThreads=\"5\""), "{server_xml}");
+    }
 
     // Both web VMs serve (seen in the per-member metrics); heartbeats reach the conductor.
     let load = ab(&page, 600, 8);

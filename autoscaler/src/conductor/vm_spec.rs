@@ -9,9 +9,12 @@ use uuid::Uuid;
 use crate::{
     conf::Config,
     driver::{VmSpec, META_GROUP, META_ROLE, META_TEMPLATE},
-    messaging::{AgentConfig, Role},
+    messaging::{agent_config::WriteFile, AgentConfig, Role},
     template::Template,
 };
+
+/// Where the web images read their emulated capacity (`etc/autoscaler/images/README.md`).
+pub const WEB_CONF_PATH: &str = "/etc/autoscaler/web.conf";
 
 /// The splitter image used when a template names none.
 pub const DEFAULT_SPLITTER_IMAGE: &str = "modjk-splitter";
@@ -52,8 +55,29 @@ pub fn vm_spec(config: &Config, template: &Template, role: Role) -> VmSpec {
         network: template.network().map(str::to_owned),
         key_name: template.key_name().map(str::to_owned),
         metadata,
-        user_data: agent.to_user_data(),
+        user_data: user_data(&agent, template, role),
     }
+}
+
+/// The agent's configuration, plus, for web VMs of a template that sets them, the
+/// capacity overrides the local web image reads (`SERVICE_TIME_MS`, `THREADS`).
+fn user_data(agent: &AgentConfig, template: &Template, role: Role) -> String {
+    let mut cloud_config = agent.cloud_config();
+    let mut web_conf = String::new();
+    if let Some(ms) = template.web_service_time_ms() {
+        web_conf.push_str(&format!("SERVICE_TIME_MS={ms}\n"));
+    }
+    if let Some(threads) = template.web_threads() {
+        web_conf.push_str(&format!("THREADS={threads}\n"));
+    }
+    if role == Role::Web && !web_conf.is_empty() {
+        cloud_config.write_files.push(WriteFile {
+            path: WEB_CONF_PATH.to_owned(),
+            content: web_conf,
+            permissions: "0644".to_owned(),
+        });
+    }
+    cloud_config.to_user_data()
 }
 
 #[cfg(test)]
@@ -78,6 +102,33 @@ mod tests {
         assert_eq!(agent.vm_id, spec.name);
         assert_eq!(agent.role, Role::Splitter);
         assert_eq!(agent.transport_url, "rabbit://guest:guest@127.0.0.1:5672/");
-        assert_eq!(vm_spec(&config, &template, Role::Web).image, "tomcat-web");
+        let web = vm_spec(&config, &template, Role::Web);
+        assert_eq!(web.image, "tomcat-web");
+        let files = crate::messaging::CloudConfig::from_user_data("u", &web.user_data).unwrap();
+        assert!(
+            files.file(WEB_CONF_PATH).is_none(),
+            "no override, no web.conf"
+        );
+    }
+
+    #[test]
+    fn capacity_overrides_reach_the_web_vms_only() {
+        let template = Template::parse(
+            "shop.template",
+            "name = shop\nimage = tomcat-web\nmin_vms = 1\nmax_vms = 2\ntarget_response_time = 0.2\nweb_service_time_ms = 80\nweb_threads = 2\n",
+            20,
+        )
+        .unwrap();
+        let config = Config::default();
+        let web = vm_spec(&config, &template, Role::Web);
+        let files = crate::messaging::CloudConfig::from_user_data("u", &web.user_data).unwrap();
+        assert_eq!(
+            files.file(WEB_CONF_PATH),
+            Some("SERVICE_TIME_MS=80\nTHREADS=2\n")
+        );
+        let splitter = vm_spec(&config, &template, Role::Splitter);
+        let files =
+            crate::messaging::CloudConfig::from_user_data("u", &splitter.user_data).unwrap();
+        assert!(files.file(WEB_CONF_PATH).is_none());
     }
 }

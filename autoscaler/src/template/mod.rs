@@ -38,6 +38,8 @@ pub const VALID_KEYS: &[&str] = &[
     "network",
     "splitter_image",
     "key_name",
+    "web_service_time_ms",
+    "web_threads",
 ];
 
 /// Longest template name. It becomes part of VM names (hostnames: labels of at most 63
@@ -66,6 +68,11 @@ pub struct Template {
     /// Image of the splitter VM (Apache mod_jk); the conductor's default when `None`.
     splitter_image: Option<String>,
     key_name: Option<String>,
+    /// Local images only: the web VMs' emulated capacity (see
+    /// `etc/autoscaler/images/README.md`), overriding the image's `SERVICE_TIME_MS`.
+    web_service_time_ms: Option<u32>,
+    /// Local images only: Tomcat threads per web VM, overriding the image's `THREADS`.
+    web_threads: Option<u32>,
 }
 
 impl Template {
@@ -131,6 +138,14 @@ impl Template {
         self.key_name.as_deref()
     }
 
+    pub fn web_service_time_ms(&self) -> Option<u32> {
+        self.web_service_time_ms
+    }
+
+    pub fn web_threads(&self) -> Option<u32> {
+        self.web_threads
+    }
+
     /// The template written back as INI text; `parse` of it gives back an equal template.
     pub fn to_ini(&self) -> String {
         let mut lines = vec![
@@ -151,6 +166,15 @@ impl Template {
             ("key_name", &self.key_name),
         ];
         for (key, value) in optional {
+            if let Some(value) = value {
+                lines.push(format!("{key} = {value}"));
+            }
+        }
+        let emulation = [
+            ("web_service_time_ms", self.web_service_time_ms),
+            ("web_threads", self.web_threads),
+        ];
+        for (key, value) in emulation {
             if let Some(value) = value {
                 lines.push(format!("{key} = {value}"));
             }
@@ -199,6 +223,8 @@ fn expected(key: &str) -> &'static str {
         "flavor" => "a flavor name or id",
         "network" => "a network name or id",
         "key_name" => "a key pair name",
+        "web_service_time_ms" => "milliseconds, a whole number >= 1",
+        "web_threads" => "a whole number >= 1",
         _ => "a value",
     }
 }
@@ -276,6 +302,13 @@ fn parse_ini(source: &str, text: &str, ceiling: u32) -> Result<Template, Vec<Tem
     let network = optional("network");
     let splitter_image = optional("splitter_image");
     let key_name = optional("key_name");
+    let mut emulation = |key: &'static str| match given.lookup(key) {
+        Lookup::Given(value) => whole_number(key, value, 1, &mut problems)
+            .map(|(n, _)| u32::try_from(n).unwrap_or(u32::MAX)),
+        Lookup::Absent | Lookup::Duplicate => None,
+    };
+    let web_service_time_ms = emulation("web_service_time_ms");
+    let web_threads = emulation("web_threads");
     if let (Some(min), Some(max)) = (&min_vms, &max_vms) {
         check_vm_counts(min, max, Some(ceiling), &mut problems);
     }
@@ -297,6 +330,8 @@ fn parse_ini(source: &str, text: &str, ceiling: u32) -> Result<Template, Vec<Tem
                 network,
                 splitter_image,
                 key_name,
+                web_service_time_ms,
+                web_threads,
             })
         }
         _ => {
@@ -519,6 +554,10 @@ struct RawTemplate {
     splitter_image: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     key_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    web_service_time_ms: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    web_threads: Option<u32>,
 }
 
 /// Names a deserialized template in its errors, which have no file to name.
@@ -547,6 +586,18 @@ impl TryFrom<RawTemplate> for Template {
                 minimum: 1,
             });
         }
+        for (key, value) in [
+            ("web_service_time_ms", raw.web_service_time_ms),
+            ("web_threads", raw.web_threads),
+        ] {
+            if value == Some(0) {
+                problems.push(TemplateProblem::NotWholeNumber {
+                    key,
+                    value: "0".to_owned(),
+                    minimum: 1,
+                });
+            }
+        }
         let count = |n: u32| (u64::from(n), n.to_string());
         check_vm_counts(
             &count(raw.min_vms),
@@ -567,6 +618,8 @@ impl TryFrom<RawTemplate> for Template {
                     network,
                     splitter_image,
                     key_name,
+                    web_service_time_ms: raw.web_service_time_ms,
+                    web_threads: raw.web_threads,
                 })
             }
             _ => Err(TemplateError::new(SERIALIZED_SOURCE, problems)),
@@ -586,6 +639,8 @@ impl From<Template> for RawTemplate {
             network: template.network,
             splitter_image: template.splitter_image,
             key_name: template.key_name,
+            web_service_time_ms: template.web_service_time_ms,
+            web_threads: template.web_threads,
         }
     }
 }

@@ -222,7 +222,7 @@ fn each_error_names_the_file_the_key_and_the_value() {
                 "max_vm",
                 "max_vm = 5",
                 &["shop.template: unknown key \"max_vm\": valid keys are image, min_vms, max_vms, \
-                   target_response_time, name, flavor, network, splitter_image, key_name"],
+                   target_response_time, name, flavor, network, splitter_image, key_name, web_service_time_ms, web_threads"],
             )
         },
         Case {
@@ -313,7 +313,7 @@ max_vm = 5
     let rendered = err.to_string();
     let expected = [
         "shop.template: unknown key \"max_vm\": valid keys are image, min_vms, max_vms, target_response_time, \
-         name, flavor, network, splitter_image, key_name",
+         name, flavor, network, splitter_image, key_name, web_service_time_ms, web_threads",
         "shop.template: image: required key is missing (expected an image name or id)",
         "shop.template: target_response_time: \"abc\" is not a number of seconds > 0 (such as 0.25)",
         "shop.template: name: \"my shop\" is not a valid name: it contains ' ': only letters, digits, '_', '.' \
@@ -662,10 +662,38 @@ proptest! {
             network: None,
             splitter_image: None,
             key_name: None,
+            web_service_time_ms: None,
+            web_threads: None,
         }).unwrap();
         prop_assert_eq!(template.target_response_time(), Duration::from_nanos(nanos));
         let json = serde_json::to_string(&template).unwrap();
         prop_assert_eq!(&serde_json::from_str::<Template>(&json).unwrap(), &template);
         prop_assert_eq!(&Template::parse("shop.template", &template.to_ini(), 1).unwrap(), &template);
     }
+}
+
+#[test]
+fn capacity_overrides_for_local_images() {
+    let text = format!("{MINIMAL}web_service_time_ms = 80\nweb_threads = 2\n");
+    let template = parse(&text).unwrap();
+    assert_eq!(
+        (template.web_service_time_ms(), template.web_threads()),
+        (Some(80), Some(2))
+    );
+    assert_eq!(parse(&template.to_ini()).unwrap(), template);
+    let json = serde_json::to_string(&template).unwrap();
+    assert_eq!(serde_json::from_str::<Template>(&json).unwrap(), template);
+    let err = parse(&format!(
+        "{MINIMAL}web_threads = 0\nweb_service_time_ms = fast\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("shop.template: web_threads: \"0\" is not a whole number >= 1"),
+        "{err}"
+    );
+    assert!(
+        err.contains("shop.template: web_service_time_ms: \"fast\" is not a whole number >= 1"),
+        "{err}"
+    );
 }
