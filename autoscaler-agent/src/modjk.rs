@@ -520,10 +520,27 @@ impl Apache {
     }
 
     /// `apache2 -k graceful-stop`: stop listening, let requests in flight finish
-    /// (GracefulShutdownTimeout), exit.
+    /// (GracefulShutdownTimeout), exit. Returns once the parent has exited, so that
+    /// whoever is told "stopped" (the conductor, which then deletes the web VMs) knows no
+    /// request is in flight any more; gives up waiting after [`GRACEFUL_STOP_WAIT`].
     pub(crate) async fn graceful_stop(&self) -> Result<(), ModJkError> {
         self.require_running("-k graceful-stop")?;
-        self.run(&["-k", "graceful-stop"]).await
+        self.run(&["-k", "graceful-stop"]).await?;
+        let Some(pid_file) = &self.pid_file else {
+            return Ok(());
+        };
+        let deadline = tokio::time::Instant::now() + GRACEFUL_STOP_WAIT;
+        while process_alive(pid_file) {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    waited = ?GRACEFUL_STOP_WAIT,
+                    "Apache is still finishing requests after its graceful stop"
+                );
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
     }
 
     fn require_running(&self, what: &str) -> Result<(), ModJkError> {
@@ -647,6 +664,10 @@ fn process_alive(pid_file: &Path) -> bool {
         Err(_) => false,
     }
 }
+
+/// Longest wait for Apache to finish its requests after a graceful stop: more than the
+/// image's `GracefulShutdownTimeout` (10 s), after which Apache itself cuts them.
+const GRACEFUL_STOP_WAIT: Duration = Duration::from_secs(30);
 
 /// mod_jk's status worker.
 #[derive(Debug, Clone)]

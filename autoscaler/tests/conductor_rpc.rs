@@ -595,3 +595,31 @@ async fn a_pool_the_splitter_refused_reaches_the_operator_as_an_error_notificati
         .contains("apache2 -t"));
     connection.close(200, "done".into()).await.unwrap();
 }
+
+#[test]
+fn a_cloud_that_refuses_boots_is_asked_again_with_backoff_not_every_tick() {
+    let mut fx = Fixture::new();
+    std::fs::write(
+        fx.template_path("shop"),
+        common::SHOP_TEMPLATE.replace("\nimage = ok", "\nimage = nosuch"),
+    )
+    .unwrap();
+    fx.start_conductor();
+    fx.wait_for_conductor(Duration::from_secs(20));
+    fx.instantiate("shop");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !fx.conductor_log().contains("retry_in_s=4") {
+        assert!(
+            Instant::now() < deadline,
+            "no second backoff:\n{}",
+            fx.conductor_log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = fx.conductor_log();
+    let failures = log.matches("boot failed").count();
+    assert!(failures <= 3, "{failures} boot attempts:\n{log}");
+    assert!(log.contains("retry_in_s=2"), "{log}");
+    // The error names the image and what the cloud has instead.
+    assert!(log.contains("nosuch") && log.contains("ok"), "{log}");
+}

@@ -54,7 +54,14 @@ struct Pending {
     web: usize,
     splitter: usize,
     deletes: BTreeSet<VmId>,
+    /// Boots that failed in a row, and when the next boot may be tried: a cloud that
+    /// refuses (unknown image, quota) is asked again after 2, 4, 8 ... 60 s, not every tick.
+    boot_failures: u32,
+    next_boot: Option<DateTime<Utc>>,
 }
+
+/// Longest wait between boot attempts after failures.
+const BOOT_BACKOFF_MAX: i64 = 60;
 
 /// What the loop keeps between ticks besides the groups themselves.
 pub struct Steering {
@@ -124,6 +131,12 @@ impl Steering {
             let actions = group.step(now, observed);
             for action in actions {
                 match action {
+                    Action::Boot(_)
+                        if self
+                            .pending
+                            .get(&name)
+                            .and_then(|p| p.next_boot)
+                            .is_some_and(|t| now < t) => {}
                     Action::Boot(role) => {
                         let spec = vm_spec(&self.config, &template, role);
                         info!(template = %name, vm = %spec.name, %role, image = %spec.image, "booting a VM");
@@ -183,7 +196,12 @@ impl Steering {
                             Err(error) => warn!(%error, template = %name, "pool update not sent"),
                         }
                     }
-                    Action::Notify(event) => notifier.notify(link, event).await,
+                    Action::Notify(event) => {
+                        if matches!(event.priority, Priority::Error | Priority::Warn) {
+                            warn!(template = %name, event_type = event.event_type, payload = %event.payload, "attention");
+                        }
+                        notifier.notify(link, event).await
+                    }
                     Action::Forget => {
                         info!(template = %name, "every VM is gone; template forgotten");
                         for event in conductor.forget(&name) {
@@ -220,10 +238,15 @@ impl Steering {
                 }
                 match result {
                     Ok(vm) => {
+                        pending.boot_failures = 0;
+                        pending.next_boot = None;
                         info!(template = %group, vm = %vm.name, id = %vm.id, address = ?vm.address, "VM booting")
                     }
                     Err(error) => {
-                        warn!(%error, template = %group, vm = %name, "boot failed");
+                        pending.boot_failures = pending.boot_failures.saturating_add(1);
+                        let wait = (1i64 << pending.boot_failures.min(6)).min(BOOT_BACKOFF_MAX);
+                        pending.next_boot = Some(Utc::now() + chrono::Duration::seconds(wait));
+                        warn!(%error, template = %group, vm = %name, retry_in_s = wait, "boot failed");
                         let event = Event {
                             event_type: "autoscaler.vm.boot_failed",
                             priority: Priority::Error,

@@ -233,9 +233,9 @@ fn expected(key: &str) -> &'static str {
 fn parse_ini(source: &str, text: &str, ceiling: u32) -> Result<Template, Vec<TemplateProblem>> {
     // Editors on some systems start UTF-8 files with a byte-order mark.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    // The configuration's INI reader, so templates follow the same oslo rules (no quote
-    // or escape processing, a trailing backslash kept, a line without `=` refused); keys
-    // may also stand before any section header.
+    // The configuration's INI reader, so templates follow the same oslo rules (no escape
+    // processing, a value wholly in matching quotes loses them, a trailing backslash kept,
+    // a line without `=` refused); keys may also stand before any section header.
     let sections =
         ini::parse(Path::new(source), text, ini::Keys::BeforeSection).map_err(|errors| {
             errors

@@ -252,7 +252,19 @@ impl LocalDriver {
     ) -> Result<Entry, DriverError> {
         let vm_dir = self.vm_dir(id);
         let user_data = vm_dir.join("user-data");
-        fs::write(&user_data, &spec.user_data).map_err(|e| DriverError::io(&user_data, e))?;
+        // 0600: user data carries the broker password (as Nova shows it to admins only).
+        {
+            use std::{io::Write, os::unix::fs::OpenOptionsExt};
+            let mut file = fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&user_data)
+                .map_err(|e| DriverError::io(&user_data, e))?;
+            file.write_all(spec.user_data.as_bytes())
+                .map_err(|e| DriverError::io(&user_data, e))?;
+        }
         let mut record = VmRecord {
             id: id.clone(),
             name: spec.name,
