@@ -124,6 +124,15 @@ enum ConfigAction {
 
 /// Runs the CLI; the binary's `main` is just this.
 pub fn main() -> ExitCode {
+    // As a Unix filter: `autoscaler-manage vm list | head` ends quietly when `head` has
+    // read enough, instead of failing on the closed pipe (Rust ignores SIGPIPE).
+    // SAFETY: restoring a signal's default disposition, before any thread is started.
+    let _ = unsafe {
+        nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGPIPE,
+            nix::sys::signal::SigHandler::SigDfl,
+        )
+    };
     let cli = Cli::parse(); // exits 2 on usage errors, 0 on --help/--version
     if let Err(error) = run(cli) {
         // Every line its own `ERROR:` line: a template with three problems reports three.
