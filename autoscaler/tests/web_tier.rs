@@ -200,8 +200,11 @@ fn the_local_cloud_serves_scales_its_pool_survives_a_kill_and_tears_down_without
     assert!(status.success(), "tools/install-webtier failed");
 
     let mut fx = Fixture::new();
-    fx.images_path = repo_images(); // the real images, not the test ones
-    fx.write_config("");
+    // The real images, not the test ones; and the default drain_timeout: the fixture's
+    // 1 s suits idle test images, but here the splitter's graceful stop must be given the
+    // time to finish its requests in flight.
+    fx.images_path = repo_images();
+    fx.write_config("[conductor]\ndrain_timeout = 30\n");
     let template = "[template]\nname = site\nimage = tomcat-web\nsplitter_image = modjk-splitter\nmin_vms = 2\nmax_vms = 4\ntarget_response_time = 0.5\nweb_service_time_ms = 40\nweb_threads = 5\n";
     std::fs::write(fx.template_path("site"), template).unwrap();
     fx.start_conductor();

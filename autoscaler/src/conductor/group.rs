@@ -501,6 +501,15 @@ impl Group {
             .find_map(|vm| obs.heartbeats.get(&vm.name).and_then(|h| h.url.clone()))
     }
 
+    /// The name of VM `id`, as the cloud last showed it.
+    pub fn vm_name(&self, id: &VmId) -> Option<&str> {
+        self.last_seen
+            .vms
+            .iter()
+            .find(|vm| &vm.id == id)
+            .map(|vm| vm.name.as_str())
+    }
+
     /// The group as `template show` reports it, from the last observation.
     pub fn view(&self, now: DateTime<Utc>) -> GroupView {
         let obs = &self.last_seen;

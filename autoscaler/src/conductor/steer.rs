@@ -267,10 +267,13 @@ impl Steering {
                     Ok(()) => {
                         info!(template = %group, vm = %id, "VM deleted");
                         // Its heartbeats are history now.
-                        if let Some(g) = conductor.groups.get(&group) {
-                            if let Some(vm) = g.view(Utc::now()).vms.iter().find(|v| v.id == id.0) {
-                                conductor.vms.forget(&vm.name);
-                            }
+                        let name = conductor
+                            .groups
+                            .get(&group)
+                            .and_then(|g| g.vm_name(&id))
+                            .map(str::to_owned);
+                        if let Some(name) = name {
+                            conductor.vms.forget(&name);
                         }
                     }
                     Err(error) => {

@@ -174,7 +174,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let config = loaded.config;
     let ceiling = config.conductor.max_vms_ceiling;
     let timeout = timeout.map_or(config.default.rpc_response_timeout, Duration::from_secs);
-    let ask = |request: &Request| call(&config, timeout, request);
     match command {
         Category::Template(TemplateAction::Validate { file }) => {
             let template = Template::load(&file, ceiling)?;
@@ -239,7 +238,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Category::Template(TemplateAction::Show { name }) => {
-            let views: Vec<TemplateView> = decode(ask(&Request::TemplateShow { name })?)?;
+            let views: Vec<TemplateView> = call(&config, timeout, &Request::TemplateShow { name })?;
             print(format, &views, || {
                 let records: Vec<TemplateRecord> = views.iter().map(|v| v.record.clone()).collect();
                 let mut table = record_table(&records);
@@ -261,7 +260,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Category::Vm(VmAction::List { template }) => {
-            let vms: Vec<VmView> = decode(ask(&Request::VmList { template })?)?;
+            let vms: Vec<VmView> = call(&config, timeout, &Request::VmList { template })?;
             print(format, &vms, || vm_table(&vms));
             Ok(())
         }
@@ -288,7 +287,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Category::Conductor(ConductorAction::Status) => {
-            let status: StatusView = decode(ask(&Request::Status)?)?;
+            let status: StatusView = call(&config, timeout, &Request::Status)?;
             print(format, &status, || status_table(&status));
             Ok(())
         }
@@ -337,17 +336,12 @@ fn validate_config(args: &ConfigArgs) -> anyhow::Result<()> {
     }
 }
 
-fn decode<T: DeserializeOwned>(value: serde_json::Value) -> anyhow::Result<T> {
-    serde_json::from_value(value)
-        .context("unexpected answer from the conductor (is it another version?)")
-}
-
-/// One request/reply round trip with the conductor.
-fn call(
+/// One request/reply round trip with the conductor, on a connection of its own.
+fn call<T: DeserializeOwned>(
     config: &Config,
     timeout: Duration,
     request: &Request,
-) -> anyhow::Result<serde_json::Value> {
+) -> anyhow::Result<T> {
     Session::connect(config, timeout)?.call(request)
 }
 

@@ -126,6 +126,25 @@ fn report(view: &TemplateView, seen: &mut BTreeMap<String, String>, quiet: bool)
     }
 }
 
+/// Polls `step` every [`POLL`] until it returns a value, an error, or `patience` runs
+/// out (then the error says `unfinished`).
+fn follow<T>(
+    patience: Duration,
+    unfinished: impl Fn() -> String,
+    mut step: impl FnMut() -> anyhow::Result<Option<T>>,
+) -> anyhow::Result<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(done) = step()? {
+            return Ok(done);
+        }
+        if start.elapsed() > patience {
+            bail!("{}", unfinished());
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
 /// Follows `name` until its site is ready; returns the last view.
 pub fn until_ready(
     session: &mut Session,
@@ -133,28 +152,26 @@ pub fn until_ready(
     patience: Duration,
     quiet: bool,
 ) -> anyhow::Result<TemplateView> {
-    let start = Instant::now();
     let mut seen = BTreeMap::new();
-    loop {
+    let unfinished = || {
+        format!(
+            "the site of {name:?} was not ready within {} s; follow it with: autoscaler-manage template show {name}",
+            patience.as_secs()
+        )
+    };
+    follow(patience, unfinished, || {
         let view = session
             .show(name)?
             .ok_or_else(|| anyhow!("template {name:?} disappeared while starting"))?;
         report(&view, &mut seen, quiet);
         match view.status.as_ref().map(|s| s.phase) {
-            Some(Phase::Ready) => return Ok(view),
+            Some(Phase::Ready) => Ok(Some(view)),
             Some(Phase::Stopping | Phase::Deleting | Phase::Gone) => {
                 bail!("template {name:?} is being destroyed")
             }
-            _ => {}
+            _ => Ok(None),
         }
-        if start.elapsed() > patience {
-            bail!(
-                "the site of {name:?} was not ready within {} s; follow it with: autoscaler-manage template show {name}",
-                patience.as_secs()
-            );
-        }
-        std::thread::sleep(POLL);
-    }
+    })
 }
 
 /// Follows `name` until the conductor has forgotten it.
@@ -164,18 +181,20 @@ pub fn until_gone(
     patience: Duration,
     quiet: bool,
 ) -> anyhow::Result<()> {
-    let start = Instant::now();
     let mut seen = BTreeMap::new();
-    while let Some(view) = session.show(name)? {
-        report(&view, &mut seen, quiet);
-        if start.elapsed() > patience {
-            bail!(
-                "template {name:?} was not gone within {} s; follow it with: autoscaler-manage template show {name}",
-                patience.as_secs()
-            );
+    let unfinished = || {
+        format!(
+            "template {name:?} was not gone within {} s; follow it with: autoscaler-manage template show {name}",
+            patience.as_secs()
+        )
+    };
+    follow(patience, unfinished, || match session.show(name)? {
+        Some(view) => {
+            report(&view, &mut seen, quiet);
+            Ok(None)
         }
-        std::thread::sleep(POLL);
-    }
+        None => Ok(Some(())),
+    })?;
     if !quiet {
         println!("template {name}: gone");
     }
@@ -189,15 +208,12 @@ pub fn until_vm_gone(
     patience: Duration,
     quiet: bool,
 ) -> anyhow::Result<()> {
-    let start = Instant::now();
     let mut last = String::new();
-    loop {
+    let unfinished = || format!("{name} was not deleted within {} s", patience.as_secs());
+    follow(patience, unfinished, || {
         let vms: Vec<VmView> = session.call(&Request::VmList { template: None })?;
         let Some(vm) = vms.iter().find(|v| v.vm_id == name) else {
-            if !quiet {
-                println!("{name}: deleted");
-            }
-            return Ok(());
+            return Ok(Some(()));
         };
         let line = format!(
             "{name}: {}{}",
@@ -210,9 +226,10 @@ pub fn until_vm_gone(
             println!("{line}");
         }
         last = line;
-        if start.elapsed() > patience {
-            bail!("{name} was not deleted within {} s", patience.as_secs());
-        }
-        std::thread::sleep(POLL);
+        Ok(None)
+    })?;
+    if !quiet {
+        println!("{name}: deleted");
     }
+    Ok(())
 }

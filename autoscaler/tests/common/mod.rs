@@ -243,24 +243,22 @@ pub fn stderr(out: &Output) -> String {
 
 /// Sends a signal by PID with kill(1): only to processes this test started.
 pub fn signal(pid: u32, name: &str) {
-    let status = Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(pid.to_string())
-        .status()
-        .expect("kill");
-    assert!(status.success(), "kill -{name} {pid} failed");
+    kill(name, &pid.to_string());
 }
 
 /// Sends a signal to a whole process group (a local VM) that this test's conductor started.
 pub fn signal_group(pgid: i64, name: &str) {
     assert!(pgid > 1, "refusing to signal process group {pgid}");
+    kill(name, &format!("-{pgid}"));
+}
+
+/// `kill -NAME -- TARGET` (a pid, or `-pgid` for a group).
+fn kill(name: &str, target: &str) {
     let status = Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg("--")
-        .arg(format!("-{pgid}"))
+        .args([&format!("-{name}"), "--", target])
         .status()
         .expect("kill");
-    assert!(status.success(), "kill -{name} -- -{pgid} failed");
+    assert!(status.success(), "kill -{name} -- {target} failed");
 }
 
 pub fn rabbitmqctl(args: &[&str]) -> Output {
