@@ -12,6 +12,7 @@ pub mod conf;
 pub mod driver;
 pub mod logging;
 pub mod manage;
+pub mod policy;
 pub mod template;
 
 /// The broker protocol, shared with the in-VM agent (see `autoscaler-messaging`).

@@ -1,0 +1,141 @@
+//! Scaling policies: how many web VMs a site should have, decided once a tick from the
+//! splitter's per-second observations and the VMs the group has.
+//!
+//! Pure: no I/O, no sleeping, no clock of its own (the time is an argument), so the
+//! conductor and the simulator run the very same code, and every rule is tested with
+//! plain values. [`ScalingPolicy`] is the contract; [`LittlePolicy`] is the product's
+//! policy (Little's law sizing, see `doc/policy.md`); other policies (the peers the
+//! simulator compares against) implement the same trait.
+//!
+//! Units: times are seconds as `f64` (as on the wire), instants are `DateTime<Utc>`.
+
+mod capacity;
+mod little;
+#[cfg(test)]
+mod tests;
+
+pub use capacity::CapacityModel;
+pub use little::{LittlePolicy, PolicySettings};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// What the splitter measured over one interval (normally one second), with the number of
+/// pool members that were taking requests when it arrived.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Observation {
+    /// When the interval ended.
+    pub end: DateTime<Utc>,
+    /// Length of the interval, seconds (about 1).
+    pub interval: f64,
+    /// Requests that ended in the interval.
+    pub requests: u64,
+    /// Their mean response time, seconds (0 when there were none).
+    pub mean: f64,
+    /// Their 95th percentile, seconds.
+    pub p95: f64,
+    /// Pool members in the active state (not draining) when the interval was measured.
+    pub serving: u32,
+}
+
+impl Observation {
+    /// Requests per second.
+    pub fn rate(&self) -> f64 {
+        if self.interval > 0.0 {
+            self.requests as f64 / self.interval
+        } else {
+            0.0
+        }
+    }
+
+    /// Mean number of requests in the site during the interval, by Little's law
+    /// (L = λ·W): the sum of the response times of the interval's requests over its
+    /// length. Under closed-loop load (ab's `-c N`) this is the number of clients.
+    pub fn in_flight(&self) -> f64 {
+        self.rate() * self.mean
+    }
+}
+
+/// Where a web VM is in its life, as far as capacity goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VmPhase {
+    /// Asked for and not yet taking requests (boot requested, BUILD, or ACTIVE and not
+    /// yet in the pool): capacity on its way.
+    Booting,
+    /// In the splitter's pool, taking requests.
+    Active,
+    /// Leaving: no new requests, those in flight finish. Counts against `max_vms` until
+    /// deleted, never as capacity.
+    Draining,
+}
+
+/// One web VM of the group as the policy sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FleetVm {
+    pub name: String,
+    pub phase: VmPhase,
+    /// When it was asked for (boot timeout, and which VM is newest).
+    pub created_at: DateTime<Utc>,
+    /// Requests in flight on it, from the splitter (jkstatus), when known.
+    pub busy: Option<u32>,
+}
+
+/// What a policy looks at each tick.
+#[derive(Debug, Clone, Copy)]
+pub struct Inputs<'a> {
+    /// Observations that arrived since the previous tick, oldest first (usually one).
+    pub observations: &'a [Observation],
+    /// The group's web VMs (failed ones already left out).
+    pub fleet: &'a [FleetVm],
+}
+
+/// What kind of decision a tick made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Keep the size (VMs may still be booted to reach it, e.g. replacements).
+    Hold,
+    /// The size goes up.
+    ScaleOut,
+    /// The size goes down.
+    ScaleIn,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Hold => "hold",
+            Verdict::ScaleOut => "scale_out",
+            Verdict::ScaleIn => "scale_in",
+        }
+    }
+}
+
+/// A tick's decision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// Web VMs the site should have (booting and active, not draining), within
+    /// `[min_vms, max_vms]`.
+    pub desired: u32,
+    /// VMs to boot now. `booting + active + draining + add <= max_vms` always holds.
+    pub add: u32,
+    /// VMs to drain and delete now, cheapest to drain first; never takes the VMs that
+    /// stay below `min_vms`.
+    pub remove: Vec<String>,
+    /// The number the decision rests on, for graphs: the VMs the last observation needs
+    /// (real-valued); `None` without observations.
+    pub metric: Option<f64>,
+    pub verdict: Verdict,
+    /// One line for the operator: why.
+    pub reason: String,
+}
+
+/// A scaling policy: a state machine fed once a tick.
+pub trait ScalingPolicy: Send {
+    /// The tick at `now`. Must never return `add` or `remove` that break the group's
+    /// bounds, whatever the inputs.
+    fn decide(&mut self, now: DateTime<Utc>, inputs: Inputs<'_>) -> Decision;
+
+    /// A short name for tables and logs.
+    fn name(&self) -> &'static str;
+}
