@@ -188,6 +188,11 @@ pub mod conformance {
             vec![data.id.clone()]
         );
         assert!(driver.list("nobody").await.unwrap().is_empty());
+        // ... and every group at once, oldest first.
+        assert_eq!(
+            ids(&driver.list_all().await.unwrap()),
+            [web1.id.clone(), web2.id.clone(), data.id.clone()]
+        );
 
         // A failing boot is ERROR with a fault, and stays so.
         let failed = driver
@@ -206,10 +211,21 @@ pub mod conformance {
 
         // A restarted conductor finds the same VMs in the same states.
         let before: Vec<Vm> = driver.list("shop").await.unwrap();
+        let all_before: Vec<Vm> = driver.list_all().await.unwrap();
         let driver = cloud.reconnect();
         let driver = driver.as_ref();
         let after = driver.list("shop").await.unwrap();
         assert_eq!(after, before);
+        assert_eq!(driver.list_all().await.unwrap(), all_before);
+        assert_eq!(
+            ids(&all_before),
+            [
+                web1.id.clone(),
+                web2.id.clone(),
+                data.id.clone(),
+                failed.id.clone()
+            ]
+        );
         assert_eq!(
             after.iter().map(|vm| vm.status).collect::<Vec<_>>(),
             [VmStatus::Active, VmStatus::Shutoff, VmStatus::Error]
@@ -228,6 +244,10 @@ pub mod conformance {
         assert_eq!(
             ids(&driver.list("shop").await.unwrap()),
             [web2.id.clone(), failed.id.clone()]
+        );
+        assert_eq!(
+            ids(&driver.list_all().await.unwrap()),
+            [web2.id.clone(), data.id.clone(), failed.id.clone()]
         );
 
         // A VM that ignores the polite stop is still deleted.
@@ -248,6 +268,7 @@ pub mod conformance {
         }
         assert!(driver.list("shop").await.unwrap().is_empty());
         assert!(driver.list("blog").await.unwrap().is_empty());
+        assert!(driver.list_all().await.unwrap().is_empty());
     }
 }
 

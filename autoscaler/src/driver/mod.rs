@@ -17,7 +17,9 @@
 //! - **Groups**: every VM the autoscaler boots carries the metadata keys [`META_GROUP`],
 //!   [`META_ROLE`] and [`META_TEMPLATE`]; the cloud, not the conductor, is the source of
 //!   truth for which VMs a group has, so a restarted conductor rebuilds its state from
-//!   [`CloudDriver::list`].
+//!   [`CloudDriver::list_all`] (which groups exist, and their VMs) and
+//!   [`CloudDriver::list`]. A VM without [`META_GROUP`] is not the autoscaler's: no call
+//!   reports it.
 //!
 //! # Calls
 //!
@@ -29,6 +31,9 @@
 //!   is `Ok(None)`, as Nova answers 404 after a deletion.
 //! - [`list`](CloudDriver::list) returns the VMs whose metadata names the group, including
 //!   those in `ERROR`, `SHUTOFF` or being deleted (`DELETED`), oldest first.
+//! - [`list_all`](CloudDriver::list_all) is `list` over every group at once: each VM
+//!   whose metadata has [`META_GROUP`], whatever the group, by the same rules. A VM whose
+//!   delete has returned is in neither.
 //! - [`delete`](CloudDriver::delete) returns once the VM is gone, so its address and quota
 //!   are free again. It is **idempotent**: deleting a missing or already deleted VM is
 //!   `Ok(())`, and a delete that failed may be repeated.
@@ -166,6 +171,13 @@ pub trait CloudDriver: Send + Sync + 'static {
 
     /// The VMs whose [`META_GROUP`] metadata is `group`, oldest first.
     async fn list(&self, group: &str) -> Result<Vec<Vm>, DriverError>;
+
+    /// Every VM whose metadata has [`META_GROUP`], of any group, oldest first: what a
+    /// conductor that lost its state starts from (the groups and their VMs; each VM's
+    /// metadata also carries its template, see `crate::template::metadata`). Includes
+    /// VMs in `ERROR`, `SHUTOFF` and `DELETED`, as [`list`](CloudDriver::list) does; VMs
+    /// without [`META_GROUP`] (the project's other servers) are left out.
+    async fn list_all(&self) -> Result<Vec<Vm>, DriverError>;
 
     /// Deletes the VM and returns when it is gone. Idempotent: a missing VM is `Ok`.
     async fn delete(&self, id: &VmId) -> Result<(), DriverError>;

@@ -12,6 +12,7 @@
 //! [`TemplateError`]). Pure apart from [`Template::load`], which reads the file.
 
 mod error;
+pub mod metadata;
 #[cfg(test)]
 mod tests;
 
@@ -148,15 +149,28 @@ impl Template {
 
     /// The template written back as INI text; `parse` of it gives back an equal template.
     pub fn to_ini(&self) -> String {
-        let mut lines = vec![
-            format!("[{SECTION}]"),
-            format!("name = {}", self.name),
-            format!("image = {}", self.image),
-            format!("min_vms = {}", self.min_vms),
-            format!("max_vms = {}", self.max_vms),
-            format!(
-                "target_response_time = {}",
-                format_seconds(self.target_response_time)
+        let mut lines = vec![format!("[{SECTION}]")];
+        lines.extend(
+            self.entries()
+                .into_iter()
+                .map(|(key, value)| format!("{key} = {value}")),
+        );
+        lines.push(String::new());
+        lines.join("\n")
+    }
+
+    /// The keys that are set, each with its value as a template file spells it, in
+    /// `to_ini`'s order. The one place that spells values, so the INI text and the cloud
+    /// metadata ([`metadata::to_metadata`]) never disagree.
+    pub(crate) fn entries(&self) -> Vec<(&'static str, String)> {
+        let mut entries = vec![
+            ("name", self.name.clone()),
+            ("image", self.image.clone()),
+            ("min_vms", self.min_vms.to_string()),
+            ("max_vms", self.max_vms.to_string()),
+            (
+                "target_response_time",
+                format_seconds(self.target_response_time),
             ),
         ];
         let optional = [
@@ -167,7 +181,7 @@ impl Template {
         ];
         for (key, value) in optional {
             if let Some(value) = value {
-                lines.push(format!("{key} = {value}"));
+                entries.push((key, value.clone()));
             }
         }
         let emulation = [
@@ -176,11 +190,10 @@ impl Template {
         ];
         for (key, value) in emulation {
             if let Some(value) = value {
-                lines.push(format!("{key} = {value}"));
+                entries.push((key, value.to_string()));
             }
         }
-        lines.push(String::new());
-        lines.join("\n")
+        entries
     }
 }
 

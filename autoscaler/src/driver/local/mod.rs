@@ -129,6 +129,20 @@ impl LocalDriver {
         Ok(driver)
     }
 
+    /// The VMs whose [`META_GROUP`] satisfies `group`, oldest first (ties by id, so the
+    /// order is total); VMs without one are never listed.
+    fn list_where(&self, group: impl Fn(&str) -> bool) -> Vec<Vm> {
+        let mut state = self.lock();
+        let mut vms: Vec<Vm> = state
+            .vms
+            .values_mut()
+            .filter(|e| e.record.metadata.get(META_GROUP).is_some_and(|g| group(g)))
+            .map(|entry| self.report(entry))
+            .collect();
+        vms.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        vms
+    }
+
     /// Reads the VMs recorded under `vms_dir` and holds their addresses.
     fn load_records(&self) -> Result<(), DriverError> {
         let mut state = self.lock();
@@ -368,15 +382,11 @@ impl CloudDriver for LocalDriver {
     }
 
     async fn list(&self, group: &str) -> Result<Vec<Vm>, DriverError> {
-        let mut state = self.lock();
-        let mut vms: Vec<Vm> = state
-            .vms
-            .values_mut()
-            .filter(|e| e.record.metadata.get(META_GROUP).map(String::as_str) == Some(group))
-            .map(|entry| self.report(entry))
-            .collect();
-        vms.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
-        Ok(vms)
+        Ok(self.list_where(|g| g == group))
+    }
+
+    async fn list_all(&self) -> Result<Vec<Vm>, DriverError> {
+        Ok(self.list_where(|_| true))
     }
 
     async fn delete(&self, id: &VmId) -> Result<(), DriverError> {
