@@ -9,6 +9,7 @@ pub mod notifier;
 pub mod service;
 pub mod state;
 pub mod steer;
+pub mod timeseries;
 pub mod vm_spec;
 
 pub use service::{run, ServiceError};
