@@ -16,10 +16,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::handler::Event;
+use super::{handler::Event, timeseries::Row};
 use crate::{
+    conf::PolicyOpts,
     driver::{Vm, VmId, VmStatus, META_ROLE},
-    messaging::{member_name, MemberState, PoolMember, PoolUpdate, Priority, Role},
+    messaging::{member_name, MemberState, Metrics, PoolMember, PoolUpdate, Priority, Role},
+    policy::{
+        Decision, FleetVm, Inputs, LittlePolicy, Observation, PolicySettings, ScalingPolicy,
+        Verdict, VmPhase,
+    },
     template::Template,
 };
 
@@ -71,6 +76,11 @@ pub struct Observed {
     /// Whether the conductor's own broker link is up: silence is only evidence of a dead
     /// VM when the conductor can hear at all.
     pub link_up: bool,
+    /// Since when the conductor's link has been up, as the service saw it; a group
+    /// created later must not wait its own grace period. `None`: from this group's view.
+    pub link_up_since: Option<DateTime<Utc>>,
+    /// The splitter's per-second metrics that arrived since the previous tick.
+    pub metrics: Vec<Metrics>,
     /// Boots asked for and not yet answered by the cloud, by role.
     pub pending_web_boots: usize,
     pub pending_splitter_boots: usize,
@@ -81,19 +91,42 @@ pub struct Observed {
 /// What the service must do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
-    Boot(Role),
+    /// Boot a VM of `role`; when it replaces a failed VM, that VM's name (for the
+    /// `autoscaler.vm.replaced` notification once the boot is accepted).
+    Boot {
+        role: Role,
+        replaces: Option<String>,
+    },
     Delete(VmId),
     PublishPool(PoolUpdate),
     Notify(Event),
+    /// One row of the group's time series (one a tick).
+    Record(Row),
     /// The group is gone: forget the template.
     Forget,
 }
 
-/// Rules' parameters from `[conductor]`.
+/// Rules' parameters from `[conductor]` and `[policy]`.
 #[derive(Debug, Clone, Copy)]
-pub struct Timing {
+pub struct GroupSettings {
     pub heartbeat_timeout: std::time::Duration,
     pub drain_timeout: std::time::Duration,
+    pub boot_timeout: std::time::Duration,
+    pub policy: PolicyOpts,
+}
+
+/// The policy's knobs for `template` under `settings`.
+fn policy_settings(template: &Template, settings: &GroupSettings) -> PolicySettings {
+    PolicySettings {
+        min_vms: template.min_vms(),
+        max_vms: template.max_vms(),
+        target_response_time: template.target_response_time().as_secs_f64(),
+        target_margin: f64::from(settings.policy.target_margin_percent) / 100.0,
+        stabilization: settings.policy.stabilization,
+        scale_in_delay: settings.policy.scale_in_delay,
+        scale_in_cooldown: settings.policy.scale_in_cooldown,
+        boot_timeout: settings.boot_timeout,
+    }
 }
 
 /// One VM as `template show` and `vm list` report it.
@@ -125,7 +158,7 @@ pub struct GroupView {
 pub struct Group {
     pub template: Template,
     pub phase: Phase,
-    timing: Timing,
+    settings: GroupSettings,
     /// The pool last decided, sorted by name, and its generation.
     pool: Vec<PoolMember>,
     generation: u64,
@@ -146,6 +179,15 @@ pub struct Group {
     /// The last observation, for views between ticks.
     last_seen: Observed,
     last_now: Option<DateTime<Utc>>,
+    /// Decides the number of web VMs.
+    policy: LittlePolicy,
+    last_decision: Option<Decision>,
+    /// Failed VMs not yet replaced, by role and name, oldest first.
+    replacing: Vec<(Role, String)>,
+    /// Web VMs whose agent says their server does not answer, and since when.
+    unserving_since: BTreeMap<String, DateTime<Utc>>,
+    /// The splitter the pool was last sent for: a new one gets the pool at once.
+    pool_splitter: Option<String>,
 }
 
 fn role_of(vm: &Vm) -> Option<Role> {
@@ -161,7 +203,8 @@ fn event(event_type: &'static str, priority: Priority, payload: serde_json::Valu
 }
 
 impl Group {
-    pub fn new(template: Template, destroying: bool, timing: Timing) -> Group {
+    pub fn new(template: Template, destroying: bool, settings: GroupSettings) -> Group {
+        let policy = LittlePolicy::new(policy_settings(&template, &settings));
         Group {
             template,
             phase: if destroying {
@@ -169,7 +212,7 @@ impl Group {
             } else {
                 Phase::Starting
             },
-            timing,
+            settings,
             pool: Vec::new(),
             generation: 0,
             listening: true,
@@ -180,6 +223,11 @@ impl Group {
             link_up_since: None,
             last_seen: Observed::default(),
             last_now: None,
+            policy,
+            last_decision: None,
+            replacing: Vec::new(),
+            unserving_since: BTreeMap::new(),
+            pool_splitter: None,
         }
     }
 
@@ -227,7 +275,7 @@ impl Group {
 
     fn heartbeat_fresh(&self, vm: &Vm, obs: &Observed, now: DateTime<Utc>) -> bool {
         obs.heartbeats.get(&vm.name).is_some_and(|hb| {
-            (now - hb.last).to_std().unwrap_or_default() <= self.timing.heartbeat_timeout
+            (now - hb.last).to_std().unwrap_or_default() <= self.settings.heartbeat_timeout
         })
     }
 
@@ -240,53 +288,101 @@ impl Group {
         };
 
         self.link_up_since = if obs.link_up {
-            self.link_up_since.or(Some(now))
+            obs.link_up_since.or(self.link_up_since).or(Some(now))
         } else {
             None
         };
         let settled = self.link_up_since.is_some_and(|t| {
-            (now - t).to_std().unwrap_or_default() >= self.timing.heartbeat_timeout
+            (now - t).to_std().unwrap_or_default() >= self.settings.heartbeat_timeout
         });
 
-        // VMs the cloud reports dead, and ACTIVE VMs gone silent, are failed: reported
-        // once, out of the pool, deleted. (Replacing them is the minimum-count rule below.)
+        // Web VMs whose server does not answer their agent, and since when.
+        self.unserving_since
+            .retain(|name, _| obs.heartbeats.get(name).and_then(|h| h.serving) == Some(false));
+        for (name, hb) in &obs.heartbeats {
+            if hb.serving == Some(false) {
+                self.unserving_since.entry(name.clone()).or_insert(now);
+            }
+        }
+
+        // Failed: VMs the cloud reports dead; ACTIVE VMs gone silent; VMs not up and
+        // heartbeating within boot_timeout; VMs whose server has not answered for
+        // heartbeat_timeout once past boot_timeout. Each is reported once, leaves the
+        // pool, is deleted, and the policy's size has it replaced.
         let anyone_heard = obs.vms.iter().any(|vm| self.heartbeat_fresh(vm, &obs, now));
         let mut failed = BTreeSet::new();
         for vm in &obs.vms {
             if obs.pending_deletes.contains(&vm.id) {
                 continue;
             }
-            let dead = matches!(vm.status, VmStatus::Error | VmStatus::Shutoff);
-            // Silence counts only when the conductor hears others, and only for a VM that
-            // has spoken before or had its boot time to (a VM booting is not silent).
+            let age = (now - vm.created_at).to_std().unwrap_or_default();
             let heard_before = obs.heartbeats.contains_key(&vm.name);
-            let silent = vm.status == VmStatus::Active
+            let cause = if matches!(vm.status, VmStatus::Error | VmStatus::Shutoff) {
+                Some("status")
+            } else if vm.status == VmStatus::Active
                 && settled
                 && anyone_heard
                 && heard_before
-                && !self.heartbeat_fresh(vm, &obs, now);
-            if dead || silent {
-                failed.insert(vm.id.clone());
-                if self.reported.insert(vm.id.clone()) {
-                    let (event_type, priority) = if dead {
-                        ("autoscaler.vm.failed", Priority::Error)
-                    } else {
-                        ("autoscaler.vm.heartbeat_lost", Priority::Warn)
-                    };
-                    actions.push(event(
-                        event_type,
-                        priority,
-                        serde_json::json!({
-                            "template": self.name(), "vm_id": vm.id.0, "vm_name": vm.name,
-                            "status": vm.status.as_str(), "fault": vm.fault,
-                        }),
-                    ));
-                }
-                if !matches!(self.phase, Phase::Deleting | Phase::Gone) {
-                    actions.push(Action::Delete(vm.id.clone()));
+                && !self.heartbeat_fresh(vm, &obs, now)
+            {
+                // Silence counts only when the conductor hears others, and only for a VM
+                // that has spoken before (a VM booting is not silent).
+                Some("heartbeat_lost")
+            } else if settled
+                && age > self.settings.boot_timeout
+                && (vm.status == VmStatus::Build || !heard_before)
+            {
+                Some("boot_timeout")
+            } else if settled
+                && age > self.settings.boot_timeout
+                && self.unserving_since.get(&vm.name).is_some_and(|t| {
+                    (now - *t).to_std().unwrap_or_default() > self.settings.heartbeat_timeout
+                })
+            {
+                Some("not_serving")
+            } else {
+                None
+            };
+            let Some(cause) = cause else { continue };
+            failed.insert(vm.id.clone());
+            if self.reported.insert(vm.id.clone()) {
+                let priority = if cause == "status" {
+                    Priority::Error
+                } else {
+                    Priority::Warn
+                };
+                actions.push(event(
+                    "autoscaler.vm.failed",
+                    priority,
+                    serde_json::json!({
+                        "template": self.name(), "vm_id": vm.id.0, "vm_name": vm.name,
+                        "role": role_of(vm).map(Role::as_str),
+                        "status": vm.status.as_str(), "cause": cause, "fault": vm.fault,
+                    }),
+                ));
+                if let Some(role) = role_of(vm) {
+                    if matches!(self.phase, Phase::Starting | Phase::Ready)
+                        && !self.removals.contains_key(&vm.name)
+                    {
+                        self.replacing.push((role, vm.name.clone()));
+                    }
                 }
             }
+            if !matches!(self.phase, Phase::Deleting | Phase::Gone) {
+                actions.push(Action::Delete(vm.id.clone()));
+            }
         }
+
+        let webs: Vec<&Vm> = obs
+            .vms
+            .iter()
+            .filter(|vm| role_of(vm) == Some(Role::Web))
+            .filter(live)
+            .filter(|vm| !failed.contains(&vm.id))
+            .collect();
+        let fleet = self.fleet(now, &webs, &obs);
+        let observations = self.observations(&obs);
+        let mut decision = None;
 
         match self.phase {
             Phase::Starting | Phase::Ready => {
@@ -297,35 +393,67 @@ impl Group {
                     .filter(live)
                     .filter(|vm| !failed.contains(&vm.id))
                     .collect();
-                let webs: Vec<&Vm> = obs
-                    .vms
-                    .iter()
-                    .filter(|vm| role_of(vm) == Some(Role::Web))
-                    .filter(live)
-                    .filter(|vm| !failed.contains(&vm.id))
-                    .collect();
                 if splitters.is_empty() && obs.pending_splitter_boots == 0 {
-                    actions.push(Action::Boot(Role::Splitter));
-                }
-                let staying = webs
-                    .iter()
-                    .filter(|vm| !self.removals.contains_key(&vm.name))
-                    .count();
-                let have = staying + obs.pending_web_boots;
-                let booting_now = (self.template.min_vms() as usize).saturating_sub(have);
-                for _ in 0..booting_now {
-                    actions.push(Action::Boot(Role::Web));
+                    let replaces = self.take_replaced(Role::Splitter);
+                    actions.push(Action::Boot {
+                        role: Role::Splitter,
+                        replaces,
+                    });
                 }
 
-                // The pool: web VMs that are up, heard from, and whose Tomcat answers.
+                // The size is the policy's. Until the conductor has heard its VMs (after
+                // a restart or a broker outage) it cannot tell a booting VM from a working
+                // one: it holds, rather than boot duplicates.
+                let mut adding = 0;
+                if settled {
+                    let d = self.policy.decide(
+                        now,
+                        Inputs {
+                            observations: &observations,
+                            fleet: &fleet,
+                        },
+                    );
+                    adding = d.add;
+                    for _ in 0..d.add {
+                        let replaces = self.take_replaced(Role::Web);
+                        actions.push(Action::Boot {
+                            role: Role::Web,
+                            replaces,
+                        });
+                    }
+                    for name in &d.remove {
+                        if webs.iter().any(|vm| &vm.name == name) {
+                            self.removals.entry(name.clone()).or_insert(None);
+                        }
+                    }
+                    if d.verdict != Verdict::Hold {
+                        let from = self.last_decision.as_ref().map(|l| l.desired);
+                        let event_type = if d.verdict == Verdict::ScaleOut {
+                            "autoscaler.scale.up"
+                        } else {
+                            "autoscaler.scale.down"
+                        };
+                        actions.push(event(
+                            event_type,
+                            Priority::Info,
+                            serde_json::json!({
+                                "template": self.name(), "from": from, "to": d.desired,
+                                "add": d.add, "remove": d.remove, "metric": d.metric,
+                                "reason": d.reason,
+                            }),
+                        ));
+                    }
+                    decision = Some(d);
+                }
+                let staying = fleet
+                    .iter()
+                    .filter(|vm| vm.phase != VmPhase::Draining)
+                    .count();
+
+                // The pool: web VMs that are up, heard from, and whose server answers.
                 let mut desired: Vec<PoolMember> = webs
                     .iter()
-                    .filter(|vm| {
-                        vm.status == VmStatus::Active && self.heartbeat_fresh(vm, &obs, now)
-                    })
-                    .filter(|vm| {
-                        obs.heartbeats.get(&vm.name).and_then(|h| h.serving) != Some(false)
-                    })
+                    .filter(|vm| self.joinable(vm, &obs, now))
                     .filter_map(|vm| {
                         Some(PoolMember {
                             name: member_name(&vm.name),
@@ -342,7 +470,7 @@ impl Group {
                     desired = self.pool.clone();
                 }
                 // Make before break: a VM being removed drains only once another member
-                // takes requests, or when no replacement is on its way (min_vms 0).
+                // takes requests, or when no replacement is on its way.
                 let leaving: BTreeSet<String> =
                     self.removals.keys().map(|n| member_name(n)).collect();
                 let others_active = desired
@@ -351,7 +479,7 @@ impl Group {
                     .count();
                 let staying_outside_pool = staying.saturating_sub(others_active);
                 let replacement_coming =
-                    staying_outside_pool > 0 || obs.pending_web_boots > 0 || booting_now > 0;
+                    staying_outside_pool > 0 || obs.pending_web_boots > 0 || adding > 0;
                 if others_active > 0 || !replacement_coming {
                     for member in desired.iter_mut().filter(|m| leaving.contains(&m.name)) {
                         member.state = MemberState::Draining;
@@ -360,7 +488,11 @@ impl Group {
                 // A conductor that has not yet heard its VMs does not know the pool: it
                 // sends none rather than an empty one.
                 if settled || self.generation > 0 {
-                    self.publish_if_due(now, desired, true, &obs, &mut actions);
+                    let splitter = splitters
+                        .iter()
+                        .find(|vm| self.heartbeat_fresh(vm, &obs, now))
+                        .map(|vm| vm.name.clone());
+                    self.publish_if_due(now, desired, true, splitter, &obs, &mut actions);
                     self.finish_removals(now, &webs, &obs, &mut actions);
                 }
 
@@ -385,13 +517,14 @@ impl Group {
             Phase::Stopping => {
                 let since = *self.stopping_since.get_or_insert(now);
                 let pool = self.pool.clone();
-                self.publish_if_due(now, pool, false, &obs, &mut actions);
+                let splitter = self.pool_splitter.clone();
+                self.publish_if_due(now, pool, false, splitter, &obs, &mut actions);
                 let splitter_live = obs.vms.iter().any(|vm| {
                     role_of(vm) == Some(Role::Splitter) && live(&vm) && !failed.contains(&vm.id)
                 });
                 let stopped = obs.acked_generation >= self.generation;
                 let waited =
-                    (now - since).to_std().unwrap_or_default() >= self.timing.drain_timeout;
+                    (now - since).to_std().unwrap_or_default() >= self.settings.drain_timeout;
                 if stopped || !splitter_live || waited {
                     self.phase = Phase::Deleting;
                 }
@@ -410,9 +543,147 @@ impl Group {
                 actions.push(Action::Forget);
             }
         }
+        if self.phase != Phase::Gone {
+            actions.push(Action::Record(self.row(
+                now,
+                &observations,
+                &fleet,
+                decision.as_ref(),
+            )));
+        }
+        if decision.is_some() {
+            self.last_decision = decision;
+        }
         self.last_seen = obs;
         self.last_now = Some(now);
         actions
+    }
+
+    /// Whether web VM `vm` may take requests: up, heard from, and its server answers.
+    fn joinable(&self, vm: &Vm, obs: &Observed, now: DateTime<Utc>) -> bool {
+        vm.status == VmStatus::Active
+            && self.heartbeat_fresh(vm, obs, now)
+            && obs.heartbeats.get(&vm.name).and_then(|h| h.serving) != Some(false)
+    }
+
+    /// The web VMs as the policy counts them: draining when being removed, active when
+    /// they take (or may now take) requests, else booting; boots not yet answered by the
+    /// cloud are booting too.
+    fn fleet(&self, now: DateTime<Utc>, webs: &[&Vm], obs: &Observed) -> Vec<FleetVm> {
+        let mut fleet: Vec<FleetVm> = webs
+            .iter()
+            .map(|vm| {
+                let member = member_name(&vm.name);
+                let phase = if self.removals.contains_key(&vm.name) {
+                    VmPhase::Draining
+                } else if self.joinable(vm, obs, now)
+                    || self
+                        .pool
+                        .iter()
+                        .any(|m| m.name == member && m.state == MemberState::Active)
+                {
+                    VmPhase::Active
+                } else {
+                    VmPhase::Booting
+                };
+                FleetVm {
+                    name: vm.name.clone(),
+                    phase,
+                    created_at: vm.created_at,
+                    busy: obs.busy.get(&member).copied(),
+                }
+            })
+            .collect();
+        fleet.extend((0..obs.pending_web_boots).map(|i| FleetVm {
+            name: format!("(boot {i} requested)"),
+            phase: VmPhase::Booting,
+            created_at: now,
+            busy: None,
+        }));
+        fleet
+    }
+
+    /// The splitter's metrics since the last tick, as the policy reads them.
+    fn observations(&self, obs: &Observed) -> Vec<Observation> {
+        let serving = self
+            .pool
+            .iter()
+            .filter(|m| m.state == MemberState::Active)
+            .count() as u32;
+        let mut observations: Vec<Observation> = obs
+            .metrics
+            .iter()
+            .filter(|m| m.interval.is_finite() && m.interval >= 0.0 && m.interval < 3600.0)
+            .map(|m| Observation {
+                end: m.start + chrono::Duration::milliseconds((m.interval * 1000.0) as i64),
+                interval: m.interval,
+                requests: m.site.requests,
+                mean: m.site.mean,
+                p95: m.site.p95,
+                serving,
+            })
+            .collect();
+        observations.sort_by_key(|o| o.end);
+        observations
+    }
+
+    /// The oldest failed VM of `role` still waiting for its replacement.
+    fn take_replaced(&mut self, role: Role) -> Option<String> {
+        let i = self.replacing.iter().position(|(r, _)| *r == role)?;
+        Some(self.replacing.remove(i).1)
+    }
+
+    /// This tick's row of the time series.
+    fn row(
+        &self,
+        now: DateTime<Utc>,
+        observations: &[Observation],
+        fleet: &[FleetVm],
+        decision: Option<&Decision>,
+    ) -> Row {
+        let requests: u64 = observations.iter().map(|o| o.requests).sum();
+        let interval: f64 = observations.iter().map(|o| o.interval).sum();
+        let busy_time: f64 = observations
+            .iter()
+            .map(|o| o.requests as f64 * o.mean)
+            .sum();
+        let mean = (requests > 0).then(|| busy_time / requests as f64);
+        let p95 = (requests > 0).then(|| observations.iter().map(|o| o.p95).fold(0.0, f64::max));
+        let count = |phase| fleet.iter().filter(|vm| vm.phase == phase).count() as u32;
+        let (verdict, reason) = match (self.phase, decision) {
+            (Phase::Starting | Phase::Ready, Some(d)) => (d.verdict.as_str(), d.reason.clone()),
+            (Phase::Starting | Phase::Ready, None) => (
+                "hold",
+                "waiting for the VMs' heartbeats (grace period after the broker link came up)"
+                    .to_owned(),
+            ),
+            (Phase::Stopping, _) => ("destroy", "the splitter stops taking requests".to_owned()),
+            (Phase::Deleting | Phase::Gone, _) => ("destroy", "deleting every VM".to_owned()),
+        };
+        Row {
+            time: now,
+            group: self.name().to_owned(),
+            requests,
+            rate: if interval > 0.0 {
+                requests as f64 / interval
+            } else {
+                0.0
+            },
+            mean_response_time: mean,
+            p95_response_time: p95,
+            in_flight: (interval > 0.0).then(|| busy_time / interval),
+            vms_booting: count(VmPhase::Booting),
+            vms_active: count(VmPhase::Active),
+            vms_draining: count(VmPhase::Draining),
+            desired: decision
+                .map(|d| d.desired)
+                .or(self.policy.desired())
+                .unwrap_or(0),
+            target_response_time: self.template.target_response_time().as_secs_f64(),
+            metric: decision.and_then(|d| d.metric),
+            decision: verdict.to_owned(),
+            reason,
+        }
     }
 
     /// Deletes the web VMs being removed once drained: the splitter has applied a pool
@@ -446,7 +717,7 @@ impl Group {
                 let applied = obs.acked_generation >= since_generation;
                 let idle = obs.busy.get(&member) == Some(&0);
                 let waited =
-                    (now - since).to_std().unwrap_or_default() >= self.timing.drain_timeout;
+                    (now - since).to_std().unwrap_or_default() >= self.settings.drain_timeout;
                 (applied && idle) || waited
             } else {
                 true
@@ -468,10 +739,17 @@ impl Group {
         now: DateTime<Utc>,
         desired: Vec<PoolMember>,
         listening: bool,
+        splitter: Option<String>,
         obs: &Observed,
         actions: &mut Vec<Action>,
     ) {
         let changed = desired != self.pool || listening != self.listening || self.generation == 0;
+        // A splitter heard for the first time (a replacement, or its agent restarted
+        // under a new name) gets the pool now, not at the next periodic resend.
+        let new_splitter = splitter.is_some() && splitter != self.pool_splitter;
+        if splitter.is_some() {
+            self.pool_splitter = splitter;
+        }
         if changed {
             self.generation = self.next_generation(now);
             self.pool = desired;
@@ -480,6 +758,7 @@ impl Group {
         let since_last = self.last_publish.map(|t| (now - t).num_seconds());
         let unacked = obs.acked_generation < self.generation;
         let due = changed
+            || new_splitter
             || since_last.is_none_or(|s| s >= POOL_RESEND_SECONDS)
             || (unacked && since_last.is_none_or(|s| s >= POOL_RETRY_SECONDS));
         if due {
@@ -565,9 +844,11 @@ mod tests {
         Group::new(
             template(min),
             false,
-            Timing {
+            GroupSettings {
                 heartbeat_timeout: Duration::from_secs(3),
                 drain_timeout: Duration::from_secs(30),
+                boot_timeout: Duration::from_secs(300),
+                policy: crate::conf::Config::default().policy,
             },
         )
     }
@@ -621,7 +902,7 @@ mod tests {
         actions
             .iter()
             .filter_map(|a| match a {
-                Action::Boot(role) => Some(*role),
+                Action::Boot { role, .. } => Some(*role),
                 _ => None,
             })
             .collect()
@@ -639,7 +920,7 @@ mod tests {
 
     #[test]
     fn boots_the_splitter_and_the_minimum_once() {
-        let mut g = group(2);
+        let mut g = settled(2);
         let actions = g.step(
             at(0.0),
             Observed {
@@ -769,7 +1050,8 @@ mod tests {
         heard(&mut obs, "s", 13.5, None);
         let actions = g.step(at(13.5), obs.clone());
         assert!(actions.iter().any(
-            |a| matches!(a, Action::Notify(e) if e.event_type == "autoscaler.vm.heartbeat_lost")
+            |a| matches!(a, Action::Notify(e) if e.event_type == "autoscaler.vm.failed"
+                && e.payload["cause"] == "heartbeat_lost")
         ));
         assert!(actions.contains(&Action::Delete(VmId("id-w1".into()))));
         assert_eq!(boots(&actions), [Role::Web], "the minimum is kept");
@@ -860,7 +1142,10 @@ mod tests {
         };
         // Restarted: the VMs are in the cloud, their heartbeats not heard yet.
         let actions = g.step(at(0.0), obs.clone());
-        assert!(actions.is_empty(), "{actions:?}");
+        assert!(
+            actions.iter().all(|a| matches!(a, Action::Record(_))),
+            "{actions:?}"
+        );
         heard(&mut obs, "s", 0.5, None);
         heard(&mut obs, "w1", 0.5, None);
         assert!(

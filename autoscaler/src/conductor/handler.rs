@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use super::{
     api::{Request, StatusView, TemplateRecord, TemplateView, VmView},
-    group::{Group, Timing},
+    group::{Group, GroupSettings},
     state::{TemplateStore, VmRegistry},
 };
 use crate::{
@@ -48,7 +48,7 @@ pub struct Conductor {
     pub vms: VmRegistry,
     /// One per template record, steered by the service's ticks.
     pub groups: BTreeMap<String, Group>,
-    pub timing: Timing,
+    pub settings: GroupSettings,
     /// Each group's last metrics from its splitter.
     pub metrics: BTreeMap<String, Metrics>,
     pub received_requests: u64,
@@ -146,10 +146,10 @@ impl Conductor {
         let name = record.template.name().to_owned();
         self.groups.insert(
             name,
-            Group::new(record.template.clone(), false, self.timing),
+            Group::new(record.template.clone(), false, self.settings),
         );
         let event = Event {
-            event_type: "autoscaler.template.instantiate",
+            event_type: "autoscaler.template.instantiated",
             priority: Priority::Info,
             payload: serde_json::to_value(&record).expect("records serialize"),
         };
@@ -208,7 +208,7 @@ impl Conductor {
         self.metrics.remove(name);
         match self.templates.remove(name) {
             Ok(Some(record)) => vec![Event {
-                event_type: "autoscaler.template.destroy.end",
+                event_type: "autoscaler.template.destroyed",
                 priority: Priority::Info,
                 payload: serde_json::to_value(&record).expect("records serialize"),
             }],
@@ -301,9 +301,11 @@ mod tests {
             vms: VmRegistry::default(),
             groups: BTreeMap::new(),
             metrics: BTreeMap::new(),
-            timing: Timing {
+            settings: GroupSettings {
                 heartbeat_timeout: std::time::Duration::from_secs(3),
                 drain_timeout: std::time::Duration::from_secs(30),
+                boot_timeout: std::time::Duration::from_secs(300),
+                policy: crate::conf::Config::default().policy,
             },
             received_requests: 0,
             received_telemetry: 0,
@@ -345,7 +347,7 @@ mod tests {
         );
         assert_eq!(
             handled.events[0].event_type,
-            "autoscaler.template.instantiate"
+            "autoscaler.template.instantiated"
         );
         assert_eq!(
             c.templates.get("shop").unwrap().source,
@@ -421,7 +423,7 @@ mod tests {
         }
         // The group reports it is gone: forgotten, with the end notification.
         let events = c.forget("shop");
-        assert_eq!(events[0].event_type, "autoscaler.template.destroy.end");
+        assert_eq!(events[0].event_type, "autoscaler.template.destroyed");
         match call(&mut c, Request::TemplateShow { name: None }).reply {
             RpcReply::Ok(v) => assert_eq!(v, serde_json::json!([])),
             other => panic!("{other:?}"),

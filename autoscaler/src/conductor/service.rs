@@ -6,7 +6,7 @@
 //! `select!` turns always finds the command in hand finished, replied to and
 //! acknowledged. Every `evaluation_interval` the [`Steering`] runs the groups' rules.
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
 use chrono::Utc;
 use lapin::{
@@ -20,8 +20,8 @@ use tokio::{
 use tracing::{debug, info, warn};
 
 use super::{
-    api::Request,
-    group::{Group, Timing},
+    api::{Request, TemplateRecord},
+    group::{Group, GroupSettings},
     handler::{Conductor, Identity},
     notifier::Notifier,
     state::{StateError, TemplateStore, VmRegistry},
@@ -36,6 +36,7 @@ use crate::{
         DropCounts, DropReason, Envelope, Heartbeat, Link, LinkHandle, LinkState, Metrics, PoolAck,
         QueueSpec, Subscription, Topology,
     },
+    template::metadata,
 };
 
 /// Requests waiting to be handled. The broker pushes at most one unacknowledged request
@@ -66,17 +67,26 @@ pub async fn run(config: &Config, shutdown: watch::Receiver<bool>) -> Result<(),
     let sender = format!("autoscaler-conductor.{host}");
     let topology = Topology::new(config.default.control_exchange.clone());
     let driver = driver::from_config(config)?;
-    let timing = Timing {
+    let settings = GroupSettings {
         heartbeat_timeout: config.conductor.heartbeat_timeout,
         drain_timeout: config.conductor.drain_timeout,
+        boot_timeout: config.conductor.boot_timeout,
+        policy: config.policy,
     };
-    let templates = TemplateStore::open(&config.default.state_path)?;
+    let mut templates = TemplateStore::open(&config.default.state_path)?;
+    recover_from_cloud(
+        driver.as_ref(),
+        &mut templates,
+        config.conductor.max_vms_ceiling,
+    )
+    .await;
     // A restarted conductor carries on: every recorded template gets its group back, and
-    // the group rebuilds its view from the cloud at the first tick.
+    // the group rebuilds its view from the cloud at the first tick (its policy adopts the
+    // VMs that exist: no duplicate boots).
     let groups = templates
         .all()
         .map(|r| {
-            let group = Group::new(r.template.clone(), r.destroying, timing);
+            let group = Group::new(r.template.clone(), r.destroying, settings);
             (r.template.name().to_owned(), group)
         })
         .collect();
@@ -89,7 +99,7 @@ pub async fn run(config: &Config, shutdown: watch::Receiver<bool>) -> Result<(),
         templates,
         vms: VmRegistry::default(),
         groups,
-        timing,
+        settings,
         metrics: Default::default(),
         received_requests: 0,
         received_telemetry: 0,
@@ -209,6 +219,61 @@ pub async fn run(config: &Config, shutdown: watch::Receiver<bool>) -> Result<(),
     }
     info!("autoscaler-conductor stopped");
     Ok(())
+}
+
+/// The cloud is the source of truth: a group whose VMs carry our metadata but which the
+/// state file does not know (the state was lost, or the conductor died between booting
+/// and recording) is adopted with the template its VMs carry, so its VMs are neither
+/// orphaned nor duplicated. A cloud that cannot be listed now is listed again by the
+/// groups' ticks; only adoption waits for a later restart.
+async fn recover_from_cloud(
+    driver: &dyn driver::CloudDriver,
+    templates: &mut TemplateStore,
+    max_vms_ceiling: u32,
+) {
+    let vms = match driver.list_all().await {
+        Ok(vms) => vms,
+        Err(error) => {
+            warn!(%error, "cannot list the cloud's VMs at start; groups unknown to the state file are not adopted");
+            return;
+        }
+    };
+    let mut by_group: BTreeMap<&str, Vec<&driver::Vm>> = BTreeMap::new();
+    for vm in &vms {
+        if let Some(group) = vm.group() {
+            by_group.entry(group).or_default().push(vm);
+        }
+    }
+    for (group, vms) in by_group {
+        if templates.get(group).is_some() {
+            continue;
+        }
+        // The newest VM carries the template as last instantiated.
+        let newest = vms
+            .iter()
+            .max_by_key(|vm| vm.created_at)
+            .expect("grouped VMs");
+        match metadata::from_metadata(&newest.metadata, max_vms_ceiling) {
+            Ok(template) => {
+                let record = TemplateRecord {
+                    source: format!("cloud metadata of {}", newest.name),
+                    instantiated_at: newest.created_at,
+                    destroying: false,
+                    template,
+                };
+                match templates.insert(record) {
+                    Ok(()) => warn!(
+                        template = group,
+                        vms = vms.len(),
+                        "adopted a group the state file did not know, from its VMs' metadata"
+                    ),
+                    Err(error) => warn!(%error, template = group, "cannot record an adopted group"),
+                }
+            }
+            Err(error) => warn!(%error, template = group, vms = vms.len(),
+                "VMs of a group the state file does not know, without a usable template in their metadata: left alone; delete them with autoscaler-manage vm delete or the cloud's tools"),
+        }
+    }
 }
 
 /// What the telemetry queue carries.

@@ -17,6 +17,7 @@ use super::{
     group::{Action, Observed},
     handler::{Conductor, Event},
     notifier::Notifier,
+    timeseries::{TimeSeries, DIR_NAME as TIMESERIES_DIR},
     vm_spec::vm_spec,
 };
 use crate::{
@@ -40,6 +41,8 @@ pub enum CloudEvent {
         group: String,
         role: Role,
         name: String,
+        /// The failed VM this one replaces.
+        replaces: Option<String>,
         result: Result<Vm, DriverError>,
     },
     Deleted {
@@ -72,8 +75,17 @@ pub struct Steering {
     pending: BTreeMap<String, Pending>,
     acked: BTreeMap<String, u64>,
     busy: BTreeMap<String, BTreeMap<String, u32>>,
+    /// The splitter's metrics not yet seen by the group's policy.
+    fresh_metrics: BTreeMap<String, Vec<Metrics>>,
+    timeseries: TimeSeries,
+    /// Since when the broker link has been up without a break, as the ticks saw it.
+    link_up_since: Option<DateTime<Utc>>,
     events: mpsc::Sender<CloudEvent>,
 }
+
+/// Metrics kept per group between two ticks; more means the loop is far behind, and the
+/// oldest are worthless by then.
+const FRESH_METRICS_MAX: usize = 30;
 
 impl Steering {
     pub fn new(
@@ -83,6 +95,7 @@ impl Steering {
         topology: Topology,
     ) -> (Steering, mpsc::Receiver<CloudEvent>) {
         let (events, receiver) = mpsc::channel(CLOUD_EVENT_BACKLOG);
+        let timeseries = TimeSeries::new(config.default.state_path.join(TIMESERIES_DIR));
         let steering = Steering {
             driver,
             config,
@@ -91,6 +104,9 @@ impl Steering {
             pending: BTreeMap::new(),
             acked: BTreeMap::new(),
             busy: BTreeMap::new(),
+            fresh_metrics: BTreeMap::new(),
+            timeseries,
+            link_up_since: None,
             events,
         };
         (steering, receiver)
@@ -104,6 +120,12 @@ impl Steering {
         notifier: &Notifier,
         now: DateTime<Utc>,
     ) {
+        let link_up = matches!(link.state(), LinkState::Up(_));
+        self.link_up_since = if link_up {
+            self.link_up_since.or(Some(now))
+        } else {
+            None
+        };
         let names: Vec<String> = conductor.groups.keys().cloned().collect();
         for name in names {
             let vms = match self.driver.list(&name).await {
@@ -119,10 +141,12 @@ impl Steering {
                 heartbeats: conductor.vms.infos(&name),
                 busy: self.busy.get(&name).cloned().unwrap_or_default(),
                 acked_generation: self.acked.get(&name).copied().unwrap_or(0),
-                link_up: matches!(link.state(), LinkState::Up(_)),
+                link_up,
+                link_up_since: self.link_up_since,
                 pending_web_boots: pending.web,
                 pending_splitter_boots: pending.splitter,
                 pending_deletes: pending.deletes.clone(),
+                metrics: self.fresh_metrics.remove(&name).unwrap_or_default(),
             };
             let Some(group) = conductor.groups.get_mut(&name) else {
                 continue;
@@ -131,13 +155,13 @@ impl Steering {
             let actions = group.step(now, observed);
             for action in actions {
                 match action {
-                    Action::Boot(_)
+                    Action::Boot { .. }
                         if self
                             .pending
                             .get(&name)
                             .and_then(|p| p.next_boot)
                             .is_some_and(|t| now < t) => {}
-                    Action::Boot(role) => {
+                    Action::Boot { role, replaces } => {
                         let spec = vm_spec(&self.config, &template, role);
                         info!(template = %name, vm = %spec.name, %role, image = %spec.image, "booting a VM");
                         let pending = self.pending.entry(name.clone()).or_default();
@@ -155,6 +179,7 @@ impl Steering {
                                     group,
                                     role,
                                     name: vm_name,
+                                    replaces,
                                     result,
                                 })
                                 .await;
@@ -202,6 +227,11 @@ impl Steering {
                         }
                         notifier.notify(link, event).await
                     }
+                    Action::Record(row) => {
+                        if let Err(error) = self.timeseries.append(&row) {
+                            warn!(%error, template = %name, "time series row not written");
+                        }
+                    }
                     Action::Forget => {
                         info!(template = %name, "every VM is gone; template forgotten");
                         for event in conductor.forget(&name) {
@@ -210,6 +240,8 @@ impl Steering {
                         self.pending.remove(&name);
                         self.acked.remove(&name);
                         self.busy.remove(&name);
+                        self.fresh_metrics.remove(&name);
+                        self.timeseries.close(&name);
                     }
                 }
             }
@@ -229,6 +261,7 @@ impl Steering {
                 group,
                 role,
                 name,
+                replaces,
                 result,
             } => {
                 let pending = self.pending.entry(group.clone()).or_default();
@@ -240,7 +273,18 @@ impl Steering {
                     Ok(vm) => {
                         pending.boot_failures = 0;
                         pending.next_boot = None;
-                        info!(template = %group, vm = %vm.name, id = %vm.id, address = ?vm.address, "VM booting")
+                        info!(template = %group, vm = %vm.name, id = %vm.id, address = ?vm.address, "VM booting");
+                        if let Some(failed) = replaces {
+                            let event = Event {
+                                event_type: "autoscaler.vm.replaced",
+                                priority: Priority::Info,
+                                payload: serde_json::json!({
+                                    "template": group, "role": role.as_str(),
+                                    "failed_vm_name": failed, "vm_name": vm.name, "vm_id": vm.id.0,
+                                }),
+                            };
+                            notifier.notify(link, event).await;
+                        }
                     }
                     Err(error) => {
                         pending.boot_failures = pending.boot_failures.saturating_add(1);
@@ -292,6 +336,11 @@ impl Steering {
             .filter_map(|m| Some((m.member.clone(), m.busy?)))
             .collect();
         self.busy.insert(metrics.group.clone(), busy);
+        let fresh = self.fresh_metrics.entry(metrics.group.clone()).or_default();
+        if fresh.len() >= FRESH_METRICS_MAX {
+            fresh.remove(0);
+        }
+        fresh.push(metrics.clone());
     }
 
     /// The splitter's answer to a pool update.

@@ -10,7 +10,7 @@ use crate::{
     conf::Config,
     driver::{VmSpec, META_GROUP, META_ROLE, META_TEMPLATE},
     messaging::{agent_config::WriteFile, AgentConfig, Role},
-    template::Template,
+    template::{metadata, Template},
 };
 
 /// Where the web images read their emulated capacity (`etc/autoscaler/images/README.md`).
@@ -40,14 +40,18 @@ pub fn vm_spec(config: &Config, template: &Template, role: Role) -> VmSpec {
         heartbeat_interval: config.agent.heartbeat_interval,
         telemetry_ttl: config.agent.telemetry_ttl,
     };
-    let metadata: BTreeMap<String, String> = [
-        (META_GROUP, template.name()),
-        (META_ROLE, role.as_str()),
-        (META_TEMPLATE, template.name()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
+    // The template's values ride along, so a conductor that lost its state rebuilds the
+    // group from the cloud (see `service::recover_from_cloud`).
+    let mut metadata: BTreeMap<String, String> = metadata::to_metadata(template);
+    metadata.extend(
+        [
+            (META_GROUP, template.name()),
+            (META_ROLE, role.as_str()),
+            (META_TEMPLATE, template.name()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    );
     VmSpec {
         name,
         image,

@@ -62,6 +62,16 @@ pub const SECTION: SectionDecl = SectionDecl {
             "Longest wait for a draining VM's requests in flight to finish (or for the \
              splitter's graceful stop) before the VM is deleted anyway.",
         ),
+        OptDecl::new(
+            "boot_timeout",
+            OptKind::Seconds {
+                min: 1.0,
+                max: Some(7200.0),
+            },
+            Some("300"),
+            "A VM that is not ACTIVE and heartbeating this long after it was asked for \
+             has failed: it stops counting as capacity, is deleted and replaced.",
+        ),
     ],
 };
 
@@ -74,6 +84,7 @@ pub struct ConductorOpts {
     pub evaluation_interval: Duration,
     pub heartbeat_timeout: Duration,
     pub drain_timeout: Duration,
+    pub boot_timeout: Duration,
 }
 
 impl ConductorOpts {
@@ -84,6 +95,7 @@ impl ConductorOpts {
             evaluation_interval: v.duration("evaluation_interval"),
             heartbeat_timeout: v.duration("heartbeat_timeout"),
             drain_timeout: v.duration("drain_timeout"),
+            boot_timeout: v.duration("boot_timeout"),
         }
     }
 }

@@ -5,7 +5,7 @@
 //! value)` entries with oslo.config's syntax rules (no `%` interpolation, no escapes);
 //! the declarations check and type them. Each option is declared once, in the file of its
 //! section ([`default`], [`rabbit`], [`notifications`], [`conductor`], [`agent`],
-//! [`compute`], [`local`]): name, kind, default, help, and whether SIGHUP reloads it. The
+//! [`compute`], [`local`], [`policy`]): name, kind, default, help, and whether SIGHUP reloads it. The
 //! typed structs, the validation and the [`sample`] all come from those declarations.
 //!
 //! Unknown sections and options are warnings (other OpenStack libraries share the files);
@@ -21,6 +21,7 @@ mod load;
 pub mod local;
 pub mod notifications;
 mod opt;
+pub mod policy;
 pub mod rabbit;
 mod sample;
 
@@ -36,6 +37,7 @@ pub use load::{
 pub use local::{CidrV4, LocalOpts};
 pub use notifications::{NotificationDriver, NotificationOpts};
 pub use opt::{redact_transport_url, Choice, OptDecl, OptKind, SectionDecl};
+pub use policy::PolicyOpts;
 pub use rabbit::RabbitOpts;
 pub use sample::sample;
 
@@ -50,6 +52,7 @@ pub const SECTIONS: &[&SectionDecl] = &[
     &conductor::SECTION,
     &local::SECTION,
     &notifications::SECTION,
+    &policy::SECTION,
     &rabbit::SECTION,
 ];
 
@@ -63,6 +66,7 @@ pub struct Config {
     pub agent: AgentOpts,
     pub compute: ComputeOpts,
     pub local: LocalOpts,
+    pub policy: PolicyOpts,
 }
 
 impl Default for Config {
@@ -102,6 +106,7 @@ impl Config {
             agent: section(&agent::SECTION, values, AgentOpts::from_values),
             compute: section(&compute::SECTION, values, ComputeOpts::from_values),
             local: section(&local::SECTION, values, LocalOpts::from_values),
+            policy: section(&policy::SECTION, values, PolicyOpts::from_values),
         }
     }
 
