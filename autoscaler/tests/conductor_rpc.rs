@@ -234,7 +234,7 @@ async fn instantiate_publishes_an_oslo_notification() {
         "v2 carries the message as JSON text"
     );
     let notification = Notification::from_bytes(&delivery.data).unwrap();
-    assert_eq!(notification.event_type, "autoscaler.template.instantiate");
+    assert_eq!(notification.event_type, "autoscaler.template.instantiated");
     assert_eq!(notification.priority, Priority::Info);
     assert_eq!(
         notification.publisher_id,
