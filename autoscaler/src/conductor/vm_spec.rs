@@ -32,7 +32,12 @@ pub fn vm_spec(config: &Config, template: &Template, role: Role) -> VmSpec {
             .to_owned(),
     };
     let agent = AgentConfig {
-        transport_url: config.default.transport_url.to_secret_string(),
+        transport_url: config
+            .agent
+            .transport_url
+            .as_ref()
+            .unwrap_or(&config.default.transport_url)
+            .to_secret_string(),
         control_exchange: config.default.control_exchange.clone(),
         group: template.name().to_owned(),
         role,
@@ -106,6 +111,17 @@ mod tests {
         assert_eq!(agent.vm_id, spec.name);
         assert_eq!(agent.role, Role::Splitter);
         assert_eq!(agent.transport_url, "rabbit://guest:guest@127.0.0.1:5672/");
+        // The template's values ride along for restart recovery.
+        assert_eq!(
+            crate::template::metadata::from_metadata(&spec.metadata, 20).unwrap(),
+            template
+        );
+        // VMs may reach the broker by another address than the conductor.
+        let mut other = Config::default();
+        other.agent.transport_url = Some("rabbit://vm:s3cret@10.0.0.5:5672/".parse().unwrap());
+        let spec = vm_spec(&other, &template, Role::Web);
+        let agent = AgentConfig::from_user_data("user-data", &spec.user_data).unwrap();
+        assert_eq!(agent.transport_url, "rabbit://vm:s3cret@10.0.0.5:5672/");
         let web = vm_spec(&config, &template, Role::Web);
         assert_eq!(web.image, "tomcat-web");
         let files = crate::messaging::CloudConfig::from_user_data("u", &web.user_data).unwrap();

@@ -1,14 +1,24 @@
-//! `[agent]`: the rhythm of the in-VM agents' heartbeats and metrics, and its typed form,
+//! `[agent]`: how the in-VM agents reach the broker and the rhythm of their heartbeats and
+//! metrics, and its typed form,
 //! [`AgentOpts`].
 
 use std::time::Duration;
 
 use super::opt::{OptDecl, OptKind, SectionDecl, SectionValues};
+use crate::messaging::TransportUrl;
 
 pub const SECTION: SectionDecl = SectionDecl {
     name: "agent",
     help: "Heartbeats and metrics of the agents that run in every VM.",
     opts: &[
+        OptDecl::new(
+            "transport_url",
+            OptKind::OptionalTransportUrl,
+            None,
+            "The broker URL the agents in the VMs use, when they reach the broker by \
+             another address than the conductor does (on OpenStack, the controller's \
+             address rather than 127.0.0.1). Unset: [DEFAULT] transport_url.",
+        ),
         OptDecl::new(
             "heartbeat_interval",
             OptKind::Seconds {
@@ -34,6 +44,7 @@ pub const SECTION: SectionDecl = SectionDecl {
 /// `[agent]`, typed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentOpts {
+    pub transport_url: Option<TransportUrl>,
     pub heartbeat_interval: Duration,
     pub telemetry_ttl: Duration,
 }
@@ -41,6 +52,7 @@ pub struct AgentOpts {
 impl AgentOpts {
     pub(super) fn from_values(v: &SectionValues<'_>) -> Self {
         AgentOpts {
+            transport_url: v.optional_transport_url("transport_url"),
             heartbeat_interval: v.duration("heartbeat_interval"),
             telemetry_ttl: v.duration("telemetry_ttl"),
         }

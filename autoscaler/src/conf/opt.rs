@@ -45,6 +45,8 @@ pub enum OptKind {
     Choice { choices: &'static [Choice] },
     /// An oslo.messaging transport URL; never echoed with its password.
     TransportUrl,
+    /// A transport URL; empty means unset.
+    OptionalTransportUrl,
     /// An IPv4 network inside 127.0.0.0/8 in CIDR notation (`[local] address_pool`).
     LoopbackNetwork,
 }
@@ -101,7 +103,7 @@ impl OptDecl {
     /// The value as an error may show it: a transport URL loses its passwords.
     pub fn shown_value(&self, text: &str) -> String {
         match self.kind {
-            OptKind::TransportUrl => redact_transport_url(text),
+            OptKind::TransportUrl | OptKind::OptionalTransportUrl => redact_transport_url(text),
             _ => text.to_owned(),
         }
     }
@@ -183,7 +185,8 @@ impl OptKind {
                     Err(expected())
                 }
             }
-            OptKind::TransportUrl => text
+            OptKind::OptionalTransportUrl if text.is_empty() => Ok(Value::Unset),
+            OptKind::TransportUrl | OptKind::OptionalTransportUrl => text
                 .parse::<TransportUrl>()
                 .map(Value::TransportUrl)
                 .map_err(|e| format!("not a valid transport URL: {e}")),
@@ -217,7 +220,7 @@ impl OptKind {
                 format!("a comma-separated list of {}", choice_names(choices))
             }
             OptKind::Choice { choices } => format!("one of {}", choice_names(choices)),
-            OptKind::TransportUrl => {
+            OptKind::TransportUrl | OptKind::OptionalTransportUrl => {
                 "a transport URL such as rabbit://user:pass@host:5672/".to_owned()
             }
             OptKind::LoopbackNetwork => super::local::CidrV4::EXPECTED
@@ -240,7 +243,7 @@ impl OptKind {
             | OptKind::Choice { .. }
             | OptKind::LoopbackNetwork => "string",
             OptKind::List { .. } => "list",
-            OptKind::TransportUrl => "uri",
+            OptKind::TransportUrl | OptKind::OptionalTransportUrl => "uri",
         }
     }
 }
@@ -437,6 +440,14 @@ impl<'a> SectionValues<'a> {
         match self.required(name) {
             Value::List(items) => items,
             other => self.mismatch(name, "a list", &other),
+        }
+    }
+
+    pub(super) fn optional_transport_url(&self, name: &str) -> Option<TransportUrl> {
+        match self.value(name) {
+            None | Some(Value::Unset) => None,
+            Some(Value::TransportUrl(url)) => Some(url),
+            Some(other) => self.mismatch(name, "an optional transport URL", &other),
         }
     }
 
