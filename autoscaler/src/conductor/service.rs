@@ -271,7 +271,7 @@ async fn recover_from_cloud(
                 }
             }
             Err(error) => warn!(%error, template = group, vms = vms.len(),
-                "VMs of a group the state file does not know, without a usable template in their metadata: left alone; delete them with autoscaler-manage vm delete or the cloud's tools"),
+                "VMs of a group the state file does not know, without a usable template in their metadata: left alone; delete them with the cloud's own tools (openstack server delete)"),
         }
     }
 }

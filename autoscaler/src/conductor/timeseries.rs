@@ -1,5 +1,6 @@
 //! The conductor's per-second time series: one CSV file per group,
-//! `<state_path>/timeseries/<group>.csv`, one row per second. Graphs are drawn from these
+//! `<state_path>/timeseries/<group>.csv`, one row per control-loop tick
+//! (`[conductor] evaluation_interval`, 1 s by default). Graphs are drawn from these
 //! files by another tool, so the format below is a contract; `doc/monitoring.md` ("Time
 //! series") describes it for operators. Change a column only with both.
 //!
@@ -15,20 +16,20 @@
 //!
 //! | Column | Type | Meaning |
 //! |---|---|---|
-//! | `time` | RFC 3339, UTC, milliseconds (`2026-11-27T22:05:41.000Z`) | when the conductor took the row; the request columns cover the second up to it |
+//! | `time` | RFC 3339, UTC, milliseconds (`2026-11-27T22:05:41.000Z`) | when the conductor took the row (its tick); the request columns cover the splitter's measurements that arrived since the previous tick (normally one second) |
 //! | `group` | text | the template's name, as in the file name |
 //! | `requests` | whole number | requests that ended in that second |
 //! | `rate` | decimal, requests/s | request rate |
 //! | `mean_response_time` | decimal, s, or empty | mean response time of those requests; empty when there was none |
 //! | `p95_response_time` | decimal, s, or empty | their 95th percentile response time; empty when there was none |
-//! | `in_flight` | decimal, or empty | mean requests in flight, by Little's law (`rate` × `mean_response_time`); empty when there was no request |
+//! | `in_flight` | decimal, or empty | mean requests in flight, by Little's law (`rate` × `mean_response_time`); 0 when measurements arrived without requests, empty when none arrived |
 //! | `vms_booting` | whole number | web VMs booting |
 //! | `vms_active` | whole number | web VMs serving |
 //! | `vms_draining` | whole number | web VMs draining before deletion |
-//! | `desired` | whole number | the web VMs the conductor aims at after this row's decision |
-//! | `target_response_time` | decimal, s | the response time the policy aims at |
+//! | `desired` | whole number | the web VMs the conductor aims at after this row's decision (0 until the policy's first decision, in the grace period after a start) |
+//! | `target_response_time` | decimal, s | the template's target (the policy aims `[policy] target_margin_percent` under it) |
 //! | `metric` | decimal, or empty | the policy's decision metric: the web VMs it finds needed; empty when it has none |
-//! | `decision` | text | what the policy decided: `hold`, `scale_out`, `scale_in` |
+//! | `decision` | text | what the policy decided: `hold`, `scale_out`, `scale_in`; `destroy` while the template is torn down |
 //! | `reason` | text, one line | why, for a person |
 //!
 //! Text cells are quoted by CSV rules when they hold a comma or a quote. A line break in
@@ -61,7 +62,7 @@ in_flight,vms_booting,vms_active,vms_draining,desired,target_response_time,metri
 /// The folder under `state_path` that holds the files.
 pub const DIR_NAME: &str = "timeseries";
 
-/// One second of one group. Field order is column order (see the module doc).
+/// One tick of one group. Field order is column order (see the module doc).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Row {
     /// When the row was taken; written to the millisecond (finer parts are dropped).
@@ -87,7 +88,7 @@ pub struct Row {
     pub target_response_time: f64,
     /// The policy's decision metric, the web VMs it finds needed; `None` when it has none.
     pub metric: Option<f64>,
-    /// `hold`, `scale_out` or `scale_in`.
+    /// `hold`, `scale_out`, `scale_in`, or `destroy`.
     #[serde(serialize_with = "one_line")]
     pub decision: String,
     #[serde(serialize_with = "one_line")]

@@ -47,7 +47,8 @@ pub const SECTION: SectionDecl = SectionDecl {
                 max: Some(3600.0),
             },
             Some("30"),
-            "No VM is removed within this long after VMs were added (no flapping).",
+            "No VM is removed within this long after a scale-out (no flapping). Replacing \
+             failed VMs does not start it.",
         ),
     ],
 };
