@@ -1260,4 +1260,781 @@ mod tests {
         assert_eq!(g.phase, Phase::Deleting);
         assert!(actions.contains(&Action::Delete(VmId("id-s".into()))));
     }
+
+    // Scenarios in virtual time: a site ticked once a second as the service would, with
+    // the splitter's measurements, the cloud's view and the agents' heartbeats.
+
+    /// One second of the splitter's measurements as closed-loop load shows them.
+    #[derive(Debug, Clone, Copy)]
+    struct Load {
+        requests: u64,
+        /// Mean response time, seconds.
+        mean: f64,
+    }
+
+    /// 36 clients on one VM that completes 80 requests a second: W = 36 / 80 = 0.45 s,
+    /// and they need 36 / (80 × 0.18) = 2.5 VMs at the aim of 0.2 s × (1 − 10 %).
+    const SLOW: Load = Load {
+        requests: 80,
+        mean: 0.45,
+    };
+    /// The same 36 clients on three such VMs: W = 36 / 240 = 0.15 s, still 2.5 VMs.
+    const SPREAD: Load = Load {
+        requests: 240,
+        mean: 0.15,
+    };
+    /// 1.5 clients: a fraction of one VM.
+    const LOW: Load = Load {
+        requests: 30,
+        mean: 0.05,
+    };
+
+    /// The splitter's metrics for the second ending at `end`.
+    fn metrics(end: f64, load: Load) -> Metrics {
+        let stats = crate::messaging::Stats {
+            requests: load.requests,
+            errors: 0,
+            mean: load.mean,
+            p50: load.mean,
+            p95: load.mean,
+            p99: load.mean,
+            max: load.mean,
+        };
+        Metrics {
+            group: "shop".into(),
+            vm_id: "s".into(),
+            start: at(end - 1.0),
+            interval: 1.0,
+            site: stats,
+            members: Vec::new(),
+            malformed_lines: 0,
+            modjk_messages: 0,
+        }
+    }
+
+    /// A web VM asked for at `created` (seconds).
+    fn web(name: &str, status: VmStatus, addr: &str, created: f64) -> Vm {
+        Vm {
+            created_at: at(created),
+            ..vm(name, Role::Web, status, addr)
+        }
+    }
+
+    /// Payloads of the notifications of `event_type`.
+    fn notified<'a>(actions: &'a [Action], event_type: &str) -> Vec<&'a serde_json::Value> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Notify(e) if e.event_type == event_type => Some(&e.payload),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Ids of the VMs deleted.
+    fn deleted(actions: &[Action]) -> Vec<&str> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Delete(id) => Some(id.0.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The `replaces` of each web VM booted.
+    fn web_boots(actions: &[Action]) -> Vec<Option<String>> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Boot {
+                    role: Role::Web,
+                    replaces,
+                } => Some(replaces.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The tick's time-series row (exactly one a tick).
+    fn record(actions: &[Action]) -> &Row {
+        let rows: Vec<&Row> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Record(r) => Some(r),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(rows.len(), 1, "{actions:?}");
+        rows[0]
+    }
+
+    fn members(pool: &PoolUpdate) -> Vec<(&str, MemberState)> {
+        pool.members
+            .iter()
+            .map(|m| (m.name.as_str(), m.state))
+            .collect()
+    }
+
+    /// A group under test with the world around it.
+    struct Site {
+        g: Group,
+        obs: Observed,
+        now: f64,
+        /// Whether the agents' heartbeats reach the conductor (each ACTIVE VM's is
+        /// refreshed every tick).
+        agents_heard: bool,
+        /// VMs whose agent reports that their server does not answer.
+        unserving: BTreeSet<String>,
+        /// Acknowledge every pool published, before the next tick, like a healthy splitter.
+        auto_ack: bool,
+        /// Every tick's time and actions.
+        log: Vec<(f64, Vec<Action>)>,
+    }
+
+    impl Site {
+        fn new(g: Group, vms: Vec<Vm>) -> Site {
+            Site {
+                g,
+                obs: Observed {
+                    link_up: true,
+                    vms,
+                    ..Default::default()
+                },
+                now: 0.0,
+                agents_heard: true,
+                unserving: BTreeSet::new(),
+                auto_ack: true,
+                log: Vec::new(),
+            }
+        }
+
+        /// A settled group, Ready at 1 s with splitter `s` and `webs` ACTIVE, heard, in
+        /// the acknowledged pool; no metrics yet.
+        fn ready(min: u32, webs: &[&str]) -> Site {
+            let mut vms = vec![vm("s", Role::Splitter, VmStatus::Active, "127.0.1.2")];
+            for (i, name) in webs.iter().enumerate() {
+                let addr = format!("127.0.1.{}", 10 + i);
+                vms.push(vm(name, Role::Web, VmStatus::Active, &addr));
+            }
+            let mut site = Site::new(settled(min), vms);
+            site.tick_at(0.0, None);
+            site.tick_at(1.0, None);
+            assert_eq!(site.g.phase, Phase::Ready);
+            assert_eq!(site.g.pool.len(), webs.len());
+            site
+        }
+
+        fn tick(&mut self, load: Option<Load>) -> Vec<Action> {
+            self.tick_at(self.now + 1.0, load)
+        }
+
+        /// One tick at `now`: heartbeats refreshed, the second's metrics, and the
+        /// service's bookkeeping of the actions (web boots pending until the test has the
+        /// cloud answer them, pools acknowledged when `auto_ack`).
+        fn tick_at(&mut self, now: f64, load: Option<Load>) -> Vec<Action> {
+            self.now = now;
+            if self.agents_heard {
+                for vm in self
+                    .obs
+                    .vms
+                    .iter()
+                    .filter(|vm| vm.status == VmStatus::Active)
+                {
+                    self.obs.heartbeats.insert(
+                        vm.name.clone(),
+                        HeartbeatInfo {
+                            last: at(now),
+                            serving: Some(!self.unserving.contains(&vm.name)),
+                            url: None,
+                        },
+                    );
+                }
+            }
+            self.obs.metrics = load.map(|l| metrics(now, l)).into_iter().collect();
+            let actions = self.g.step(at(now), self.obs.clone());
+            self.obs.pending_web_boots += web_boots(&actions).len();
+            if self.auto_ack {
+                if let Some(pool) = pools(&actions).last() {
+                    self.obs.acked_generation = pool.generation;
+                }
+            }
+            self.log.push((now, actions.clone()));
+            actions
+        }
+
+        /// The cloud finished deleting `name`.
+        fn gone(&mut self, name: &str) {
+            self.obs.vms.retain(|vm| vm.name != name);
+            self.obs.heartbeats.remove(name);
+        }
+
+        /// The cloud answered a pending web boot with `vm`.
+        fn booted(&mut self, vm: Vm) {
+            self.obs.pending_web_boots -= 1;
+            self.obs.vms.push(vm);
+        }
+
+        fn set_status(&mut self, name: &str, status: VmStatus) {
+            for vm in self.obs.vms.iter_mut().filter(|vm| vm.name == name) {
+                vm.status = status;
+            }
+        }
+
+        /// The ticks whose actions hold a notification of `event_type`.
+        fn ticks_notifying(&self, event_type: &str) -> Vec<f64> {
+            self.log
+                .iter()
+                .filter(|(_, a)| !notified(a, event_type).is_empty())
+                .map(|(t, _)| *t)
+                .collect()
+        }
+
+        /// Every web boot of the log: when, and what it replaces.
+        fn web_boots(&self) -> Vec<(f64, Option<String>)> {
+            self.log
+                .iter()
+                .flat_map(|(t, a)| web_boots(a).into_iter().map(move |r| (*t, r)))
+                .collect()
+        }
+    }
+
+    /// 36 closed-loop clients on a one-VM site (min 1, max 4, target 0.2 s) until the
+    /// policy scales out; the two boots are then pending, BUILD, ACTIVE and join the pool
+    /// (the load stays slow meanwhile: the clients wait). Returns the site and the time
+    /// of the scale-out.
+    fn scaled_out_to_three() -> (Site, f64) {
+        let mut site = Site::ready(1, &["w1"]);
+        let mut up = None;
+        while up.is_none() && site.now < 30.0 {
+            let actions = site.tick(Some(SLOW));
+            if !notified(&actions, "autoscaler.scale.up").is_empty() {
+                up = Some(site.now);
+            }
+        }
+        let up = up.expect("36 clients on one VM for 30 s: no scale-out");
+        // Both boots still pending at the cloud.
+        site.tick(Some(SLOW));
+        site.tick(Some(SLOW));
+        // One answered (BUILD), one pending.
+        site.booted(web("w2", VmStatus::Build, "127.0.1.11", site.now + 1.0));
+        site.tick(Some(SLOW));
+        site.booted(web("w3", VmStatus::Build, "127.0.1.12", site.now + 1.0));
+        for _ in 0..3 {
+            site.tick(Some(SLOW));
+        }
+        // Up and heard: they join the pool.
+        site.set_status("w2", VmStatus::Active);
+        site.set_status("w3", VmStatus::Active);
+        site.tick(Some(SLOW));
+        assert_eq!(
+            members(&site.g.view_pool()),
+            [
+                ("w1", MemberState::Active),
+                ("w2", MemberState::Active),
+                ("w3", MemberState::Active)
+            ]
+        );
+        (site, up)
+    }
+
+    impl Group {
+        /// The pool last decided, as the next publication would carry it.
+        fn view_pool(&self) -> PoolUpdate {
+            PoolUpdate {
+                group: self.name().to_owned(),
+                generation: self.generation,
+                members: self.pool.clone(),
+                listening: self.listening,
+            }
+        }
+    }
+
+    #[test]
+    fn sustained_slow_seconds_scale_out_once_to_the_clients_over_capacity() {
+        let (mut site, up) = scaled_out_to_three();
+        for _ in 0..20 {
+            site.tick(Some(SPREAD));
+        }
+        // Slow from 2 s: the 7th slow second (stabilization 5 s + 2) decides.
+        assert_eq!(up, 8.0);
+        assert_eq!(site.ticks_notifying("autoscaler.scale.up"), [up]);
+        let (_, actions) = site.log.iter().find(|(t, _)| *t == up).unwrap();
+        let payload = notified(actions, "autoscaler.scale.up")[0];
+        assert_eq!(
+            (&payload["from"], &payload["to"], &payload["add"]),
+            (
+                &serde_json::json!(1),
+                &serde_json::json!(3),
+                &serde_json::json!(2)
+            )
+        );
+        let metric = payload["metric"].as_f64().unwrap();
+        assert!((metric - 2.5).abs() < 1e-9, "{metric}");
+        // Two boots, at once, replacing nothing; none while they are pending or BUILD,
+        // nor once they serve.
+        assert_eq!(site.web_boots(), [(up, None), (up, None)]);
+        assert!(site.ticks_notifying("autoscaler.scale.down").is_empty());
+        assert!(site.ticks_notifying("autoscaler.vm.failed").is_empty());
+        assert!(site.log.iter().all(|(_, a)| deleted(a).is_empty()));
+    }
+
+    #[test]
+    fn low_load_after_the_cooldown_scales_in_draining_before_deleting_never_below_min() {
+        let (mut site, up) = scaled_out_to_three();
+        // w2 is the cheapest to drain, then w3.
+        site.obs.busy = [("w1", 2), ("w2", 0), ("w3", 1)]
+            .into_iter()
+            .map(|(n, b)| (n.to_owned(), b))
+            .collect();
+        // The splitter acknowledges only when the test says so from here.
+        site.auto_ack = false;
+        for _ in 0..5 {
+            site.tick(Some(SPREAD));
+        }
+        let low_from = site.now + 1.0;
+        let mut down = None;
+        while down.is_none() && site.now < up + 90.0 {
+            let actions = site.tick(Some(LOW));
+            if !notified(&actions, "autoscaler.scale.down").is_empty() {
+                down = Some((site.now, actions));
+            }
+        }
+        let (t_down, actions) = down.expect("no scale-in");
+        // 15 low seconds (scale_in_delay) were there before the cooldown ended; the
+        // cooldown (30 s after the scale-out) decides.
+        assert!(t_down - low_from + 1.0 >= 15.0);
+        assert_eq!(t_down, up + 30.0);
+        let payload = notified(&actions, "autoscaler.scale.down")[0];
+        assert_eq!(
+            (&payload["from"], &payload["to"], &payload["remove"]),
+            (
+                &serde_json::json!(3),
+                &serde_json::json!(1),
+                &serde_json::json!(["w2", "w3"])
+            )
+        );
+        assert_eq!(record(&actions).decision, "scale_in");
+        // Drained first: the splitter is told, nothing is deleted yet.
+        let draining = pools(&actions)
+            .pop()
+            .expect("the draining pool is sent at once");
+        assert_eq!(
+            members(&draining),
+            [
+                ("w1", MemberState::Active),
+                ("w2", MemberState::Draining),
+                ("w3", MemberState::Draining)
+            ]
+        );
+        assert!(deleted(&actions).is_empty());
+        assert!(web_boots(&actions).is_empty());
+
+        // Idle but the splitter has not applied the draining pool: not yet.
+        let actions = site.tick(Some(LOW));
+        assert!(deleted(&actions).is_empty(), "{actions:?}");
+        let row = record(&actions);
+        assert_eq!(
+            (
+                row.vms_booting,
+                row.vms_active,
+                row.vms_draining,
+                row.desired
+            ),
+            (0, 1, 2, 1)
+        );
+        // Applied: the idle one goes, the busy one waits for its requests.
+        site.obs.acked_generation = draining.generation;
+        let actions = site.tick(Some(LOW));
+        assert_eq!(deleted(&actions), ["id-w2"]);
+        site.gone("w2");
+        site.auto_ack = true;
+        let actions = site.tick(Some(LOW));
+        assert!(deleted(&actions).is_empty(), "w3 still busy: {actions:?}");
+        site.obs.busy.insert("w3".into(), 0);
+        let actions = site.tick(Some(LOW));
+        assert_eq!(deleted(&actions), ["id-w3"]);
+        site.gone("w3");
+
+        // Never below min, however long the load stays low.
+        let settled_from = site.now;
+        for _ in 0..90 {
+            let actions = site.tick(Some(LOW));
+            let row = record(&actions);
+            assert_eq!((row.vms_active, row.desired), (1, 1), "{row:?}");
+        }
+        assert_eq!(site.ticks_notifying("autoscaler.scale.down"), [t_down]);
+        assert!(
+            site.web_boots().iter().all(|(t, _)| *t <= up),
+            "no boot after the scale-out: {:?}",
+            site.web_boots()
+        );
+        assert!(site
+            .log
+            .iter()
+            .filter(|(t, _)| *t > settled_from)
+            .all(|(_, a)| deleted(a).is_empty()));
+        assert_eq!(members(&site.g.view_pool()), [("w1", MemberState::Active)]);
+    }
+
+    #[test]
+    fn scale_in_waits_for_scale_in_delay_of_low_seconds() {
+        // (low seconds before the load is back, scale-in time). Fresh site: no cooldown.
+        let cases = [(10, None), (14, None), (15, Some(16.0)), (20, Some(16.0))];
+        for (low_seconds, expected) in cases {
+            let mut site = Site::ready(1, &["w1", "w2", "w3"]);
+            for _ in 0..low_seconds {
+                site.tick(Some(LOW));
+            }
+            for _ in 0..5 {
+                site.tick(Some(SPREAD));
+            }
+            assert_eq!(
+                site.ticks_notifying("autoscaler.scale.down"),
+                expected.into_iter().collect::<Vec<_>>(),
+                "{low_seconds} low seconds"
+            );
+            assert!(site.ticks_notifying("autoscaler.scale.up").is_empty());
+            assert!(site.web_boots().is_empty());
+        }
+    }
+
+    #[test]
+    fn a_burst_shorter_than_stabilization_changes_nothing() {
+        // A burst of under 5 s touches at most 6 one-second measurements; 7 is a load
+        // change the policy must act on (the harness can see a scale-out).
+        for (slow_seconds, scale_outs) in [(1, 0), (2, 0), (3, 0), (4, 0), (6, 0), (7, 1)] {
+            let mut site = Site::ready(1, &["w1"]);
+            for _ in 0..10 {
+                site.tick(Some(LOW));
+            }
+            for _ in 0..slow_seconds {
+                site.tick(Some(SLOW));
+            }
+            for _ in 0..20 {
+                site.tick(Some(LOW));
+            }
+            let what = format!("{slow_seconds} slow seconds");
+            assert_eq!(
+                site.ticks_notifying("autoscaler.scale.up").len(),
+                scale_outs,
+                "{what}"
+            );
+            assert!(
+                site.ticks_notifying("autoscaler.scale.down").is_empty(),
+                "{what}"
+            );
+            assert_eq!(site.web_boots().len(), 2 * scale_outs, "{what}");
+            if scale_outs == 0 {
+                assert!(
+                    site.log
+                        .iter()
+                        .all(|(_, a)| record(a).decision == "hold" && record(a).desired == 1),
+                    "{what}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_web_vm_still_building_after_boot_timeout_is_failed_deleted_and_replaced() {
+        let splitter = vm("s", Role::Splitter, VmStatus::Active, "127.0.1.2");
+        let mut site = Site::new(
+            settled(1),
+            vec![splitter, web("w1", VmStatus::Build, "", 0.0)],
+        );
+        // Booting within boot_timeout (300 s): capacity on its way, nothing to do.
+        for t in [1.0, 2.0, 150.0, 299.5] {
+            let actions = site.tick_at(t, None);
+            assert!(web_boots(&actions).is_empty(), "{t}: {actions:?}");
+            assert!(notified(&actions, "autoscaler.vm.failed").is_empty(), "{t}");
+        }
+        let actions = site.tick_at(300.5, None);
+        let failed = notified(&actions, "autoscaler.vm.failed");
+        assert_eq!(failed.len(), 1, "{actions:?}");
+        assert_eq!(
+            (
+                &failed[0]["vm_name"],
+                &failed[0]["cause"],
+                &failed[0]["role"]
+            ),
+            (
+                &serde_json::json!("w1"),
+                &serde_json::json!("boot_timeout"),
+                &serde_json::json!("web")
+            )
+        );
+        assert_eq!(deleted(&actions), ["id-w1"]);
+        // Reported once; replaced once, naming it (boots may be held back a few seconds
+        // after a VM that was never heard).
+        site.obs.pending_deletes.insert(VmId("id-w1".into()));
+        for t in 1..=10 {
+            let actions = site.tick_at(300.5 + f64::from(t), None);
+            assert!(
+                notified(&actions, "autoscaler.vm.failed").is_empty(),
+                "{actions:?}"
+            );
+        }
+        let boots = site.web_boots();
+        assert_eq!(boots.len(), 1, "{boots:?}");
+        assert_eq!(boots[0].1.as_deref(), Some("w1"));
+        assert!(boots[0].0 <= 300.5 + 2.0, "{boots:?}");
+    }
+
+    /// Ticks a one-web-VM site from 391 s to 420 s; w1 (asked for at `created`) has its
+    /// server stop answering from 401 s. Deletes are carried out at once.
+    fn stops_serving(created: f64) -> Site {
+        let splitter = vm("s", Role::Splitter, VmStatus::Active, "127.0.1.2");
+        let w1 = web("w1", VmStatus::Active, "127.0.1.10", created);
+        let mut site = Site::new(settled(1), vec![splitter, w1]);
+        for t in 391..=420 {
+            if t == 401 {
+                site.unserving.insert("w1".into());
+            }
+            let actions = site.tick_at(f64::from(t), Some(LOW));
+            if deleted(&actions).contains(&"id-w1") {
+                site.gone("w1");
+            }
+        }
+        site
+    }
+
+    #[test]
+    fn a_web_vm_whose_server_stops_answering_is_failed_only_once_past_boot_timeout() {
+        // (asked for at, failed at): heartbeat_timeout 3 s of not serving, past
+        // boot_timeout 300 s.
+        for (created, failed_at) in [(0.0, Some(405.0)), (390.0, None)] {
+            let site = stops_serving(created);
+            assert_eq!(
+                site.ticks_notifying("autoscaler.vm.failed"),
+                failed_at.into_iter().collect::<Vec<_>>(),
+                "created at {created}"
+            );
+            // Out of the pool at once either way.
+            let (_, at_401) = &site.log[10];
+            assert!(
+                members(&pools(at_401)[0]).is_empty(),
+                "created at {created}: {at_401:?}"
+            );
+            match failed_at {
+                Some(t) => {
+                    let (_, actions) = site.log.iter().find(|(at, _)| *at == t).unwrap();
+                    let failed = notified(actions, "autoscaler.vm.failed")[0];
+                    assert_eq!(failed["cause"], "not_serving");
+                    assert_eq!(failed["vm_name"], "w1");
+                    assert_eq!(deleted(actions), ["id-w1"]);
+                    // One VM booted in its place (not two).
+                    assert_eq!(site.web_boots().len(), 1, "{:?}", site.web_boots());
+                }
+                None => {
+                    // Young: still booting as far as the policy goes; it counts.
+                    assert!(site.log.iter().all(|(_, a)| deleted(a).is_empty()));
+                    assert!(site.web_boots().is_empty(), "{:?}", site.web_boots());
+                }
+            }
+        }
+    }
+
+    #[test]
+    #[ignore = "bug: an old VM that stops serving is replaced by a boot without `replaces` \
+                before it is failed; its name then stays queued and is attached to a later, \
+                unrelated boot"]
+    fn a_web_vm_failed_not_serving_is_named_by_its_replacement() {
+        let mut site = stops_serving(0.0);
+        // Later the load calls for more VMs: that boot is a scale-out, not a replacement.
+        site.booted(web("w4", VmStatus::Active, "127.0.1.14", 421.0));
+        for _ in 0..10 {
+            site.tick(Some(SLOW));
+        }
+        assert_eq!(
+            site.web_boots()
+                .into_iter()
+                .map(|(_, r)| r)
+                .collect::<Vec<_>>(),
+            [Some("w1".to_owned()), None, None],
+            "{:?}",
+            site.web_boots()
+        );
+    }
+
+    #[test]
+    #[ignore = "bug: at age == boot_timeout the policy stops counting a BUILD VM (<) but \
+                the group fails it only after (>): the replacement boots a tick early \
+                without `replaces`"]
+    fn a_boot_timed_out_at_a_whole_tick_is_named_by_its_replacement() {
+        let splitter = vm("s", Role::Splitter, VmStatus::Active, "127.0.1.2");
+        let mut site = Site::new(
+            settled(1),
+            vec![splitter, web("w1", VmStatus::Build, "", 0.0)],
+        );
+        for t in [1.0, 299.0, 300.0, 301.0, 302.0, 303.0, 304.0, 305.0] {
+            site.tick_at(t, None);
+        }
+        // One boot, the replacement, naming w1 (whenever a hold on boots lets it go).
+        let replaces: Vec<Option<String>> = site.web_boots().into_iter().map(|(_, r)| r).collect();
+        assert_eq!(replaces, [Some("w1".to_owned())], "{:?}", site.web_boots());
+    }
+
+    #[test]
+    fn a_broker_reconnect_fails_nothing_during_the_grace_period() {
+        // The link's start as the service reports it after the reconnect: none (the
+        // group's own view) or the reconnect itself.
+        for service_view in [None, Some(21.0)] {
+            let mut site = Site::ready(1, &["w1"]);
+            for _ in 0..9 {
+                site.tick(Some(LOW));
+            }
+            // Outage from 11 s: nothing heard, no metrics.
+            site.agents_heard = false;
+            site.obs.link_up = false;
+            for _ in 0..10 {
+                site.tick(None);
+            }
+            // Back at 21 s; the heartbeats (last at 10 s) take a moment.
+            site.obs.link_up = true;
+            site.obs.link_up_since = service_view.map(at);
+            let mut grace = Vec::new();
+            for _ in 0..3 {
+                grace.push(site.tick(None));
+            }
+            for actions in &grace {
+                let row = record(actions);
+                assert_eq!(row.decision, "hold");
+                assert!(row.reason.contains("grace period"), "{}", row.reason);
+            }
+            site.agents_heard = true;
+            for _ in 0..20 {
+                site.tick(Some(LOW));
+            }
+            let what = format!("{service_view:?}");
+            assert!(
+                site.ticks_notifying("autoscaler.vm.failed").is_empty(),
+                "{what}"
+            );
+            assert!(
+                site.log.iter().all(|(_, a)| deleted(a).is_empty()),
+                "{what}"
+            );
+            assert!(site.web_boots().is_empty(), "{what}");
+            assert!(
+                site.log
+                    .iter()
+                    .flat_map(|(_, a)| pools(a))
+                    .all(|p| members(&p) == [("w1", MemberState::Active)]),
+                "{what}: the pool is never emptied"
+            );
+        }
+    }
+
+    #[test]
+    fn each_tick_records_one_row_with_the_fleet_and_the_decision() {
+        // The link has just come up: a grace period with one VM serving.
+        let splitter = vm("s", Role::Splitter, VmStatus::Active, "127.0.1.2");
+        let w1 = vm("w1", Role::Web, VmStatus::Active, "127.0.1.10");
+        let mut site = Site::new(group(1), vec![splitter, w1]);
+        let actions = site.tick_at(0.0, Some(LOW));
+        let row = record(&actions);
+        assert_eq!(row.decision, "hold");
+        assert!(row.reason.contains("grace period"), "{}", row.reason);
+        assert_eq!(
+            (row.vms_booting, row.vms_active, row.vms_draining),
+            (0, 1, 0)
+        );
+        assert_eq!((row.requests, row.rate), (30, 30.0));
+        assert_eq!(row.mean_response_time, Some(0.05));
+        assert_eq!(row.target_response_time, 0.2);
+        assert_eq!(row.group, "shop");
+        assert_eq!(row.time, at(0.0));
+
+        // Settled at 3 s; then 36 clients on the one VM.
+        for _ in 0..3 {
+            site.tick(Some(LOW));
+        }
+        assert_eq!(record(&site.log[3].1).desired, 1);
+        let mut scaling = None;
+        while scaling.is_none() && site.now < 30.0 {
+            let actions = site.tick(Some(SLOW));
+            if record(&actions).decision != "hold" {
+                scaling = Some(actions);
+            }
+        }
+        let actions = scaling.expect("no scale-out");
+        let row = record(&actions);
+        assert_eq!(row.decision, "scale_out");
+        assert!(row.reason.contains("1 -> 3"), "{}", row.reason);
+        assert_eq!(row.desired, 3);
+        assert!((row.metric.unwrap() - 2.5).abs() < 1e-9, "{row:?}");
+        assert_eq!(
+            (row.vms_booting, row.vms_active, row.vms_draining),
+            (0, 1, 0),
+            "the fleet the decision saw"
+        );
+        assert_eq!((row.requests, row.mean_response_time), (80, Some(0.45)));
+        assert!((row.in_flight.unwrap() - 36.0).abs() < 1e-9);
+        // The boots asked for count as booting.
+        let row = record(&site.tick(Some(SLOW))).clone();
+        assert_eq!(
+            (
+                row.vms_booting,
+                row.vms_active,
+                row.vms_draining,
+                row.desired
+            ),
+            (2, 1, 0, 3)
+        );
+        assert_eq!(row.decision, "hold");
+        site.booted(web("w2", VmStatus::Build, "127.0.1.11", site.now + 1.0));
+        let row = record(&site.tick(Some(SLOW))).clone();
+        assert_eq!((row.vms_booting, row.vms_active, row.desired), (2, 1, 3));
+        // One row a tick, all along.
+        assert!(site
+            .log
+            .iter()
+            .all(|(_, a)| { a.iter().filter(|x| matches!(x, Action::Record(_))).count() == 1 }));
+    }
+
+    #[test]
+    fn a_restarted_conductor_adopts_the_vms_it_finds() {
+        // (the link's start as the service reports it, the first heartbeats heard):
+        // settled by the group's own grace period, with the agents heard at once or
+        // only within the grace period (their VMs, asked for long ago, must not be
+        // taken for boots that timed out), or settled at once by the service's link (up
+        // long before this group was created).
+        for (link_up_since, heard_from) in [(None, 0.0), (None, 2.0), (Some(-100.0), 0.0)] {
+            let mut vms = vec![vm("s", Role::Splitter, VmStatus::Active, "127.0.1.2")];
+            for (i, name) in ["w1", "w2", "w3"].into_iter().enumerate() {
+                vms.push(web(
+                    name,
+                    VmStatus::Active,
+                    &format!("127.0.1.{}", 10 + i),
+                    -600.0,
+                ));
+            }
+            let mut site = Site::new(group(1), vms);
+            site.obs.link_up_since = link_up_since.map(at);
+            for t in 0..30 {
+                let t = f64::from(t);
+                site.agents_heard = t >= heard_from;
+                site.tick_at(t, None);
+            }
+            let what = format!("{link_up_since:?}, heard from {heard_from}");
+            assert!(site.web_boots().is_empty(), "{what}");
+            assert!(
+                site.log.iter().all(|(_, a)| deleted(a).is_empty()),
+                "{what}"
+            );
+            assert!(
+                site.ticks_notifying("autoscaler.scale.down").is_empty(),
+                "{what}"
+            );
+            assert!(
+                site.ticks_notifying("autoscaler.vm.failed").is_empty(),
+                "{what}"
+            );
+            let row = record(&site.log.last().unwrap().1);
+            assert_eq!((row.vms_active, row.desired), (3, 3), "{what}");
+            assert_eq!(site.g.pool.len(), 3, "{what}");
+            assert_eq!(site.g.phase, Phase::Ready, "{what}");
+        }
+    }
 }
