@@ -13,7 +13,6 @@ mod common;
 use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpStream},
-    process::Command,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
@@ -21,16 +20,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{stderr, stdout, Fixture};
-
-fn json(out: &std::process::Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", stdout(out), stderr(out)))
-}
-
-fn repo_images() -> std::path::PathBuf {
-    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../etc/autoscaler/images")
-}
+use common::{
+    load::{ab, ab_result, install_webtier, json, repo_images, vm_pgid, wait_for},
+    stderr, stdout, Fixture,
+};
 
 /// The group as `template show` reports it.
 fn show(fx: &Fixture) -> serde_json::Value {
@@ -64,71 +57,6 @@ fn served(view: &serde_json::Value) -> Vec<(String, u64)> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-fn wait_for<T>(
-    what: &str,
-    patience: Duration,
-    fx: &Fixture,
-    mut check: impl FnMut() -> Option<T>,
-) -> (T, Duration) {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = check() {
-            return (v, start.elapsed());
-        }
-        assert!(
-            start.elapsed() < patience,
-            "{what}: not within {patience:?}\n{}",
-            fx.conductor_log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// ab's own verdict.
-struct AbResult {
-    complete: u64,
-    failed: u64,
-    non_2xx: u64,
-    text: String,
-}
-
-fn ab(url: &str, requests: u32, concurrency: u32) -> std::process::Child {
-    Command::new("ab")
-        .args([
-            "-q",
-            "-n",
-            &requests.to_string(),
-            "-c",
-            &concurrency.to_string(),
-            "-s",
-            "30",
-            url,
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("ab (apache2-utils) must be installed: tools/install-webtier")
-}
-
-fn ab_result(child: std::process::Child) -> AbResult {
-    let out = child.wait_with_output().unwrap();
-    let text = format!("{}{}", stdout(&out), stderr(&out));
-    let field = |name: &str| {
-        text.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split(':').nth(1))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    AbResult {
-        complete: field("Complete requests"),
-        failed: field("Failed requests"),
-        non_2xx: field("Non-2xx responses"),
-        text,
-    }
 }
 
 /// What our own client saw: requests answered 200, answered otherwise, broken after the
@@ -191,13 +119,7 @@ fn run_clients(
 #[test]
 fn the_local_cloud_serves_scales_its_pool_survives_a_kill_and_tears_down_without_failing_a_request()
 {
-    let status = Command::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../tools/install-webtier"
-    ))
-    .status()
-    .unwrap();
-    assert!(status.success(), "tools/install-webtier failed");
+    install_webtier();
 
     let mut fx = Fixture::new();
     // The real images, not the test ones; and the default drain_timeout: the fixture's
@@ -279,19 +201,7 @@ fn the_local_cloud_serves_scales_its_pool_survives_a_kill_and_tears_down_without
         .expect("a web VM in the pool")
         .clone();
     let victim_name = victim["name"].as_str().unwrap().to_owned();
-    let vm_json = std::fs::read_to_string(
-        fx.dir
-            .path()
-            .join("state/local/vms")
-            .join(victim["id"].as_str().unwrap())
-            .join("vm.json"),
-    )
-    .unwrap();
-    let record: serde_json::Value = serde_json::from_str(&vm_json).unwrap();
-    let pgid = record["pgid"]
-        .as_i64()
-        .or(record["pid"].as_i64())
-        .expect("the VM's process group");
+    let pgid = vm_pgid(&fx, victim["id"].as_str().unwrap());
     let killed = Instant::now();
     common::signal_group(pgid, "KILL");
     let (_, noticed) = wait_for(

@@ -182,28 +182,19 @@ pub async fn run(config: &Config, shutdown: watch::Receiver<bool>) -> Result<(),
                 steering.cloud_event(event, &mut conductor, &link, &notifier).await;
             }
             _ = ticks.tick() => {
+                // The tick judges silence: it must see every heartbeat already here (after a
+                // slow tick or a reconnect a backlog waits, and a VM whose heartbeat sits in
+                // it is not silent).
+                let mut backlog = 0;
+                while backlog < TELEMETRY_BACKLOG {
+                    let Ok(delivery) = telemetry.try_recv() else { break };
+                    take_telemetry(delivery, &mut conductor, &mut steering, &link, &notifier, &drops, max_size).await;
+                    backlog += 1;
+                }
                 steering.tick(&mut conductor, &link, &notifier, Utc::now()).await;
             }
             Some(delivery) = telemetry.recv() => {
-                match decode_telemetry(&delivery, max_size) {
-                    Ok(Telemetry::Heartbeat(heartbeat)) => conductor.heard(heartbeat, Utc::now()),
-                    Ok(Telemetry::Metrics(metrics)) => {
-                        conductor.received_telemetry += 1;
-                        steering.metrics(&metrics);
-                        conductor.metrics.insert(metrics.group.clone(), metrics);
-                    }
-                    Ok(Telemetry::PoolAck(ack)) => {
-                        conductor.received_telemetry += 1;
-                        steering.pool_ack(ack, &link, &notifier).await;
-                    }
-                    Err(reason) => {
-                        drops.record(&reason);
-                        warn!(routing_key = %delivery.routing_key, %reason, "dropped a message");
-                    }
-                }
-                if let Err(error) = delivery.acker.ack(BasicAckOptions::default()).await {
-                    debug!(%error, "telemetry ack failed (the channel was replaced)");
-                }
+                take_telemetry(delivery, &mut conductor, &mut steering, &link, &notifier, &drops, max_size).await;
             }
         }
     }
@@ -273,6 +264,37 @@ async fn recover_from_cloud(
             Err(error) => warn!(%error, template = group, vms = vms.len(),
                 "VMs of a group the state file does not know, without a usable template in their metadata: left alone; delete them with the cloud's own tools (openstack server delete)"),
         }
+    }
+}
+
+/// Takes in one heartbeat, metrics message or pool acknowledgement, and acknowledges it.
+async fn take_telemetry(
+    delivery: Delivery,
+    conductor: &mut Conductor,
+    steering: &mut Steering,
+    link: &LinkHandle,
+    notifier: &Notifier,
+    drops: &DropCounts,
+    max_size: usize,
+) {
+    match decode_telemetry(&delivery, max_size) {
+        Ok(Telemetry::Heartbeat(heartbeat)) => conductor.heard(heartbeat, Utc::now()),
+        Ok(Telemetry::Metrics(metrics)) => {
+            conductor.received_telemetry += 1;
+            steering.metrics(&metrics);
+            conductor.metrics.insert(metrics.group.clone(), metrics);
+        }
+        Ok(Telemetry::PoolAck(ack)) => {
+            conductor.received_telemetry += 1;
+            steering.pool_ack(ack, link, notifier).await;
+        }
+        Err(reason) => {
+            drops.record(&reason);
+            warn!(routing_key = %delivery.routing_key, %reason, "dropped a message");
+        }
+    }
+    if let Err(error) = delivery.acker.ack(BasicAckOptions::default()).await {
+        debug!(%error, "telemetry ack failed (the channel was replaced)");
     }
 }
 

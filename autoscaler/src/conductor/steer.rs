@@ -210,7 +210,14 @@ impl Steering {
                             ttl: None,
                             correlation_id: None,
                         };
-                        match link.publish(message, POOL_PUBLISH_PATIENCE).await {
+                        // While the link is down the pool waits for the group's next
+                        // resend instead of holding the loop (heartbeats, requests) up.
+                        let patience = if link_up {
+                            POOL_PUBLISH_PATIENCE
+                        } else {
+                            Duration::ZERO
+                        };
+                        match link.publish(message, patience).await {
                             Ok(()) => info!(
                                 template = %name,
                                 generation = update.generation,

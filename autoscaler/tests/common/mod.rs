@@ -6,6 +6,8 @@
 
 #![allow(dead_code)] // Each test binary uses its own part of these helpers.
 
+pub mod load;
+
 use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
@@ -143,7 +145,12 @@ impl Fixture {
 
     /// Starts `autoscaler-conductor --config-file <ours> ARGS...`.
     pub fn start_conductor_with(&mut self, args: &[&str]) -> u32 {
-        let log = std::fs::File::create(self.dir.path().join("conductor.log")).expect("log file");
+        // Appended to: a restarted conductor's log follows the previous one's.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("conductor.log"))
+            .expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_autoscaler-conductor"))
             .arg("--config-file")
             .arg(self.config_path())
@@ -155,6 +162,11 @@ impl Fixture {
         let pid = child.id();
         self.children.push(child);
         pid
+    }
+
+    /// The PID of the conductor started last.
+    pub fn conductor_pid(&self) -> u32 {
+        self.children.last().expect("a conductor was started").id()
     }
 
     /// Waits until the conductor answers `conductor status`; returns how long that took.
