@@ -623,3 +623,77 @@ fn a_cloud_that_refuses_boots_is_asked_again_with_backoff_not_every_tick() {
     // The error names the image and what the cloud has instead.
     assert!(log.contains("nosuch") && log.contains("ok"), "{log}");
 }
+
+#[test]
+fn a_conductor_that_lost_its_state_adopts_its_group_from_the_cloud() {
+    let mut fx = Fixture::new();
+    fx.start_conductor();
+    fx.wait_for_conductor(Duration::from_secs(20));
+    fx.instantiate("shop");
+    let vms = |fx: &Fixture| {
+        let shown = json(&fx.manage(&["--format", "json", "template", "show", "shop"]));
+        let mut names: Vec<String> = shown[0]["status"]["vms"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|vm| vm["name"].as_str().map(str::to_owned))
+            .collect();
+        names.sort();
+        names
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while vms(&fx).len() < 2 {
+        assert!(Instant::now() < deadline, "{}", fx.conductor_log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let before = vms(&fx);
+    assert!(fx.stop_conductor(Duration::from_secs(10)).success());
+    // The state file is lost; the VMs carry the template in their metadata.
+    std::fs::remove_file(fx.dir.path().join("state/templates.json")).unwrap();
+    fx.start_conductor();
+    fx.wait_for_conductor(Duration::from_secs(20));
+    let shown = json(&fx.manage(&["--format", "json", "template", "show", "shop"]));
+    assert_eq!(
+        shown[0]["template"]["name"],
+        "shop",
+        "{}",
+        fx.conductor_log()
+    );
+    assert_eq!(shown[0]["template"]["min_vms"], 1);
+    assert!(
+        shown[0]["source"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("cloud metadata of shop-")),
+        "{shown}"
+    );
+    // The same VMs, no duplicates, a few ticks later.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(vms(&fx), before, "{}", fx.conductor_log());
+}
+
+#[test]
+fn vms_that_fail_before_they_are_heard_are_replaced_with_backoff() {
+    let mut fx = Fixture::new();
+    std::fs::write(
+        fx.template_path("shop"),
+        common::SHOP_TEMPLATE.replace("\nimage = ok", "\nimage = fails"),
+    )
+    .unwrap();
+    fx.start_conductor();
+    fx.wait_for_conductor(Duration::from_secs(20));
+    fx.instantiate("shop");
+    std::thread::sleep(Duration::from_secs(12));
+    let log = fx.conductor_log();
+    let boots = log
+        .lines()
+        .filter(|l| l.contains("booting a VM") && l.contains("role=web"))
+        .count();
+    let failures = log.matches("autoscaler.vm.failed").count();
+    // Held back 2, 4, 8 s after the failures: not a boot a second.
+    assert!(failures >= 2, "{log}");
+    assert!(
+        (2..=4).contains(&boots),
+        "{boots} web boots in 12 s:\n{log}"
+    );
+}

@@ -1005,6 +1005,48 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_splitter_is_replaced_and_its_successor_gets_the_pool_at_once() {
+        let mut g = settled(1);
+        let mut obs = Observed {
+            link_up: true,
+            vms: vec![
+                vm("s1", Role::Splitter, VmStatus::Active, "127.0.1.2"),
+                vm("w1", Role::Web, VmStatus::Active, "127.0.1.3"),
+            ],
+            ..Default::default()
+        };
+        heard(&mut obs, "s1", 0.0, Some("http://127.0.1.2:8000/"));
+        heard(&mut obs, "w1", 0.0, None);
+        let first = pools(&g.step(at(0.0), obs.clone()));
+        assert_eq!(first.len(), 1);
+        obs.acked_generation = first[0].generation;
+        g.step(at(1.0), obs.clone());
+
+        // The splitter's VM dies: it is deleted and a splitter boot names it.
+        obs.vms[0].status = VmStatus::Shutoff;
+        let actions = g.step(at(2.0), obs.clone());
+        assert!(actions.contains(&Action::Delete(VmId("id-s1".into()))));
+        assert!(actions.contains(&Action::Boot {
+            role: Role::Splitter,
+            replaces: Some("s1".into()),
+        }));
+
+        // Its successor is heard at 3.5 s: the current pool goes to it on that tick, not
+        // at the next periodic resend.
+        obs.vms.remove(0);
+        obs.vms
+            .push(vm("s2", Role::Splitter, VmStatus::Active, "127.0.1.4"));
+        obs.pending_splitter_boots = 0;
+        heard(&mut obs, "s2", 3.5, Some("http://127.0.1.4:8000/"));
+        heard(&mut obs, "w1", 3.5, None);
+        let sent = pools(&g.step(at(3.6), obs.clone()));
+        assert_eq!(sent.len(), 1, "the pool at once for the new splitter");
+        assert_eq!(sent[0].members.len(), 1);
+        assert_eq!(sent[0].members[0].name, member_name("w1"));
+        assert!(pools(&g.step(at(4.6), obs)).is_empty(), "and once only");
+    }
+
+    #[test]
     fn web_vms_join_the_pool_when_active_and_heard_and_the_site_becomes_ready() {
         let mut g = settled(1);
         let mut obs = Observed {
