@@ -114,7 +114,24 @@ pub struct GroupSettings {
     pub heartbeat_timeout: std::time::Duration,
     pub drain_timeout: std::time::Duration,
     pub boot_timeout: std::time::Duration,
+    /// How recent the newest heartbeat of a group must be for the conductor to count as
+    /// hearing its VMs (about two heartbeat intervals, within half the timeout).
+    pub hearing_window: std::time::Duration,
     pub policy: PolicyOpts,
+}
+
+impl GroupSettings {
+    /// The settings of `[conductor]`, `[agent]` and `[policy]`.
+    pub fn from_config(config: &crate::conf::Config) -> GroupSettings {
+        let timeout = config.conductor.heartbeat_timeout;
+        GroupSettings {
+            heartbeat_timeout: timeout,
+            drain_timeout: config.conductor.drain_timeout,
+            boot_timeout: config.conductor.boot_timeout,
+            hearing_window: (config.agent.heartbeat_interval * 2).min(timeout / 2),
+            policy: config.policy,
+        }
+    }
 }
 
 /// The policy's knobs for `template` under `settings`.
@@ -320,7 +337,14 @@ impl Group {
         // heartbeating within boot_timeout; VMs whose server has not answered for
         // heartbeat_timeout once past boot_timeout. Each is reported once, leaves the
         // pool, is deleted, and the policy's size has it replaced.
-        let anyone_heard = obs.vms.iter().any(|vm| self.heartbeat_fresh(vm, &obs, now));
+        // Silence is evidence only while the conductor hears others *now*: when it goes
+        // deaf (a broker cut it has not noticed yet), every VM falls silent together, but
+        // their last heartbeats differ by up to an interval, so "others heard within
+        // heartbeat_timeout" would fail the stalest while the others are still fresh.
+        let anyone_heard = obs
+            .heartbeats
+            .values()
+            .any(|hb| (now - hb.last).to_std().unwrap_or_default() <= self.settings.hearing_window);
         let mut failed = BTreeSet::new();
         for vm in &obs.vms {
             if obs.pending_deletes.contains(&vm.id) {
@@ -901,8 +925,7 @@ mod tests {
             GroupSettings {
                 heartbeat_timeout: Duration::from_secs(3),
                 drain_timeout: Duration::from_secs(30),
-                boot_timeout: Duration::from_secs(300),
-                policy: crate::conf::Config::default().policy,
+                ..GroupSettings::from_config(&crate::conf::Config::default())
             },
         )
     }
@@ -1002,6 +1025,38 @@ mod tests {
             ..Default::default()
         };
         assert!(boots(&g.step(at(2.0), obs)).is_empty());
+    }
+
+    /// Regression (issue 4, broker cut): the conductor goes deaf before its link notices;
+    /// the VMs' last heartbeats are spread over an interval, so the stalest crosses
+    /// heartbeat_timeout while the others are still "fresh". Nothing may fail.
+    #[test]
+    fn a_deaf_conductor_does_not_fail_the_vm_heard_least_recently() {
+        let mut g = settled(2);
+        let mut obs = Observed {
+            link_up: true,
+            vms: vec![
+                vm("s", Role::Splitter, VmStatus::Active, "127.0.1.2"),
+                vm("w1", Role::Web, VmStatus::Active, "127.0.1.3"),
+                vm("w2", Role::Web, VmStatus::Active, "127.0.1.4"),
+            ],
+            ..Default::default()
+        };
+        heard(&mut obs, "s", 10.0, None);
+        heard(&mut obs, "w1", 10.4, None);
+        heard(&mut obs, "w2", 10.9, None);
+        for t in [11.0, 12.0, 13.0, 13.2, 13.5, 13.8, 14.0, 15.0, 20.0] {
+            let actions = g.step(at(t), obs.clone());
+            assert!(
+                !actions.iter().any(|a| matches!(a, Action::Delete(_))),
+                "at {t}: {actions:?}"
+            );
+        }
+        // Hearing again, while one VM stays silent: that one has failed.
+        heard(&mut obs, "s", 21.0, None);
+        heard(&mut obs, "w2", 21.0, None);
+        let actions = g.step(at(21.1), obs);
+        assert!(actions.contains(&Action::Delete(VmId("id-w1".into()))));
     }
 
     #[test]

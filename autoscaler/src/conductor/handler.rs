@@ -301,12 +301,7 @@ mod tests {
             vms: VmRegistry::default(),
             groups: BTreeMap::new(),
             metrics: BTreeMap::new(),
-            settings: GroupSettings {
-                heartbeat_timeout: std::time::Duration::from_secs(3),
-                drain_timeout: std::time::Duration::from_secs(30),
-                boot_timeout: std::time::Duration::from_secs(300),
-                policy: crate::conf::Config::default().policy,
-            },
+            settings: GroupSettings::from_config(&crate::conf::Config::default()),
             received_requests: 0,
             received_telemetry: 0,
         }

@@ -67,12 +67,7 @@ pub async fn run(config: &Config, shutdown: watch::Receiver<bool>) -> Result<(),
     let sender = format!("autoscaler-conductor.{host}");
     let topology = Topology::new(config.default.control_exchange.clone());
     let driver = driver::from_config(config)?;
-    let settings = GroupSettings {
-        heartbeat_timeout: config.conductor.heartbeat_timeout,
-        drain_timeout: config.conductor.drain_timeout,
-        boot_timeout: config.conductor.boot_timeout,
-        policy: config.policy,
-    };
+    let settings = GroupSettings::from_config(config);
     let mut templates = TemplateStore::open(&config.default.state_path)?;
     recover_from_cloud(
         driver.as_ref(),

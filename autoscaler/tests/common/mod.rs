@@ -322,6 +322,11 @@ impl Drop for Fixture {
             let _ = child.wait();
         }
         self.delete_local_vms();
+        if std::env::var_os("AUTOSCALER_TEST_KEEP").is_some() {
+            // For a post-mortem: the config, state (time series, VM consoles) and logs.
+            let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
+            eprintln!("AUTOSCALER_TEST_KEEP: kept {}", dir.keep().display());
+        }
         if let Some(vhost) = &self.vhost {
             let _ = Command::new("rabbitmqctl")
                 .args(["delete_vhost", vhost])
