@@ -532,10 +532,17 @@ impl Group {
                     })
                     .collect();
                 desired.sort_by(|a, b| a.name.cmp(&b.name));
-                if !settled {
-                    // Heartbeats may not have arrived yet: keep the members the splitter
-                    // has rather than empty its pool on a conductor restart or reconnect.
-                    desired = self.pool.clone();
+                if !settled || !anyone_heard {
+                    // Heartbeats may not have arrived yet (a conductor restart or
+                    // reconnect), or the conductor hears nobody (deaf before its link
+                    // notices): keep the members the splitter has rather than empty its
+                    // pool; only VMs the cloud shows dead or gone leave.
+                    desired = self
+                        .pool
+                        .iter()
+                        .filter(|m| webs.iter().any(|vm| member_name(&vm.name) == m.name))
+                        .cloned()
+                        .collect();
                 }
                 // Make before break: a VM being removed drains only once another member
                 // takes requests, or when no replacement is on its way.
@@ -1051,6 +1058,10 @@ mod tests {
                 !actions.iter().any(|a| matches!(a, Action::Delete(_))),
                 "at {t}: {actions:?}"
             );
+            // Nor does the splitter lose its members (an empty pool is a 503 for all).
+            for pool in pools(&actions) {
+                assert_eq!(pool.members.len(), 2, "at {t}: {pool:?}");
+            }
         }
         // Hearing again, while one VM stays silent: that one has failed.
         heard(&mut obs, "s", 21.0, None);
