@@ -11,7 +11,9 @@
 //!   partly), so it can never fill the window: no action for it.
 //! - **Scale in** when each of the last `scale_in_delay` seconds (at least as many as
 //!   scale-out looks at) needs fewer VMs than the decided size, to the largest need of
-//!   those seconds, and not within `scale_in_cooldown` of a scale-out (no flapping).
+//!   the last `stabilization + 2` of them (the level the load has settled at, not the
+//!   tail of the busier period the longer window still holds: no two-step scale-in),
+//!   and not within `scale_in_cooldown` of a scale-out (no flapping).
 //!   Removed first: VMs still booting (nothing to drain), then those with the fewest
 //!   requests in flight, then the newest.
 //! - **Hold** otherwise. Evidence is used once: after a change, the window starts over, so
@@ -227,6 +229,7 @@ impl ScalingPolicy for LittlePolicy {
             let scale_in = self
                 .last(in_n)
                 .filter(|w| cooled && desired > min && w.clone().all(|x| x.vms() < desired))
+                .and_then(|_| self.last(out_n))
                 .map(|w| w.map(|x| x.vms()).max().unwrap_or(0));
             if let Some(mean_need) = scale_out {
                 let new = clamp(Sample { need: mean_need }.vms(), desired + 1, max);
@@ -242,8 +245,8 @@ impl ScalingPolicy for LittlePolicy {
             } else if let Some(most) = scale_in {
                 let new = clamp(most, min, desired - 1);
                 let reason = format!(
-                    "for {in_n} s the load needed at most {most} VMs at an aim of {:.3} s: \
-                     {desired} -> {new}",
+                    "for {in_n} s the load needed fewer than {desired} VMs, for the last {out_n} s \
+                     at most {most} at an aim of {:.3} s: {desired} -> {new}",
                     s.aim()
                 );
                 desired = new;

@@ -166,13 +166,17 @@ fn low_load_after_high_returns_to_the_fewest_vms() {
     let mut world = World::new(settings(1, 8), 1);
     world.run(60, 40.0);
     assert_eq!(world.serving(), 3);
-    // 10 clients need 10 / 14.4 = 0.7 VM: back to 1 after the delay and cooldown.
+    // A second on the way down that still needs 2 VMs (25 clients), then 10 clients,
+    // which need 10 / 14.4 = 0.7 VM: back to 1 in one step after the delay.
+    world.run(1, 25.0);
     world.run(60, 10.0);
     let changes = world.changes();
     assert_eq!(
         changes.last().map(|c| (c.1, c.2)),
         Some((Verdict::ScaleIn, 1))
     );
+    let scale_ins = changes.iter().filter(|c| c.1 == Verdict::ScaleIn).count();
+    assert_eq!(scale_ins, 1, "{changes:?}");
     let scale_in_at = changes.last().unwrap().0;
     assert!(scale_in_at <= 60.0 + 16.0, "scaled in at {scale_in_at}");
     assert_eq!(world.serving(), 1);
