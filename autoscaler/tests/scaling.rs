@@ -25,9 +25,10 @@ use autoscaler::{
 use chrono::{DateTime, Utc};
 use common::{
     load::{
-        ab_for, ab_result, install_webtier, json, repo_images, vm_pgid, wait_for, AbResult, Proxy,
+        ab_for, ab_result, install_webtier, instantiate_site, json, repo_images, vm_pgid, wait_for,
+        AbResult, Proxy,
     },
-    stderr, stdout, Fixture,
+    Fixture,
 };
 
 /// One site at a time: two sites' JVMs on a 2-core machine would skew the response times
@@ -51,25 +52,8 @@ fn start_site(fx: &mut Fixture, min: u32, max: u32, extra_config: &str) -> Strin
     std::fs::write(fx.template_path("site"), template(min, max)).unwrap();
     fx.start_conductor();
     fx.wait_for_conductor(Duration::from_secs(20));
-    let start = Instant::now();
-    let out = fx.manage(&[
-        "template",
-        "instantiate",
-        fx.template_path("site").to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}\n{}\n{}",
-        stdout(&out),
-        stderr(&out),
-        fx.conductor_log()
-    );
-    let url = stdout(&out)
-        .lines()
-        .find_map(|l| l.strip_prefix("site ready: "))
-        .unwrap_or_else(|| panic!("no URL in {}", stdout(&out)))
-        .to_owned();
-    eprintln!("instantiate -> site ready: {:?} ({url})", start.elapsed());
+    let (url, took) = instantiate_site(fx);
+    eprintln!("instantiate -> site ready: {took:?} ({url})");
     format!("{}index.jsp", url.trim_end_matches("index.jsp"))
 }
 

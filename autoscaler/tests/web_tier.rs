@@ -21,7 +21,9 @@ use std::{
 };
 
 use common::{
-    load::{ab, ab_result, install_webtier, json, repo_images, vm_pgid, wait_for},
+    load::{
+        ab, ab_result, install_webtier, instantiate_site, json, repo_images, vm_pgid, wait_for,
+    },
     stderr, stdout, Fixture,
 };
 
@@ -133,25 +135,7 @@ fn the_local_cloud_serves_scales_its_pool_survives_a_kill_and_tears_down_without
     fx.wait_for_conductor(Duration::from_secs(20));
 
     // 1. Instantiate with min 2: the site answers through the splitter within 30 s.
-    let start = Instant::now();
-    let out = fx.manage(&[
-        "template",
-        "instantiate",
-        fx.template_path("site").to_str().unwrap(),
-    ]);
-    let instantiate_time = start.elapsed();
-    assert!(
-        out.status.success(),
-        "{}\n{}\n{}",
-        stdout(&out),
-        stderr(&out),
-        fx.conductor_log()
-    );
-    let url = stdout(&out)
-        .lines()
-        .find_map(|l| l.strip_prefix("site ready: "))
-        .unwrap_or_else(|| panic!("no URL in {}", stdout(&out)))
-        .to_owned();
+    let (url, instantiate_time) = instantiate_site(&fx);
     eprintln!("instantiate → site ready: {instantiate_time:?} ({url})");
     assert!(
         instantiate_time < Duration::from_secs(60),

@@ -32,6 +32,31 @@ pub fn install_webtier() {
     assert!(status.success(), "tools/install-webtier failed");
 }
 
+/// `autoscaler-manage template instantiate <dir>/site.template`, followed until the site
+/// is ready (which must happen); returns the site's URL and how long it took.
+pub fn instantiate_site(fx: &Fixture) -> (String, Duration) {
+    let start = Instant::now();
+    let out = fx.manage(&[
+        "template",
+        "instantiate",
+        fx.template_path("site").to_str().expect("UTF-8 path"),
+    ]);
+    let took = start.elapsed();
+    assert!(
+        out.status.success(),
+        "{}\n{}\n{}",
+        stdout(&out),
+        super::stderr(&out),
+        fx.conductor_log()
+    );
+    let url = stdout(&out)
+        .lines()
+        .find_map(|l| l.strip_prefix("site ready: "))
+        .unwrap_or_else(|| panic!("no URL in {}", stdout(&out)))
+        .to_owned();
+    (url, took)
+}
+
 /// The parsed JSON output of a CLI call.
 pub fn json(out: &std::process::Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
