@@ -337,6 +337,7 @@ impl Group {
         // heartbeating within boot_timeout; VMs whose server has not answered for
         // heartbeat_timeout once past boot_timeout. Each is reported once, leaves the
         // pool, is deleted, and the policy's size has it replaced.
+        //
         // Silence is evidence only while the conductor hears others *now*: when it goes
         // deaf (a broker cut it has not noticed yet), every VM falls silent together, but
         // their last heartbeats differ by up to an interval, so "others heard within
