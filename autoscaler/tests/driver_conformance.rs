@@ -566,6 +566,38 @@ async fn the_boot_script_runs_in_its_own_session_with_its_environment() {
     driver.delete(&vm.id).await.unwrap();
 }
 
+/// Regression (issue 4: kill -9 of the conductor in the middle of a scale-out): the
+/// conductor died after the VM started but before its process group was recorded. The
+/// restarted driver finds the group the VM wrote itself, so the VM is not reported dead
+/// while it runs (and then left running as an orphan holding its address).
+#[tokio::test]
+async fn a_vm_whose_start_was_interrupted_is_adopted_by_the_next_driver() {
+    let cloud = LocalCloud::new("127.0.9.64/29", "");
+    let driver = cloud.driver();
+    let vm = driver
+        .boot(spec("interrupted", "ok", "shop"))
+        .await
+        .unwrap();
+    wait_for(driver.as_ref(), &vm.id, VmStatus::Active).await;
+    let pgid = cloud.pgid(&vm.id).unwrap();
+    drop(driver);
+    // As the record was before the group was known.
+    let record_path = cloud.vm_dir(&vm.id).join("vm.json");
+    let mut record: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&record_path).unwrap()).unwrap();
+    record["pgid"] = serde_json::Value::Null;
+    record["leader_start"] = serde_json::Value::Null;
+    record["status"] = "BUILD".into();
+    fs::write(&record_path, record.to_string()).unwrap();
+
+    let driver = cloud.driver(); // a new driver on the same state, as after a restart
+    let seen = wait_for(driver.as_ref(), &vm.id, VmStatus::Active).await;
+    assert_eq!(seen.status, VmStatus::Active);
+    assert_eq!(read_pgid(&cloud.vm_dir(&vm.id)), Some(pgid));
+    driver.delete(&vm.id).await.unwrap();
+    eventually("the adopted group is gone", || !group_runs(pgid)).await;
+}
+
 #[tokio::test]
 async fn nova_is_not_available_yet() {
     let config = load_from_str("autoscaler.conf", "[compute]\ndriver = nova\n")

@@ -154,7 +154,19 @@ impl LocalDriver {
                 }
                 continue;
             }
-            let record = VmRecord::read(&dir)?;
+            let mut record = VmRecord::read(&dir)?;
+            if record.pgid.is_none() && record.status == VmStatus::Build {
+                // The conductor died while starting this VM, before recording its group:
+                // the VM wrote it itself.
+                if let Some(pgid) = process::recorded_by_the_vm(&dir) {
+                    record.pgid = Some(pgid);
+                    record.leader_start = process::leader_start_time(pgid);
+                    tracing::warn!(vm = %record.id, pgid, "adopted the process group of a VM whose start was interrupted");
+                    if let Err(e) = record.write(&dir) {
+                        tracing::warn!(vm = %record.id, error = %e, "cannot record the VM's process group");
+                    }
+                }
+            }
             if !state.pool.hold(record.address) {
                 tracing::warn!(vm = %record.id, address = %record.address,
                     "two VM records hold the same address");

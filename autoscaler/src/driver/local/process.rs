@@ -36,6 +36,11 @@ const KILL_WAIT: Duration = Duration::from_secs(5);
 /// How long `setsid` may take to make the boot script a session leader; it is one exec.
 const SESSION_WAIT: Duration = Duration::from_secs(2);
 
+/// The file in the VM directory where the VM's first process writes its pid (its process
+/// group id) before it becomes the boot script: if the conductor dies between starting the
+/// VM and recording the group, the restarted driver still finds the group (no orphan).
+pub(super) const PGID_FILE: &str = "pgid";
+
 /// How the boot process ended, as the task that reaped it saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct BootOutcome {
@@ -68,7 +73,7 @@ pub(super) struct BootCommand<'a> {
 /// Starts the boot script in a new session (see the module doc), with its output appended
 /// to the console log, and a task that reaps it and records how it ended.
 pub(super) async fn spawn_boot(cmd: BootCommand<'_>) -> Result<Spawned, DriverError> {
-    let command_text = format!("setsid {}", cmd.boot_script.display());
+    let command_text = format!("setsid sh -c ... {}", cmd.boot_script.display());
     let spawn_error = |source| DriverError::Spawn {
         command: command_text.clone(),
         source,
@@ -81,7 +86,10 @@ pub(super) async fn spawn_boot(cmd: BootCommand<'_>) -> Result<Spawned, DriverEr
     let console_err = console
         .try_clone()
         .map_err(|e| DriverError::io(cmd.console_log, e))?;
+    // `sh` runs as the session leader (same pid), writes that pid, and becomes the boot
+    // script with `exec`.
     let mut child = Command::new("setsid")
+        .args(["sh", "-c", &format!("echo $$ > {PGID_FILE}; exec \"$0\"")])
         .arg(cmd.boot_script)
         .current_dir(cmd.vm_dir)
         .envs(cmd.env)
@@ -203,6 +211,17 @@ pub(super) fn group_alive(pgid: i32, leader_start: Option<u64>, hint: &mut Optio
         // No /proc to look into: trust kill.
         Err(_) => true,
     }
+}
+
+/// The process group a VM's first process wrote into its directory, when that group is
+/// alive.
+pub(super) fn recorded_by_the_vm(vm_dir: &Path) -> Option<i32> {
+    let pgid: i32 = fs::read_to_string(vm_dir.join(PGID_FILE))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    group_alive(pgid, None, &mut None).then_some(pgid)
 }
 
 /// A process of group `pgid` that is not a zombie, from a scan of `/proc`.
