@@ -109,7 +109,12 @@ pub fn ab(url: &str, requests: u32, concurrency: u32) -> Child {
 pub fn ab_for(url: &str, seconds: u32, concurrency: u32) -> Child {
     ab_with(
         url,
-        &["-t", &seconds.to_string(), "-n", "100000000"],
+        &[
+            "-t",
+            &seconds.to_string(),
+            "-n",
+            &(seconds.max(1) * 50_000).to_string(),
+        ],
         concurrency,
     )
 }
