@@ -1,5 +1,5 @@
 //! The control loop's hands: each tick, for every group, ask the cloud for its VMs, run
-//! the group's rules ([`Group::step`]) and carry their actions out. Boots and deletes run
+//! the group's rules ([`Group::step`](super::group::Group::step)) and carry their actions out. Boots and deletes run
 //! as tasks of their own (a Nova boot takes seconds) and report back as [`CloudEvent`]s,
 //! so the loop never waits on the cloud for more than a listing.
 
