@@ -596,17 +596,20 @@ async fn a_pool_the_splitter_refused_reaches_the_operator_as_an_error_notificati
     connection.close(200, "done".into()).await.unwrap();
 }
 
-#[test]
-fn a_cloud_that_refuses_boots_is_asked_again_with_backoff_not_every_tick() {
+/// A conductor running the shop template with its web VMs on test image `image`.
+fn shop_instantiated_on(image: &str) -> Fixture {
     let mut fx = Fixture::new();
-    std::fs::write(
-        fx.template_path("shop"),
-        common::SHOP_TEMPLATE.replace("\nimage = ok", "\nimage = nosuch"),
-    )
-    .unwrap();
+    let template = common::SHOP_TEMPLATE.replace("\nimage = ok", &format!("\nimage = {image}"));
+    std::fs::write(fx.template_path("shop"), template).unwrap();
     fx.start_conductor();
     fx.wait_for_conductor(Duration::from_secs(20));
     fx.instantiate("shop");
+    fx
+}
+
+#[test]
+fn a_cloud_that_refuses_boots_is_asked_again_with_backoff_not_every_tick() {
+    let fx = shop_instantiated_on("nosuch");
     let deadline = Instant::now() + Duration::from_secs(20);
     while !fx.conductor_log().contains("retry_in_s=4") {
         assert!(
@@ -674,15 +677,7 @@ fn a_conductor_that_lost_its_state_adopts_its_group_from_the_cloud() {
 
 #[test]
 fn vms_that_fail_before_they_are_heard_are_replaced_with_backoff() {
-    let mut fx = Fixture::new();
-    std::fs::write(
-        fx.template_path("shop"),
-        common::SHOP_TEMPLATE.replace("\nimage = ok", "\nimage = fails"),
-    )
-    .unwrap();
-    fx.start_conductor();
-    fx.wait_for_conductor(Duration::from_secs(20));
-    fx.instantiate("shop");
+    let fx = shop_instantiated_on("fails");
     std::thread::sleep(Duration::from_secs(12));
     let log = fx.conductor_log();
     let boots = log
