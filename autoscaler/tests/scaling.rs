@@ -19,7 +19,7 @@ use std::{
 };
 
 use autoscaler::{
-    conductor::timeseries::{read_rows, Row},
+    conductor::timeseries::{mean_response_time as mean_response, read_rows, settled_from, Row},
     messaging::TransportUrl,
 };
 use chrono::{DateTime, Utc};
@@ -75,16 +75,6 @@ fn seconds(d: chrono::TimeDelta) -> f64 {
     d.num_milliseconds() as f64 / 1000.0
 }
 
-/// Mean response time over `rows`, weighted by their requests.
-fn mean_response(rows: &[&Row]) -> Option<f64> {
-    let requests: u64 = rows.iter().map(|r| r.requests).sum();
-    let busy: f64 = rows
-        .iter()
-        .map(|r| r.requests as f64 * r.mean_response_time.unwrap_or(0.0))
-        .sum();
-    (requests > 0).then(|| busy / requests as f64)
-}
-
 /// VM-seconds of `rows` (one row a second).
 fn vm_seconds(rows: &[&Row]) -> u32 {
     rows.iter().map(|r| total(r)).sum()
@@ -94,19 +84,9 @@ fn vm_seconds(rows: &[&Row]) -> u32 {
 /// `until`, as seconds after `from`.
 fn settle_time(rows: &[Row], from: DateTime<Utc>, until: DateTime<Utc>) -> Option<f64> {
     let phase = between(rows, from, until);
-    let windows: Vec<(DateTime<Utc>, Option<f64>)> = (0..phase.len())
-        .map(|i| {
-            let w = &phase[i.saturating_sub(4)..=i];
-            (phase[i].time, mean_response(w))
-        })
-        .collect();
-    let last_over = windows
-        .iter()
-        .rposition(|(_, m)| m.is_none_or(|m| m >= TARGET));
-    match last_over {
-        None => Some(0.0),
-        Some(i) if i + 1 < windows.len() => Some(seconds(windows[i + 1].0 - from)),
-        Some(_) => None,
+    match settled_from(&phase, TARGET)? {
+        0 => Some(0.0),
+        i => Some(seconds(phase[i].time - from)),
     }
 }
 

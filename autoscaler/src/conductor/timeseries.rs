@@ -179,6 +179,34 @@ pub fn read_rows(path: &Path) -> Result<Vec<Row>, ReadError> {
         .map_err(error)
 }
 
+/// Mean response time over `rows`, weighted by their requests; `None` without requests.
+pub fn mean_response_time(rows: &[&Row]) -> Option<f64> {
+    let requests: u64 = rows.iter().map(|r| r.requests).sum();
+    let busy: f64 = rows
+        .iter()
+        .map(|r| r.requests as f64 * r.mean_response_time.unwrap_or(0.0))
+        .sum();
+    (requests > 0).then(|| busy / requests as f64)
+}
+
+/// Rows a settle window spans (about 5 s at one row a second).
+pub const SETTLE_WINDOW_ROWS: usize = 5;
+
+/// Where `rows` (consecutive, one period) settled under `target`: the index of the first
+/// row from which the mean over the last [`SETTLE_WINDOW_ROWS`] rows stayed under the
+/// target to the end. `Some(0)` when it never went over, `None` when it ends over.
+pub fn settled_from(rows: &[&Row], target: f64) -> Option<usize> {
+    let last_over = (0..rows.len()).rev().find(|&i| {
+        let window = &rows[(i + 1).saturating_sub(SETTLE_WINDOW_ROWS)..=i];
+        mean_response_time(window).is_none_or(|m| m >= target)
+    });
+    match last_over {
+        None => Some(0),
+        Some(i) if i + 1 < rows.len() => Some(i + 1),
+        Some(_) => None,
+    }
+}
+
 /// Group names are checked by `template::validate_name`; this guards the path anyway.
 fn check_group(group: &str) -> io::Result<()> {
     if group.is_empty() || group.contains('/') || group.starts_with('.') {
@@ -323,6 +351,48 @@ mod tests {
             .lines()
             .map(str::to_owned)
             .collect()
+    }
+
+    #[test]
+    fn settling_is_the_start_of_the_tail_whose_5_row_mean_is_under_target() {
+        let row = |requests, mean| Row {
+            requests,
+            mean_response_time: Some(mean),
+            ..sample_row_for_settle()
+        };
+        // 4 slow seconds (80 x 0.45 s), then fast ones (240 x 0.15 s): the 5-row mean
+        // is 0.32, 0.25, 0.2045, then 0.173 at row 7 (one slow second left in it).
+        let rows: Vec<Row> = (0..4)
+            .map(|_| row(80, 0.45))
+            .chain((0..8).map(|_| row(240, 0.15)))
+            .collect();
+        let refs: Vec<&Row> = rows.iter().collect();
+        assert_eq!(settled_from(&refs, 0.2), Some(7));
+        assert_eq!(settled_from(&refs[4..], 0.2), Some(0), "never over");
+        assert_eq!(settled_from(&refs[..4], 0.2), None, "ends over");
+        let mean = mean_response_time(&refs[3..5]).unwrap();
+        assert!((mean - (36.0 + 36.0) / 320.0).abs() < 1e-12);
+        assert_eq!(mean_response_time(&[]), None);
+    }
+
+    fn sample_row_for_settle() -> Row {
+        Row {
+            time: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+            group: "site".into(),
+            requests: 0,
+            rate: 0.0,
+            mean_response_time: None,
+            p95_response_time: None,
+            in_flight: None,
+            vms_booting: 0,
+            vms_active: 1,
+            vms_draining: 0,
+            desired: 1,
+            target_response_time: 0.2,
+            metric: None,
+            decision: "hold".into(),
+            reason: String::new(),
+        }
     }
 
     #[test]

@@ -23,6 +23,11 @@ const TARGET: RGBColor = RGBColor(214, 39, 40);
 
 type DrawResult = Result<(), Box<dyn std::error::Error>>;
 
+/// A legend entry: a short line in the series' colour.
+fn legend_line(color: RGBColor) -> impl Fn((i32, i32)) -> PathElement<(i32, i32)> {
+    move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2))
+}
+
 /// Draws the figure on `root`.
 pub fn figure<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, run: &Run) -> DrawResult
 where
@@ -69,7 +74,7 @@ where
             chart
                 .draw_series(LineSeries::new(clients.clone(), BLACK.stroke_width(2)))?
                 .label("clients")
-                .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLACK.stroke_width(2)));
+                .legend(legend_line(BLACK));
             Ok(())
         },
     )?;
@@ -93,14 +98,14 @@ where
             chart
                 .draw_series(LineSeries::new(mean.clone(), ACTIVE.stroke_width(2)))?
                 .label("mean response time")
-                .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], ACTIVE.stroke_width(2)));
+                .legend(legend_line(ACTIVE));
             chart
                 .draw_series(LineSeries::new(
                     [(x_min, target), (x_max, target)],
                     TARGET.stroke_width(2),
                 ))?
                 .label(format!("target {target} s"))
-                .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], TARGET.stroke_width(2)));
+                .legend(legend_line(TARGET));
             Ok(())
         },
     )?;
@@ -137,9 +142,7 @@ where
                 chart
                     .draw_series(LineSeries::new(data, color.stroke_width(2)))?
                     .label(name)
-                    .legend(move |(x, y)| {
-                        PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2))
-                    });
+                    .legend(legend_line(color));
             }
             Ok(())
         },
@@ -169,11 +172,11 @@ where
             chart
                 .draw_series(LineSeries::new(metric.clone(), ACTIVE.stroke_width(2)))?
                 .label("needed (metric)")
-                .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], ACTIVE.stroke_width(2)));
+                .legend(legend_line(ACTIVE));
             chart
                 .draw_series(LineSeries::new(desired.clone(), BLACK.stroke_width(2)))?
                 .label("decided size")
-                .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLACK.stroke_width(2)));
+                .legend(legend_line(BLACK));
             Ok(())
         },
     )?;

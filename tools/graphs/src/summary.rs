@@ -5,20 +5,10 @@
 
 use std::fmt::Write;
 
-use autoscaler::conductor::timeseries::Row;
+use autoscaler::conductor::timeseries::{mean_response_time as mean_response, settled_from, Row};
 use chrono::{DateTime, Utc};
 
 use crate::data::{Phase, Run};
-
-/// Mean response time over `rows`, weighted by their requests.
-fn mean_response(rows: &[&Row]) -> Option<f64> {
-    let requests: u64 = rows.iter().map(|r| r.requests).sum();
-    let busy: f64 = rows
-        .iter()
-        .map(|r| r.requests as f64 * r.mean_response_time.unwrap_or(0.0))
-        .sum();
-    (requests > 0).then(|| busy / requests as f64)
-}
 
 fn within(run: &Run, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<&Row> {
     run.rows
@@ -35,15 +25,9 @@ fn total_vms(r: &Row) -> u32 {
 /// stayed there to the phase's end; `None` when it never did.
 fn settle(run: &Run, phase: &Phase) -> Option<f64> {
     let rows = within(run, phase.start, phase.end);
-    let target = run.target();
-    let last_over = (0..rows.len()).rev().find(|&i| {
-        let window = &rows[i.saturating_sub(4)..=i];
-        mean_response(window).is_none_or(|m| m >= target)
-    });
-    match last_over {
-        None => Some(0.0),
-        Some(i) if i + 1 < rows.len() => Some(run.x(rows[i + 1].time) - run.x(phase.start)),
-        Some(_) => None,
+    match settled_from(&rows, run.target())? {
+        0 => Some(0.0),
+        i => Some(run.x(rows[i].time) - run.x(phase.start)),
     }
 }
 
