@@ -5,6 +5,7 @@
 //! |---|---|---|
 //! | heartbeats | `heartbeat.<group>.<vm>` | transient, per-message TTL |
 //! | metrics | `metrics.<group>` | transient, per-message TTL |
+//! | group status (the conductor's tick) | `status.<group>` | transient, per-message TTL |
 //! | pool updates | `pool.<group>` | persistent, publisher confirms |
 //! | pool acks | `pool-ack.<group>` | persistent, publisher confirms |
 //! | CLI requests | `rpc.conductor` | persistent, confirms, expire with the CLI's timeout |
@@ -46,6 +47,12 @@ impl Topology {
 
     pub fn metrics_key(group: &str) -> String {
         format!("metrics.{group}")
+    }
+
+    /// Where the conductor publishes each tick's row of a group (what it decided and why),
+    /// for live views such as `autoscaler-manage monitor`.
+    pub fn status_key(group: &str) -> String {
+        format!("status.{group}")
     }
 
     pub fn pool_key(group: &str) -> String {
@@ -176,6 +183,7 @@ mod tests {
         );
         assert_eq!(Topology::metrics_key("shop"), "metrics.shop");
         assert_eq!(Topology::pool_key("shop"), "pool.shop");
+        assert_eq!(Topology::status_key("shop"), "status.shop");
         assert_eq!(
             Topology::notification_key("notifications", "INFO"),
             "notifications.info"

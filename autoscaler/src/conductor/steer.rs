@@ -11,13 +11,13 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::{
     group::{Action, Observed},
     handler::{Conductor, Event},
     notifier::Notifier,
-    timeseries::{TimeSeries, DIR_NAME as TIMESERIES_DIR},
+    timeseries::{Row, TimeSeries, DIR_NAME as TIMESERIES_DIR},
     vm_spec::vm_spec,
 };
 use crate::{
@@ -238,6 +238,9 @@ impl Steering {
                         if let Err(error) = self.timeseries.append(&row) {
                             warn!(%error, template = %name, "time series row not written");
                         }
+                        if link_up {
+                            self.publish_status(link, &row, now).await;
+                        }
                     }
                     Action::Forget => {
                         info!(template = %name, "every VM is gone; template forgotten");
@@ -252,6 +255,24 @@ impl Steering {
                     }
                 }
             }
+        }
+    }
+
+    /// The tick's row of a group on `status.<group>`, for live views: fire and forget,
+    /// like telemetry (a late row is worthless, and the loop must not wait for it).
+    async fn publish_status(&self, link: &LinkHandle, row: &Row, now: DateTime<Utc>) {
+        let body = envelope::encode(&self.sender, now, row);
+        let key = Topology::status_key(&row.group);
+        let message = Outgoing {
+            exchange: &self.topology.exchange,
+            routing_key: &key,
+            body: &body,
+            confirm: false,
+            ttl: Some(self.config.agent.telemetry_ttl),
+            correlation_id: None,
+        };
+        if let Err(error) = link.publish(message, Duration::ZERO).await {
+            debug!(%error, template = %row.group, "status row not published");
         }
     }
 

@@ -36,6 +36,10 @@
 //! `decision` or `reason` is written as a space, so one row is one line and a reader may
 //! tail the file.
 //!
+//! The same row travels on the broker each tick, as the payload of kind `group_status` on
+//! `status.<group>` (transient, with `[agent] telemetry_ttl`), so that live views such as
+//! `autoscaler-manage monitor` need no access to these files.
+//!
 //! Durability: every row is flushed to the operating system as it is appended (not
 //! fsynced), so a crash of the conductor loses at most the row being written. Reopening a
 //! file whose last line is incomplete cuts that line off before appending. A file whose
@@ -93,6 +97,10 @@ pub struct Row {
     pub decision: String,
     #[serde(serialize_with = "one_line")]
     pub reason: String,
+}
+
+impl crate::messaging::envelope::Payload for Row {
+    const KIND: &'static str = "group_status";
 }
 
 /// The open files, one per group that has had a row since it was last closed.

@@ -5,6 +5,7 @@
 //! stderr starting `ERROR:`), 2 usage error. `config` commands work without a broker;
 //! the others ask the conductor over RabbitMQ.
 
+pub mod monitor;
 pub mod output;
 pub mod wait;
 
@@ -72,6 +73,16 @@ enum Category {
     /// The configuration files.
     #[command(subcommand)]
     Config(ConfigAction),
+    /// Watch the sites live from the broker: each second the splitter's requests and
+    /// response times, the VMs by state, the conductor's decision and why; notifications
+    /// as they come. Needs only the broker, not the conductor's files.
+    Monitor {
+        /// Only this template (default: every template).
+        template: Option<String>,
+        /// Stop after this many seconds (default: run until Ctrl-C).
+        #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+        seconds: Option<u64>,
+    },
     /// Alias of `template instantiate FILE` (the seed's spelling).
     #[command(name = "instantiate_template")]
     InstantiateTemplate { file: PathBuf },
@@ -285,6 +296,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 ]],
             });
             Ok(())
+        }
+        Category::Monitor { template, seconds } => {
+            if let Some(name) = &template {
+                template::validate_name(name)
+                    .map_err(|why| anyhow!("{name:?} is not a template name: {why}"))?;
+            }
+            monitor::run(
+                &config,
+                monitor::Options {
+                    template,
+                    duration: seconds.map(Duration::from_secs),
+                    format,
+                    connect_timeout: timeout,
+                },
+            )
         }
         Category::Conductor(ConductorAction::Status) => {
             let status: StatusView = call(&config, timeout, &Request::Status)?;

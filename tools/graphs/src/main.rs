@@ -1,8 +1,11 @@
 //! `autoscaler-graphs`: from a group's time series (the conductor's CSV) and a load test's
 //! phases (`autoscaler-loadtest --csv`), one figure of four panels sharing the time axis,
 //! high-load phases shaded, as `graphs.png` and `graphs.svg`, and `summary.md` beside
-//! them. Exit 0 on success, 1 when an input cannot be read or a file written.
+//! them. With `--check TEMPLATE`, also the acceptance checks of the run
+//! (`acceptance.rs`), printed and written to `check.txt`. Exit 0 on success, 1 when an
+//! input cannot be read, a file written, or a check fails.
 
+mod acceptance;
 mod data;
 mod draw;
 mod summary;
@@ -29,6 +32,12 @@ struct Args {
     /// Figure size in pixels, WIDTHxHEIGHT.
     #[arg(long, default_value = "1600x1800", value_parser = size)]
     size: (u32, u32),
+    /// Also check the run against the seed's criteria (no failed request, VMs within the
+    /// template's bounds, no action for a short burst, VMs up in high load and down in low
+    /// load, response time settled under the target in each high phase, figures that
+    /// decode), with the template the run was made with; exit 1 when a check fails.
+    #[arg(long, value_name = "TEMPLATE", requires = "phases")]
+    check: Option<PathBuf>,
 }
 
 fn size(text: &str) -> Result<(u32, u32), String> {
@@ -76,5 +85,21 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         svg.display(),
         summary.display()
     );
+    if let Some(template) = &args.check {
+        // Bounds are what the run was held to; the ceiling was checked when it started.
+        let template = autoscaler::template::Template::load(template, u32::MAX)?;
+        let mut verdicts = acceptance::check_run(&run, template.min_vms(), template.max_vms());
+        verdicts.extend(acceptance::figures(&args.out, args.size));
+        let report = acceptance::report(&verdicts);
+        let path = args.out.join("check.txt");
+        std::fs::write(&path, &report)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        print!("{report}");
+        let failed = verdicts.iter().filter(|v| !v.passed).count();
+        if failed > 0 {
+            return Err(format!("{failed} of {} checks failed", verdicts.len()).into());
+        }
+        println!("all {} checks passed", verdicts.len());
+    }
     Ok(())
 }

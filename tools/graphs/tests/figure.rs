@@ -131,3 +131,41 @@ fn a_missing_input_is_an_error_naming_it() {
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(stderr.contains("nope.csv"), "{stderr}");
 }
+
+#[test]
+fn check_reports_each_verdict_and_fails_on_the_failed_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let (series, phases) = write_run(dir.path());
+    let template = dir.path().join("site.template");
+    std::fs::write(
+        &template,
+        "name = site\nimage = tomcat-web\nmin_vms = 1\nmax_vms = 4\ntarget_response_time = 0.2\n",
+    )
+    .unwrap();
+    let out = dir.path().join("report");
+    let run = Command::new(env!("CARGO_BIN_EXE_autoscaler-graphs"))
+        .args(["--size", "800x900", "--timeseries"])
+        .arg(&series)
+        .arg("--phases")
+        .arg(&phases)
+        .arg("--out")
+        .arg(&out)
+        .arg("--check")
+        .arg(&template)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    // The run's third phase has one non-2xx answer: everything else passes.
+    assert_eq!(run.status.code(), Some(1), "{stdout}{stderr}");
+    assert_eq!(stderr.trim_end(), "ERROR: 1 of 6 checks failed");
+    let check = std::fs::read_to_string(out.join("check.txt")).unwrap();
+    assert_eq!(check.lines().filter(|l| l.starts_with("FAIL ")).count(), 1, "{check}");
+    assert!(
+        check.contains("FAIL no failed request: 6200 complete, 0 failed, 1 non-2xx (ab)"),
+        "{check}"
+    );
+    assert!(check.contains("PASS graphs.png decodes at the size asked for"), "{check}");
+    assert!(check.contains("PASS graphs.svg parses at the size asked for"), "{check}");
+    assert!(check.contains("PASS VMs rise in high load"), "{check}");
+}

@@ -1,0 +1,233 @@
+//! `autoscaler-manage monitor [TEMPLATE]`: a live view of the sites, built only from what
+//! the conductor and the agents publish on the broker (the conductor's per-tick rows on
+//! `status.<group>`, the splitter's `metrics.<group>`, every agent's heartbeats, and the
+//! notifications), the way an operator watches the service from any machine that reaches
+//! RabbitMQ. It reads none of the conductor's files.
+//!
+//! The monitor listens on a queue of its own (`<exchange>.monitor.<host>.<pid>`: not
+//! durable, deleted with its connection, bounded like telemetry), bound to those routing
+//! keys; a topic exchange copies each message to every bound queue, so the monitor takes
+//! nothing away from the conductor or from other notification consumers. What it shows is
+//! decided in [`view`].
+
+pub mod view;
+
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+use chrono::Utc;
+use lapin::message::Delivery;
+use tokio::sync::{mpsc, watch};
+
+use self::view::{header, Heard, Line, LiveView};
+use super::output::Format;
+use crate::{
+    conductor::timeseries::Row,
+    conf::Config,
+    messaging::{
+        link, Envelope, Heartbeat, Link, LinkState, Metrics, Notification, QueueSpec, Subscription,
+        Topology,
+    },
+};
+
+/// Messages the broker may push before the monitor has printed them (it does not
+/// acknowledge): a few seconds of a large site's heartbeats.
+const PREFETCH: u16 = 500;
+/// Ready messages kept on the broker for a monitor that falls behind; the oldest go first.
+const QUEUE_LENGTH: u32 = 10_000;
+
+/// What to watch, and for how long.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Only this template's messages; all templates when `None`.
+    pub template: Option<String>,
+    /// Stop after this long; run until interrupted when `None`.
+    pub duration: Option<Duration>,
+    pub format: Format,
+    /// How long to wait for the broker before giving up.
+    pub connect_timeout: Duration,
+}
+
+/// The routing keys the monitor's queue is bound to.
+pub fn bindings(template: Option<&str>, notification_topics: &[String]) -> Vec<String> {
+    let group = template.unwrap_or("*");
+    let mut keys = vec![
+        Topology::status_key(group),
+        Topology::metrics_key(group),
+        Topology::heartbeat_key(group, "*"),
+    ];
+    keys.extend(notification_topics.iter().map(|topic| format!("{topic}.*")));
+    keys
+}
+
+/// Decodes one delivery by its routing key; `None` for what cannot be read (counted).
+fn decode(delivery: &Delivery, max_size: usize) -> Option<Heard> {
+    let key = delivery.routing_key.as_str();
+    let ours = ["status.", "metrics.", "heartbeat."]
+        .iter()
+        .any(|prefix| key.starts_with(prefix));
+    if !ours {
+        return Notification::from_bytes(&delivery.data)
+            .ok()
+            .map(Heard::Notification);
+    }
+    let envelope = Envelope::decode(&delivery.data, max_size).ok()?;
+    if let Some(status) = envelope.payload_as::<Row>() {
+        return status.ok().map(|e| Heard::Status(e.payload));
+    }
+    if let Some(metrics) = envelope.payload_as::<Metrics>() {
+        return metrics.ok().map(|e| Heard::Metrics(e.payload));
+    }
+    envelope
+        .payload_as::<Heartbeat>()?
+        .ok()
+        .map(|e| Heard::Heartbeat(e.payload))
+}
+
+fn emit(line: &Line, format: Format) {
+    match format {
+        Format::Table => println!("{}", line.to_text()),
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string(line).expect("monitor lines serialize")
+        ),
+    }
+}
+
+/// Runs the monitor until the duration ends or the operator interrupts it.
+pub fn run(config: &Config, options: Options) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(watch_broker(config, options))
+}
+
+async fn watch_broker(config: &Config, options: Options) -> anyhow::Result<()> {
+    let exchange = config.default.control_exchange.clone();
+    let id = format!("{}.{}", config.default.host, std::process::id());
+    let (sender, mut deliveries) = mpsc::channel(usize::from(PREFETCH));
+    let subscription = Subscription {
+        queue: format!("{exchange}.monitor.{id}"),
+        spec: QueueSpec::telemetry(QUEUE_LENGTH),
+        bindings: bindings(
+            options.template.as_deref(),
+            &config.oslo_messaging_notifications.topics,
+        ),
+        prefetch: PREFETCH,
+        ack: false,
+        sender,
+    };
+    let link_config = config.link_config(format!("autoscaler-manage.monitor.{id}"));
+    // Fail fast, as every CLI command does, when no broker answers at the start; once
+    // watching, the link rides out broker restarts and failovers.
+    let (probe, _) = tokio::time::timeout(
+        options.connect_timeout,
+        link::connect(&link_config, 0, false),
+    )
+    .await
+    .map_err(|_| {
+        anyhow!(
+            "cannot reach the broker at {} within {} s",
+            config.default.transport_url,
+            options.connect_timeout.as_secs()
+        )
+    })??;
+    let _ = probe.close(200, "probe".into()).await;
+    let (stop, stopped) = watch::channel(false);
+    let (link, task) = Link::new(
+        link_config,
+        Topology::new(exchange.clone()),
+        vec![subscription],
+    )
+    .spawn(stopped);
+    // The borrow `wait_for` returns is dropped at once: held, it would block the link's
+    // next state change (a deadlock on this one-thread runtime).
+    let mut state = link.watch_state();
+    let connected = tokio::time::timeout(
+        options.connect_timeout,
+        state.wait_for(|s| matches!(s, LinkState::Up(_))),
+    )
+    .await
+    .is_ok_and(|up| up.is_ok());
+    if !connected {
+        let _ = stop.send(true);
+        let _ = task.await;
+        return Err(anyhow!(
+            "the broker at {} answered, then the monitor could not set up its queue within {} s",
+            config.default.transport_url,
+            options.connect_timeout.as_secs()
+        ));
+    }
+    if options.format == Format::Table {
+        println!(
+            "watching {} on exchange {exchange} (Ctrl-C to stop)",
+            options
+                .template
+                .as_deref()
+                .map_or("every template".to_owned(), |t| format!("template {t}"))
+        );
+        println!("{}", header());
+    }
+    let max_size = config.default.max_message_size;
+    let mut view = LiveView::new(options.template.clone());
+    let mut dropped = 0u64;
+    let mut seconds = tokio::time::interval(Duration::from_secs(1));
+    seconds.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let until = options.duration.map(|d| tokio::time::Instant::now() + d);
+    let end = async {
+        match until {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(end);
+    loop {
+        tokio::select! {
+            _ = &mut end => break,
+            _ = tokio::signal::ctrl_c() => break,
+            Some(delivery) = deliveries.recv() => match decode(&delivery, max_size) {
+                Some(heard) => {
+                    if let Some(line) = view.take(Utc::now(), heard) {
+                        emit(&line, options.format);
+                    }
+                }
+                None => dropped += 1,
+            },
+            _ = seconds.tick() => {
+                for line in view.second(Utc::now()) {
+                    emit(&line, options.format);
+                }
+            }
+        }
+    }
+    let _ = stop.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+    if dropped > 0 {
+        eprintln!("WARNING: {dropped} unreadable messages dropped");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_template_or_all_and_every_notification_topic() {
+        assert_eq!(
+            bindings(Some("shop"), &["notifications".into(), "ops".into()]),
+            [
+                "status.shop",
+                "metrics.shop",
+                "heartbeat.shop.*",
+                "notifications.*",
+                "ops.*"
+            ]
+        );
+        assert_eq!(
+            bindings(None, &[]),
+            ["status.*", "metrics.*", "heartbeat.*.*"]
+        );
+    }
+}
