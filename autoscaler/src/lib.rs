@@ -13,6 +13,7 @@ pub mod driver;
 pub mod logging;
 pub mod manage;
 pub mod policy;
+pub mod scenario;
 pub mod template;
 
 /// The broker protocol, shared with the in-VM agent (see `autoscaler-messaging`).
