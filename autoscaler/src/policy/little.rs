@@ -28,7 +28,7 @@ use std::{collections::VecDeque, time::Duration};
 
 use chrono::{DateTime, Utc};
 
-use super::{CapacityModel, Decision, FleetVm, Inputs, ScalingPolicy, Verdict, VmPhase};
+use super::{carry_out, CapacityModel, Decision, FleetVm, Inputs, ScalingPolicy, Verdict, VmPhase};
 
 /// Observations further apart than this are not consecutive: the window starts over.
 const MAX_GAP_SECONDS: f64 = 2.5;
@@ -196,7 +196,6 @@ impl ScalingPolicy for LittlePolicy {
             .iter()
             .filter(|vm| vm.phase == VmPhase::Active)
             .count() as u32;
-        let total = inputs.fleet.len() as u32;
         let capacity = booting + active;
         let mut desired = *self.desired.get_or_insert(clamp(capacity, min, max));
         desired = clamp(desired, min, max);
@@ -262,32 +261,7 @@ impl ScalingPolicy for LittlePolicy {
         };
         self.desired = Some(desired);
 
-        // Carry the size out: boot what is missing within max (draining VMs count), or
-        // remove the cheapest to drain.
-        let add = desired
-            .saturating_sub(capacity)
-            .min(max.saturating_sub(total));
-        let mut remove = Vec::new();
-        if capacity > desired {
-            let mut candidates: Vec<&FleetVm> = inputs
-                .fleet
-                .iter()
-                .filter(|vm| vm.phase == VmPhase::Active || live_booting(vm))
-                .collect();
-            candidates.sort_by(|a, b| {
-                let booting = |vm: &FleetVm| vm.phase != VmPhase::Booting;
-                booting(a)
-                    .cmp(&booting(b))
-                    .then(a.busy.unwrap_or(u32::MAX).cmp(&b.busy.unwrap_or(u32::MAX)))
-                    .then(b.created_at.cmp(&a.created_at))
-                    .then(a.name.cmp(&b.name))
-            });
-            remove = candidates
-                .into_iter()
-                .take((capacity - desired) as usize)
-                .map(|vm| vm.name.clone())
-                .collect();
-        }
+        let (add, remove) = carry_out(now, desired, max, s.boot_timeout, inputs.fleet);
         Decision {
             desired,
             add,
