@@ -152,6 +152,33 @@ fn a_crashed_vm_is_replaced() {
 }
 
 #[test]
+fn issue_6_open_loop_load_makes_ours_flap_once_at_most() {
+    // 100 req/s of Poisson arrivals: 4 VMs answer in about 50 ms, Little's law alone
+    // says 1 VM (L = 5), which completes only 80 req/s. Before the fix: 4 -> 1 -> 4
+    // every minute.
+    let load = Load::parse_trace("t", "seconds,rate\n600,100\n").unwrap();
+    let mut config = crate::sim::suite::suite_site(3, 4);
+    config.min_vms = 1;
+    let mut policy = PolicyKind::Autoscaler.build(&config, &load);
+    let result = run(&config, &load, policy.as_mut());
+    let changes: Vec<(String, u32)> = result
+        .rows
+        .iter()
+        .filter(|r| r.decision != "hold")
+        .map(|r| (r.decision.clone(), r.desired))
+        .collect();
+    let scale_ins = changes.iter().filter(|c| c.0 == "scale_in").count();
+    assert!(scale_ins <= 2, "{changes:?}");
+    let last = result.rows.last().unwrap();
+    assert_eq!(last.vms_active, 2, "keeps up with 100 req/s: {changes:?}");
+    let late_over = result.rows[300..]
+        .iter()
+        .filter(|r| r.mean_response_time.is_some_and(|m| m > 0.2))
+        .count();
+    assert_eq!(late_over, 0, "{changes:?}");
+}
+
+#[test]
 fn the_oracle_meets_the_target_in_steady_state() {
     let load = closed("60 4 low\n120 36 high\n60 4 low\n");
     let config = crate::sim::suite::suite_site(11, 4);
