@@ -301,3 +301,39 @@ pub fn goal(results: &[ScenarioFigures]) -> Vec<(String, bool)> {
     }
     lines
 }
+
+/// For each scenario, the peers that beat ours on both counts: fewer seconds over
+/// target at no more VM-seconds (the oracle included), or "none".
+pub fn dominated(results: &[ScenarioFigures]) -> Vec<String> {
+    results
+        .iter()
+        .filter_map(|scenario| {
+            let ours = scenario.of(PolicyKind::Autoscaler)?;
+            let better: Vec<String> = scenario
+                .by_policy
+                .iter()
+                .filter(|(kind, f)| {
+                    *kind != PolicyKind::Autoscaler
+                        && f.over_target < ours.over_target
+                        && f.vm_seconds <= ours.vm_seconds
+                })
+                .map(|(kind, f)| {
+                    format!(
+                        "{kind} ({} s over target, {:.0} VM-s)",
+                        number(f.over_target),
+                        f.vm_seconds
+                    )
+                })
+                .collect();
+            Some(format!(
+                "{}: {}",
+                scenario.entry.name,
+                if better.is_empty() {
+                    "none".to_owned()
+                } else {
+                    better.join(", ")
+                }
+            ))
+        })
+        .collect()
+}
