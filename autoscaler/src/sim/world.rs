@@ -148,6 +148,8 @@ pub struct RunResult {
 
 enum Event {
     PhaseStart(usize),
+    /// The load ends: clients send no more, arrivals stop.
+    LoadEnd,
     /// Open loop: the next arrival of the arrival process `epoch`.
     Arrival {
         epoch: u32,
@@ -229,19 +231,25 @@ pub fn run(config: &SimConfig, load: &Load, policy: &mut dyn ScalingPolicy) -> R
     for (i, phase) in load.phases.iter().enumerate() {
         world.queue.schedule(phase.start, Event::PhaseStart(i));
     }
+    world.queue.schedule(load.seconds(), Event::LoadEnd);
     for (i, fault) in config.faults.iter().enumerate() {
         world.queue.schedule(fault.at, Event::Fault(i));
     }
     world.queue.schedule(1.0, Event::Report);
     world.queue.schedule(1.0 + TICK_OFFSET, Event::Tick);
 
+    // The last second's row comes at its tick, half a second after the end.
     while let Some((now, event)) = world.queue.pop() {
-        if now > end {
+        if now > end + TICK_OFFSET {
             break;
         }
         world.events += 1;
         match event {
             Event::PhaseStart(i) => world.phase_start(now, i),
+            Event::LoadEnd => {
+                world.phase = None;
+                world.arrival_epoch += 1;
+            }
             Event::Arrival { epoch } => {
                 if epoch == world.arrival_epoch {
                     world.arrive(now);
