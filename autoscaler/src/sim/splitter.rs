@@ -8,14 +8,21 @@
 //! Not modelled: lb factors (all 1), mod_jk's periodic halving of the values (it keeps
 //! the order), retries of a failed request on another member.
 
-use std::collections::BTreeSet;
+use std::{cmp::Reverse, collections::BinaryHeap};
 
 /// The members taking requests, by VM number.
+///
+/// A min-heap of (value, VM, join) with lazy deletion: a member that leaves is only
+/// marked, and its entry is dropped when it comes up. Picks come out in the order of
+/// (value, VM number), as a sorted set would give them, at a heap's cost (the simulator
+/// routes every request through here).
 #[derive(Debug, Default, Clone)]
 pub struct Splitter {
-    /// lb value per VM number, `None` when the VM takes no requests.
-    values: Vec<Option<u64>>,
-    order: BTreeSet<(u64, u32)>,
+    /// Per VM number: its value and join count while it takes requests.
+    members: Vec<Option<(u64, u32)>>,
+    joins: Vec<u32>,
+    heap: BinaryHeap<Reverse<(u64, u32, u32)>>,
+    active: usize,
 }
 
 impl Splitter {
@@ -24,38 +31,58 @@ impl Splitter {
         if self.is_routed(vm) {
             return;
         }
-        let start = self.order.last().map_or(0, |&(v, _)| v);
+        let start = self
+            .members
+            .iter()
+            .flatten()
+            .map(|m| m.0)
+            .max()
+            .unwrap_or(0);
         let i = vm as usize;
-        if self.values.len() <= i {
-            self.values.resize(i + 1, None);
+        if self.members.len() <= i {
+            self.members.resize(i + 1, None);
+            self.joins.resize(i + 1, 0);
         }
-        self.values[i] = Some(start);
-        self.order.insert((start, vm));
+        self.joins[i] += 1;
+        let join = self.joins[i];
+        self.members[i] = Some((start, join));
+        self.heap.push(Reverse((start, vm, join)));
+        self.active += 1;
     }
 
     /// `vm` takes no new requests any more (draining, failed, removed).
     pub fn stop_routing(&mut self, vm: u32) {
-        if let Some(v) = self.values.get_mut(vm as usize).and_then(Option::take) {
-            self.order.remove(&(v, vm));
+        if self
+            .members
+            .get_mut(vm as usize)
+            .and_then(Option::take)
+            .is_some()
+        {
+            self.active -= 1;
         }
     }
 
     pub fn is_routed(&self, vm: u32) -> bool {
-        self.values.get(vm as usize).is_some_and(Option::is_some)
+        self.members.get(vm as usize).is_some_and(Option::is_some)
     }
 
     /// The member for the next request; `None` when no member is active (mod_jk
     /// answers 503).
     pub fn pick(&mut self) -> Option<u32> {
-        let (v, vm) = self.order.pop_first()?;
-        self.order.insert((v + 1, vm));
-        self.values[vm as usize] = Some(v + 1);
-        Some(vm)
+        while let Some(Reverse((value, vm, join))) = self.heap.pop() {
+            if self.members[vm as usize] != Some((value, join)) {
+                continue; // left since
+            }
+            self.members[vm as usize] = Some((value + 1, join));
+            self.heap.push(Reverse((value + 1, vm, join)));
+            return Some(vm);
+        }
+        None
     }
 
     /// Members taking requests.
     pub fn active(&self) -> usize {
-        self.order.len()
+        self.active
     }
 }
 
@@ -76,6 +103,18 @@ mod tests {
         assert_eq!(picks, [0, 2, 0, 2]);
         assert_eq!(s.active(), 2);
         assert!(!s.is_routed(1));
+    }
+
+    #[test]
+    fn a_member_that_leaves_and_joins_again_is_counted_once() {
+        let mut s = Splitter::default();
+        s.add(0);
+        s.add(1);
+        s.stop_routing(0);
+        s.add(0);
+        assert_eq!(s.active(), 2);
+        let picks: Vec<u32> = (0..4).filter_map(|_| s.pick()).collect();
+        assert_eq!(picks, [0, 1, 0, 1]);
     }
 
     #[test]
