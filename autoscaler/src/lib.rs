@@ -13,6 +13,8 @@ pub mod driver;
 pub mod logging;
 pub mod manage;
 pub mod policy;
+pub mod scenario;
+pub mod sim;
 pub mod template;
 
 /// The broker protocol, shared with the in-VM agent (see `autoscaler-messaging`).

@@ -272,7 +272,7 @@ async fn take_telemetry(
     drops: &DropCounts,
     max_size: usize,
 ) {
-    match decode_telemetry(&delivery, max_size) {
+    match decode_telemetry(&delivery.data, max_size) {
         Ok(Telemetry::Heartbeat(heartbeat)) => conductor.heard(heartbeat, Utc::now()),
         Ok(Telemetry::Metrics(metrics)) => {
             conductor.received_telemetry += 1;
@@ -294,14 +294,17 @@ async fn take_telemetry(
 }
 
 /// What the telemetry queue carries.
-enum Telemetry {
+#[derive(Debug)]
+pub enum Telemetry {
     Heartbeat(Heartbeat),
     Metrics(Metrics),
     PoolAck(PoolAck),
 }
 
-fn decode_telemetry(delivery: &Delivery, max_size: usize) -> Result<Telemetry, DropReason> {
-    let raw = Envelope::decode(&delivery.data, max_size)?;
+/// Reads one telemetry message as the conductor's intake does (public for the
+/// simulator's intake benchmark).
+pub fn decode_telemetry(data: &[u8], max_size: usize) -> Result<Telemetry, DropReason> {
+    let raw = Envelope::decode(data, max_size)?;
     if let Some(heartbeat) = raw.payload_as::<Heartbeat>() {
         return heartbeat.map(|e| Telemetry::Heartbeat(e.payload));
     }

@@ -14,6 +14,12 @@
 //! serving VM, and an exponential average keeps it. Until the site has been saturated
 //! once, the throughput per VM seen now stands in for μ; it can only be lower than the
 //! real capacity, so the VMs needed are over-estimated, never under-estimated.
+//!
+//! **Open-loop load** (arrivals that do not wait for answers) breaks the closed-loop
+//! assumption on the way down: fewer VMs do not make L stay, the arrivals λ stay. Once
+//! the policy has seen that (a scale-in after which the requests in flight piled up, see
+//! [`CapacityModel::learn_open_loop`]), a second also needs at least λ / μ VMs, the VMs
+//! that merely keep up with the arrivals.
 
 use super::Observation;
 
@@ -25,6 +31,12 @@ const SERVICE_TIME_MIN_REQUESTS: u64 = 10;
 /// Response time at least this many times the service time means requests queue: the
 /// VMs are saturated.
 const QUEUEING_FACTOR: f64 = 1.5;
+/// Seconds after the number of serving VMs changed in which nothing is learned about μ:
+/// the VMs that were there still work off their own queues while the new ones get only
+/// new requests (mod_jk does not move a queued request), so the mean is slow while most
+/// VMs are not saturated, and the throughput per VM reads low (issue 6: after a
+/// backlog, μ read 37 where it is 80).
+const UNBALANCED_SECONDS: u32 = 10;
 
 /// Learned per-VM capacity and service time.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -34,6 +46,12 @@ pub struct CapacityModel {
     /// Shortest mean response time seen over a busy enough second: the service time
     /// without queueing.
     service_time: Option<f64>,
+    /// The load has shown itself open-loop: the arrival rate stays when VMs go.
+    open_loop: bool,
+    /// The serving VMs of the last second, and the seconds since that number changed
+    /// (`None` before the first change).
+    serving: Option<u32>,
+    since_change: Option<u32>,
 }
 
 impl CapacityModel {
@@ -47,9 +65,27 @@ impl CapacityModel {
         self.service_time
     }
 
+    /// Whether the load has shown itself open-loop.
+    pub fn open_loop(&self) -> bool {
+        self.open_loop
+    }
+
+    /// The load turned out open-loop (issue 6: the simulator showed a scale-in to 1 VM
+    /// under 100 req/s of Poisson arrivals, the backlog, a scale-out to max, and the same
+    /// again every minute): from now on a second needs at least λ / μ VMs.
+    pub fn learn_open_loop(&mut self) {
+        self.open_loop = true;
+    }
+
     /// Learns from one second of measurements. `aim` is the response time the policy
     /// aims at, seconds.
     pub fn observe(&mut self, obs: &Observation, aim: f64) {
+        if self.serving.is_some_and(|s| s != obs.serving) {
+            self.since_change = Some(0);
+        } else if let Some(n) = self.since_change.as_mut() {
+            *n = n.saturating_add(1);
+        }
+        self.serving = Some(obs.serving);
         if obs.requests == 0 || obs.serving == 0 || !usable(obs) {
             return;
         }
@@ -59,7 +95,8 @@ impl CapacityModel {
         let queueing = self
             .service_time
             .is_some_and(|s| obs.mean >= QUEUEING_FACTOR * s);
-        if queueing || obs.mean > aim {
+        let balanced = self.since_change.is_none_or(|n| n >= UNBALANCED_SECONDS);
+        if balanced && (queueing || obs.mean > aim) {
             let seen = obs.rate() / f64::from(obs.serving);
             self.per_vm_rate = Some(match self.per_vm_rate {
                 Some(mu) => mu + LEARNING_RATE * (seen - mu),
@@ -91,7 +128,15 @@ impl CapacityModel {
         if per_vm <= 0.0 {
             return None;
         }
-        Some(obs.in_flight() / (per_vm * aim))
+        let little = obs.in_flight() / (per_vm * aim);
+        // Open loop: the remaining VMs must at least keep up with the arrivals. Only with
+        // a learned capacity (the stand-in is the current throughput per VM, which would
+        // make every VM look needed).
+        let keep_up = match self.per_vm_rate {
+            Some(mu) if self.open_loop && mu > 0.0 => obs.rate() / mu,
+            _ => 0.0,
+        };
+        Some(little.max(keep_up))
     }
 }
 
@@ -152,6 +197,21 @@ mod tests {
         // need is 8 / (80 * 0.18) = 0.56 VM, the estimate from 40 req/s per VM is larger.
         let need = model.needed(&obs(160, 0.05, 4), 0.18).unwrap();
         assert!(need >= 8.0 / (80.0 * 0.18), "{need}");
+    }
+
+    #[test]
+    fn issue_6_open_loop_load_needs_the_vms_that_keep_up_with_the_arrivals() {
+        let mut model = CapacityModel::default();
+        model.observe(&obs(40, 0.05, 2), 0.18);
+        model.observe(&obs(160, 0.25, 2), 0.18);
+        // 100 req/s on 4 VMs answered in 50 ms: L = 5, Little's need 5 / 14.4 = 0.35 VM;
+        // but 1 VM completes 80 req/s at most.
+        let fast = obs(100, 0.05, 4);
+        assert!(model.needed(&fast, 0.18).unwrap() < 0.5);
+        model.learn_open_loop();
+        assert!(model.open_loop());
+        let need = model.needed(&fast, 0.18).unwrap();
+        assert!((need - 100.0 / 80.0).abs() < 1e-9, "{need}");
     }
 
     #[test]

@@ -21,6 +21,11 @@
 //!   until `boot_timeout`). A gap in the observations (the splitter silent for more than
 //!   2.5 s) also starts the window over, and a tick without fresh observations holds.
 //!
+//! - **Open loop, learned**: a scale-in after which the requests in flight more than
+//!   double while the site is slower than the aim (closed-loop clients would have stayed
+//!   as many) shows the load is open-loop; from then on the model also asks for the VMs
+//!   that keep up with the arrivals ([`CapacityModel::learn_open_loop`]).
+//!
 //! Bounds, whatever the inputs: `min_vms <= desired <= max_vms`; VMs are added only while
 //! booting + active + draining stay within `max_vms`; removals never go below `desired`.
 
@@ -28,7 +33,7 @@ use std::{collections::VecDeque, time::Duration};
 
 use chrono::{DateTime, Utc};
 
-use super::{CapacityModel, Decision, FleetVm, Inputs, ScalingPolicy, Verdict, VmPhase};
+use super::{carry_out, CapacityModel, Decision, FleetVm, Inputs, ScalingPolicy, Verdict, VmPhase};
 
 /// Observations further apart than this are not consecutive: the window starts over.
 const MAX_GAP_SECONDS: f64 = 2.5;
@@ -77,6 +82,8 @@ impl PolicySettings {
 #[derive(Debug, Clone, Copy)]
 struct Sample {
     need: f64,
+    /// Requests in flight (L = λ·W).
+    in_flight: f64,
 }
 
 impl Sample {
@@ -104,7 +111,14 @@ pub struct LittlePolicy {
     desired: Option<u32>,
     last_scale_out: Option<DateTime<Utc>>,
     last_observation: Option<DateTime<Utc>>,
+    /// After a scale-in, until when to watch for a pile-up of requests, and the requests
+    /// in flight before it.
+    watch_scale_in: Option<(DateTime<Utc>, f64)>,
 }
+
+/// Requests in flight more than this many times those before a scale-in (plus one, for
+/// a nearly idle site) mean the load did not wait for the VMs that went: open loop.
+const OPEN_LOOP_PILE_UP: f64 = 2.0;
 
 impl LittlePolicy {
     pub fn new(settings: PolicySettings) -> LittlePolicy {
@@ -115,6 +129,7 @@ impl LittlePolicy {
             desired: None,
             last_scale_out: None,
             last_observation: None,
+            watch_scale_in: None,
         }
     }
 
@@ -148,9 +163,20 @@ impl LittlePolicy {
             }
             self.last_observation = Some(obs.end);
             self.model.observe(obs, aim);
+            if let Some((until, before)) = self.watch_scale_in {
+                if obs.end > until {
+                    self.watch_scale_in = None;
+                } else if obs.mean > aim && obs.in_flight() > OPEN_LOOP_PILE_UP * before + 1.0 {
+                    self.model.learn_open_loop();
+                    self.watch_scale_in = None;
+                }
+            }
             match self.model.needed(obs, aim) {
                 Some(need) => {
-                    self.window.push_back(Sample { need });
+                    self.window.push_back(Sample {
+                        need,
+                        in_flight: obs.in_flight(),
+                    });
                     if self.window.len() > capacity {
                         self.window.pop_front();
                     }
@@ -196,7 +222,6 @@ impl ScalingPolicy for LittlePolicy {
             .iter()
             .filter(|vm| vm.phase == VmPhase::Active)
             .count() as u32;
-        let total = inputs.fleet.len() as u32;
         let capacity = booting + active;
         let mut desired = *self.desired.get_or_insert(clamp(capacity, min, max));
         desired = clamp(desired, min, max);
@@ -232,7 +257,15 @@ impl ScalingPolicy for LittlePolicy {
                 .and_then(|_| self.last(out_n))
                 .map(|w| w.map(|x| x.vms()).max().unwrap_or(0));
             if let Some(mean_need) = scale_out {
-                let new = clamp(Sample { need: mean_need }.vms(), desired + 1, max);
+                let new = clamp(
+                    Sample {
+                        need: mean_need,
+                        in_flight: 0.0,
+                    }
+                    .vms(),
+                    desired + 1,
+                    max,
+                );
                 let reason = format!(
                     "for {out_n} s the load needed more than {desired} VMs (mean {mean_need:.2} \
                      at an aim of {:.3} s): {desired} -> {new}",
@@ -250,6 +283,13 @@ impl ScalingPolicy for LittlePolicy {
                     s.aim()
                 );
                 desired = new;
+                if !self.model.open_loop() {
+                    let before = self
+                        .last(out_n)
+                        .map_or(0.0, |w| w.map(|x| x.in_flight).sum::<f64>() / out_n as f64);
+                    let delay = chrono::TimeDelta::from_std(s.scale_in_delay).unwrap_or_default();
+                    self.watch_scale_in = Some((now + delay, before));
+                }
                 self.window.clear();
                 (Verdict::ScaleIn, reason)
             } else {
@@ -262,32 +302,7 @@ impl ScalingPolicy for LittlePolicy {
         };
         self.desired = Some(desired);
 
-        // Carry the size out: boot what is missing within max (draining VMs count), or
-        // remove the cheapest to drain.
-        let add = desired
-            .saturating_sub(capacity)
-            .min(max.saturating_sub(total));
-        let mut remove = Vec::new();
-        if capacity > desired {
-            let mut candidates: Vec<&FleetVm> = inputs
-                .fleet
-                .iter()
-                .filter(|vm| vm.phase == VmPhase::Active || live_booting(vm))
-                .collect();
-            candidates.sort_by(|a, b| {
-                let booting = |vm: &FleetVm| vm.phase != VmPhase::Booting;
-                booting(a)
-                    .cmp(&booting(b))
-                    .then(a.busy.unwrap_or(u32::MAX).cmp(&b.busy.unwrap_or(u32::MAX)))
-                    .then(b.created_at.cmp(&a.created_at))
-                    .then(a.name.cmp(&b.name))
-            });
-            remove = candidates
-                .into_iter()
-                .take((capacity - desired) as usize)
-                .map(|vm| vm.name.clone())
-                .collect();
-        }
+        let (add, remove) = carry_out(now, desired, max, s.boot_timeout, inputs.fleet);
         Decision {
             desired,
             add,

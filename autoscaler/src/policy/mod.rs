@@ -17,6 +17,8 @@ mod tests;
 pub use capacity::CapacityModel;
 pub use little::{LittlePolicy, PolicySettings};
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -138,4 +140,56 @@ pub trait ScalingPolicy: Send {
 
     /// A short name for tables and logs.
     fn name(&self) -> &'static str;
+}
+
+/// Carries a size out the way the conductor does, for any policy: boots what is missing
+/// (`desired` − booting − active, booting VMs counting as capacity until `boot_timeout`),
+/// within `max_vms` with draining VMs counted; or, with more VMs than `desired`, names
+/// the cheapest to drain: VMs still booting (nothing to drain), then those with the
+/// fewest requests in flight (unknown last), then the newest. Returns `(add, remove)`.
+///
+/// Shared so that every policy the simulator compares turns its size into VMs alike.
+pub fn carry_out(
+    now: DateTime<Utc>,
+    desired: u32,
+    max_vms: u32,
+    boot_timeout: Duration,
+    fleet: &[FleetVm],
+) -> (u32, Vec<String>) {
+    let live_booting = |vm: &&FleetVm| {
+        vm.phase == VmPhase::Booting
+            && ((now - vm.created_at).num_milliseconds() as f64 / 1000.0)
+                < boot_timeout.as_secs_f64()
+    };
+    let booting = fleet.iter().filter(live_booting).count() as u32;
+    let active = fleet
+        .iter()
+        .filter(|vm| vm.phase == VmPhase::Active)
+        .count() as u32;
+    let total = fleet.len() as u32;
+    let capacity = booting + active;
+    let add = desired
+        .saturating_sub(capacity)
+        .min(max_vms.saturating_sub(total));
+    let mut remove = Vec::new();
+    if capacity > desired {
+        let mut candidates: Vec<&FleetVm> = fleet
+            .iter()
+            .filter(|vm| vm.phase == VmPhase::Active || live_booting(vm))
+            .collect();
+        candidates.sort_by(|a, b| {
+            let booting = |vm: &FleetVm| vm.phase != VmPhase::Booting;
+            booting(a)
+                .cmp(&booting(b))
+                .then(a.busy.unwrap_or(u32::MAX).cmp(&b.busy.unwrap_or(u32::MAX)))
+                .then(b.created_at.cmp(&a.created_at))
+                .then(a.name.cmp(&b.name))
+        });
+        remove = candidates
+            .into_iter()
+            .take((capacity - desired) as usize)
+            .map(|vm| vm.name.clone())
+            .collect();
+    }
+    (add, remove)
 }

@@ -6,7 +6,6 @@
 
 mod ab;
 mod runner;
-mod scenario;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -30,7 +29,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let scenario = match scenario::Scenario::load(&args.scenario) {
+    let scenario = match autoscaler::scenario::Scenario::load(&args.scenario) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("ERROR: {e}");

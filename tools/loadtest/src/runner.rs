@@ -15,10 +15,8 @@ use std::{
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
-use crate::{
-    ab::{self, AbError, AbReport},
-    scenario::Scenario,
-};
+use crate::ab::{self, AbError, AbReport};
+use autoscaler::scenario::Scenario;
 
 /// What a run needs besides the scenario.
 #[derive(Debug, Clone)]
