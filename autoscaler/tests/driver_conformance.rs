@@ -599,15 +599,15 @@ async fn a_vm_whose_start_was_interrupted_is_adopted_by_the_next_driver() {
 }
 
 #[tokio::test]
-async fn nova_is_not_available_yet() {
+async fn nova_refuses_a_section_that_lacks_what_its_auth_type_needs() {
     let config = load_from_str("autoscaler.conf", "[compute]\ndriver = nova\n")
         .unwrap()
         .config;
     let err = from_config(&config).err().unwrap();
-    assert!(matches!(err, DriverError::NotImplemented { .. }), "{err}");
+    assert!(matches!(err, DriverError::InvalidConfig { .. }), "{err}");
     assert_eq!(
         err.to_string(),
-        "the nova driver is not available yet (issue 7); use driver = local"
+        "[nova] auth_url = \"\": auth_type = password needs it"
     );
 }
 
