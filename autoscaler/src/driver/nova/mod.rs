@@ -7,15 +7,15 @@
 //! - **Boot**: the spec's image and flavor by name or id ([`image`]), its network (`none`,
 //!   `auto`, an id or a name; no network: `auto`), its key pair, its metadata plus the
 //!   driver's own keys ([`status`]: the image's name, the network, the boot time in
-//!   microseconds), the tag [`TAG`], and its user data, base64. On Nova the user data is
+//!   microseconds), the tags [`TAG`] and [`group_tag`], and its user data, base64. On Nova the user data is
 //!   the cloud-config of `crate::conductor::vm_spec`: cloud-init writes
 //!   `/etc/autoscaler/agent.conf` and runs `systemctl enable --now
 //!   autoscaler-agent.service` (the unit the image carries, `etc/systemd/`).
 //! - **Groups**: Nova cannot filter a list on metadata. `list` asks for the servers
-//!   tagged [`TAG`] whose name starts with `<group>-` (the conductor names VMs
-//!   `<group>-<role>-<8 hex>`), then keeps those whose metadata names the group: another
-//!   group whose name starts the same way, or someone else's server, is never reported.
-//!   `list_all` asks for the tag alone.
+//!   with both tags, [`TAG`] and the group's ([`group_tag`]), then keeps those whose
+//!   metadata names the group (a hashed long name that collides, or a server someone else
+//!   tagged, is never reported). `list_all` asks for [`TAG`] alone. A server without
+//!   [`TAG`] is not the autoscaler's: no call reports it and `delete` leaves it alone.
 //! - **Ids** are Nova's server UUIDs: unique, never reused, stable across restarts. An id
 //!   that is not a UUID is unknown (`get` is `None`, `delete` is `Ok`) without a request.
 //! - **Statuses**: see [`status`] (Nova's `deleting` task state shows as `DELETED`).
@@ -43,7 +43,7 @@
 //! |---|---|
 //! | `boot` | `POST /servers` (2.52). Before it, when not found in the last 60 s: `GET /images?name=N` (2.35, Nova's image proxy; `GET /images/{id}` when N is a UUID and no name matched; `GET /images` for the error when unknown); the crate's `Cloud::get_flavor`: `GET /flavors/{ref}` (404: `GET /flavors`, then `GET /flavors/{id}`), with its version discovery `GET /` of the endpoint, once per session; a network name: `GET /v2.0/networks?name=` (network service). After a lost answer: `GET /servers/detail?name=^NAME$&tags=autoscaler`. |
 //! | `get` | `GET /servers/{id}` |
-//! | `list` | `GET /servers/detail?tags=autoscaler&name=^GROUP-&limit=1000`, and one more per further page (`marker=`) |
+//! | `list` | `GET /servers/detail?tags=autoscaler,group:GROUP&limit=1000`, and one more per further page (`marker=`) |
 //! | `list_all` | `GET /servers/detail?tags=autoscaler&limit=1000`, and one more per page |
 //! | `delete` | `GET /servers/{id}` (a server that is not the autoscaler's is left alone), `DELETE /servers/{id}`, then `GET /servers/{id}` every 250 ms until 404 (the `DELETE` again every 5 s if Nova no longer shows the delete under way) |
 //!
@@ -72,8 +72,25 @@ use self::{
 use super::{CloudDriver, DriverError, Vm, VmId, VmSpec, VmStatus, META_GROUP};
 use crate::conf::Config;
 
-/// The tag on every server the autoscaler boots: what `list` and `list_all` ask Nova for.
+/// The tag on every server the autoscaler boots: what `list_all` asks Nova for.
 pub const TAG: &str = "autoscaler";
+/// Nova's longest tag.
+const TAG_MAX: usize = 60;
+
+/// The tag naming the server's group, which `list` asks Nova for: `group:<name>`, or, for
+/// a name too long for Nova's 60 characters, its first 37 characters, `~` and 16 hex digits
+/// of its FNV-1a hash (template names have no `/` or `,`, which tags may not hold).
+pub fn group_tag(group: &str) -> String {
+    let tag = format!("group:{group}");
+    if tag.len() <= TAG_MAX {
+        return tag;
+    }
+    let hash = group.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    let head: String = group.chars().take(37).collect();
+    format!("group:{head}~{hash:016x}")
+}
 /// How often a delete asks whether the server is gone.
 pub const DELETE_POLL: Duration = Duration::from_millis(250);
 /// How often a delete sends `DELETE` again when Nova no longer shows it under way.
@@ -121,11 +138,12 @@ impl NovaDriver {
             .await
     }
 
-    /// Every server tagged [`TAG`] (and whose name matches the regular expression
+    /// Every server with the `tags` (and whose name matches the regular expression
     /// `name`, when given), all pages, as VMs whose metadata satisfies `keep`, oldest
     /// first (ties by id).
     async fn servers(
         &self,
+        tags: &str,
         name: Option<&str>,
         keep: impl Fn(&Vm) -> bool,
     ) -> Result<Vec<Vm>, DriverError> {
@@ -134,7 +152,7 @@ impl NovaDriver {
         let mut marker: Option<String> = None;
         loop {
             let mut call = Call::get(&["servers", "detail"])
-                .query("tags", TAG)
+                .query("tags", tags)
                 .query("limit", PAGE);
             if let Some(name) = name {
                 call = call.query("name", name);
@@ -168,8 +186,10 @@ impl NovaDriver {
         match answer.status {
             404 => Ok(None),
             _ if answer.is_success() => {
-                let vm = to_vm(&answer.json::<ServerRoot>(&call)?.server);
-                Ok(vm.group().is_some().then_some(vm))
+                let server = answer.json::<ServerRoot>(&call)?.server;
+                let ours = server.tags.iter().any(|t| t == TAG);
+                let vm = to_vm(&server);
+                Ok((ours && vm.group().is_some()).then_some(vm))
             }
             _ => Err(answer.error(&call)),
         }
@@ -181,7 +201,7 @@ impl NovaDriver {
         let group = spec.metadata.get(META_GROUP)?;
         let exact = format!("^{}$", regex_escape(&spec.name));
         let found = self
-            .servers(Some(&exact), |vm| {
+            .servers(TAG, Some(&exact), |vm| {
                 vm.name == spec.name && vm.group() == Some(group)
             })
             .await;
@@ -220,9 +240,15 @@ impl CloudDriver for NovaDriver {
                 reason: "the name is empty".to_owned(),
             });
         }
-        if spec.metadata.get(META_GROUP).is_none_or(|g| g.is_empty()) {
+        let Some(group) = spec.metadata.get(META_GROUP).filter(|g| !g.is_empty()) else {
             return Err(DriverError::InvalidSpec {
                 reason: format!("the metadata has no {META_GROUP:?} key naming the VM's group"),
+            });
+        };
+        let group = group.clone();
+        if group.contains([',', '/']) {
+            return Err(DriverError::InvalidSpec {
+                reason: format!("the group {group:?} holds a ',' or '/', which Nova tags cannot"),
             });
         }
         let Some(flavor) = spec.flavor.as_deref().filter(|f| !f.is_empty()) else {
@@ -255,7 +281,7 @@ impl CloudDriver for NovaDriver {
                 networks,
                 key_name: spec.key_name.clone().filter(|k| !k.is_empty()),
                 metadata,
-                tags: vec![TAG.to_owned()],
+                tags: vec![TAG.to_owned(), group_tag(&group)],
                 user_data: (!spec.user_data.is_empty())
                     .then(|| base64::engine::general_purpose::STANDARD.encode(&spec.user_data)),
             },
@@ -310,13 +336,13 @@ impl CloudDriver for NovaDriver {
     }
 
     async fn list(&self, group: &str) -> Result<Vec<Vm>, DriverError> {
-        let prefix = format!("^{}-", regex_escape(group));
-        self.servers(Some(&prefix), |vm| vm.group() == Some(group))
+        let tags = format!("{TAG},{}", group_tag(group));
+        self.servers(&tags, None, |vm| vm.group() == Some(group))
             .await
     }
 
     async fn list_all(&self) -> Result<Vec<Vm>, DriverError> {
-        self.servers(None, |vm| vm.group().is_some()).await
+        self.servers(TAG, None, |vm| vm.group().is_some()).await
     }
 
     async fn delete(&self, id: &VmId) -> Result<(), DriverError> {
@@ -363,6 +389,20 @@ impl CloudDriver for NovaDriver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn group_tags_fit_novas_limit() {
+        assert_eq!(group_tag("shop"), "group:shop");
+        let long = "a".repeat(63);
+        let tag = group_tag(&long);
+        assert!(tag.len() <= TAG_MAX, "{tag}");
+        assert!(
+            tag.starts_with(&format!("group:{}~", "a".repeat(40))),
+            "{tag}"
+        );
+        assert_eq!(tag, group_tag(&long));
+        assert_ne!(tag, group_tag(&format!("{}b", "a".repeat(62))));
+    }
 
     #[test]
     fn names_are_escaped_for_novas_regex_filter() {

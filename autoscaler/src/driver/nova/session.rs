@@ -447,6 +447,43 @@ mod tests {
         assert_eq!(backoff(u32::MAX), BACKOFF_MAX);
     }
 
+    /// Issue 7: a quota refusal is its own, retryable error; a policy refusal is not.
+    #[test]
+    fn issue_7_quota_and_rate_limits_are_over_limit_errors() {
+        let call = Call {
+            method: Method::POST,
+            ..Call::get(&["servers"])
+        };
+        let answer = |status, message: &str| Answer {
+            status,
+            body: serde_json::json!({"forbidden": {"code": status, "message": message}})
+                .to_string(),
+        };
+        let quota = answer(
+            403,
+            "Quota exceeded for instances: Requested 1, but already used 10 of 10 instances",
+        )
+        .error(&call);
+        assert!(
+            matches!(quota, DriverError::OverLimit { status: 403, .. }),
+            "{quota}"
+        );
+        assert!(quota.is_retryable());
+        assert_eq!(
+            quota.to_string(),
+            "POST /servers: over quota or rate limit (HTTP 403): Quota exceeded for \
+             instances: Requested 1, but already used 10 of 10 instances"
+        );
+        assert!(answer(429, "Too many requests").error(&call).is_retryable());
+        let policy = answer(403, "Policy doesn't allow os_compute_api:servers:create").error(&call);
+        assert!(
+            matches!(policy, DriverError::Api { status: 403, .. }),
+            "{policy}"
+        );
+        assert!(!policy.is_retryable());
+        assert!(answer(503, "busy").error(&call).is_retryable());
+    }
+
     #[test]
     fn labels_name_method_path_and_query() {
         let call = Call::get(&["servers", "detail"]).query("tags", "autoscaler");
