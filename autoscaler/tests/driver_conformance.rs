@@ -848,8 +848,14 @@ async fn nova_servers_carry_tag_metadata_and_user_data() {
     s.flavor = images.flavor.clone();
     s.network = images.network.clone();
     s.user_data = "#cloud-config\n{\"write_files\": []}\n".into();
+    let start = Instant::now();
     let vm = driver.boot(s.clone()).await.unwrap();
+    let accepted = start.elapsed();
     let active = wait_for(driver.as_ref(), &vm.id, VmStatus::Active).await;
+    eprintln!(
+        "NOVA boot accepted {accepted:?}, boot -> ACTIVE {:?}",
+        start.elapsed()
+    );
     assert_eq!(active.metadata, s.metadata);
     assert_eq!(active.image, images.user_data);
     assert_eq!(
@@ -879,7 +885,9 @@ async fn nova_servers_carry_tag_metadata_and_user_data() {
         .decode(server["OS-EXT-SRV-ATTR:user_data"].as_str().unwrap())
         .unwrap();
     assert_eq!(String::from_utf8(user_data).unwrap(), s.user_data);
+    let start = Instant::now();
     driver.delete(&vm.id).await.unwrap();
+    eprintln!("NOVA delete -> 404 {:?}", start.elapsed());
     assert!(cloud.fixture.servers().is_empty());
 }
 
