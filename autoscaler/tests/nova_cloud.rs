@@ -222,3 +222,71 @@ fn issue_7_a_site_on_nova_serves_replaces_a_killed_vm_survives_a_restart_scales_
     );
     fx.stop_conductor(Duration::from_secs(20));
 }
+
+/// Issue 7: a boot Nova cannot do (here an unknown flavor) reaches the operator as an
+/// `autoscaler.vm.boot_failed` error notification naming the cause, is retried with
+/// backoff, and leaves nothing behind in Nova.
+#[test]
+fn issue_7_a_boot_nova_refuses_is_a_boot_failed_notification_and_leaves_nothing() {
+    use futures_lite::StreamExt;
+    use lapin::{options::BasicConsumeOptions, types::FieldTable};
+
+    let Some(nova) = NovaFixture::new() else {
+        return;
+    };
+    nova.ensure_flavor();
+    nova.ensure_images(&["tomcat-web", "modjk-splitter"]);
+    let _cleanup = Cleanup(nova.clone());
+    let mut fx = Fixture::new();
+    fx.write_config(&nova.config());
+    let template = "[template]\nname = shop\nimage = tomcat-web\nsplitter_image = modjk-splitter\n\
+         flavor = no-such-flavor\nnetwork = none\nmin_vms = 1\nmax_vms = 2\n\
+         target_response_time = 0.2\n";
+    std::fs::write(fx.template_path("shop"), template).unwrap();
+    fx.start_conductor();
+    fx.wait_for_conductor(Duration::from_secs(20));
+    fx.instantiate("shop");
+    let notification = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let connection = fx.connect().await;
+        let channel = connection.create_channel().await.unwrap();
+        let queue = format!("{}.error", fx.topic);
+        let options = BasicConsumeOptions {
+            no_ack: true,
+            ..Default::default()
+        };
+        let mut consumer = channel
+            .basic_consume(
+                queue.as_str().into(),
+                "test".into(),
+                options,
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        loop {
+            let delivery = tokio::time::timeout(Duration::from_secs(20), consumer.next())
+                .await
+                .expect("an error notification within 20 s")
+                .unwrap()
+                .unwrap();
+            let n = autoscaler::messaging::Notification::from_bytes(&delivery.data).unwrap();
+            if n.event_type == "autoscaler.vm.boot_failed" {
+                let _ = connection.close(200, "done".into()).await;
+                return n;
+            }
+        }
+    });
+    let error = notification.payload["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("unknown flavor \"no-such-flavor\": Nova has no flavor"),
+        "{}",
+        notification.payload
+    );
+    assert!(error.contains(FLAVOR), "{error}");
+    assert_eq!(notification.payload["retryable"], false);
+    assert_eq!(notification.payload["template"], "shop");
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(nova.servers().is_empty(), "nothing left behind in Nova");
+    assert!(fx.conductor_log().contains("retry_in_s="), "backoff");
+    fx.stop_conductor(Duration::from_secs(20));
+}
