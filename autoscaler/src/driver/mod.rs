@@ -298,10 +298,6 @@ pub enum DriverError {
     /// uninterruptible I/O); the delete may be repeated.
     #[error("VM {id} is still running after SIGKILL of its process group {pgid}")]
     StillRunning { id: VmId, pgid: i32 },
-
-    /// The configured driver exists by name only.
-    #[error("the {driver} driver is not available yet (issue {issue}); use driver = local")]
-    NotImplemented { driver: &'static str, issue: u32 },
 }
 
 impl DriverError {
@@ -325,8 +321,7 @@ impl DriverError {
             | DriverError::InvalidSpec { .. }
             | DriverError::InvalidConfig { .. }
             | DriverError::Io { .. }
-            | DriverError::CorruptRecord { .. }
-            | DriverError::NotImplemented { .. } => false,
+            | DriverError::CorruptRecord { .. } => false,
         }
     }
 
