@@ -390,6 +390,78 @@ impl CloudDriver for NovaDriver {
 mod tests {
     use super::*;
 
+    /// Issue 7: a create whose answer is lost is not sent again; the server Nova made
+    /// anyway is found by its name and returned (no duplicate, no orphan).
+    #[tokio::test]
+    async fn a_create_whose_answer_is_lost_returns_the_server_nova_made() {
+        use std::sync::{
+            atomic::{AtomicUsize, Ordering},
+            Arc,
+        };
+        let creates = Arc::new(AtomicUsize::new(0));
+        let seen = creates.clone();
+        let base = session::fake_nova(move |head| {
+            let line = head.lines().next().unwrap_or_default().to_owned();
+            if line.starts_with("POST /v2.1/servers ") {
+                seen.fetch_add(1, Ordering::SeqCst);
+                return Some((
+                    504,
+                    r#"{"computeFault": {"message": "gateway timeout"}}"#.into(),
+                ));
+            }
+            if line.starts_with("GET /v2.1/images?") {
+                return Some((
+                    200,
+                    r#"{"images": [{"id": "img-1", "name": "web"}]}"#.into(),
+                ));
+            }
+            if line.starts_with("GET /v2.1/flavors/small ") {
+                return Some((
+                    200,
+                    r#"{"flavor": {"id": "small", "name": "small", "vcpus": 1, "ram": 512,
+                        "disk": 1, "swap": "", "OS-FLV-EXT-DATA:ephemeral": 0,
+                        "os-flavor-access:is_public": true, "rxtx_factor": 1.0,
+                        "extra_specs": {}, "links": []}}"#
+                        .into(),
+                ));
+            }
+            if line.starts_with("GET /v2.1/servers/detail?") && line.contains("shop-web-1") {
+                return Some((
+                    200,
+                    serde_json::json!({"servers": [{"id": "11111111-2222-3333-4444-555555555555",
+                        "name": "shop-web-1", "status": "BUILD", "created": "2026-12-02T04:35:35Z",
+                        "tags": ["autoscaler", "group:shop"],
+                        "metadata": {META_GROUP: "shop", "autoscaler:nova:image": "web"}}]})
+                    .to_string(),
+                ));
+            }
+            Some((404, r#"{"itemNotFound": {"message": "no"}}"#.into()))
+        })
+        .await;
+        let config = crate::conf::load_from_str(
+            "a.conf",
+            &format!("[nova]\nauth_type = admin_token\nendpoint = {base}\ntoken = a:b\nstatus_code_retries = 3\n"),
+        )
+        .unwrap()
+        .config;
+        let driver = NovaDriver::from_config(&config).unwrap();
+        let spec = VmSpec {
+            name: "shop-web-1".into(),
+            image: "web".into(),
+            flavor: Some("small".into()),
+            network: Some("none".into()),
+            metadata: [(META_GROUP.to_owned(), "shop".to_owned())].into(),
+            ..VmSpec::default()
+        };
+        let vm = driver.boot(spec).await.unwrap();
+        assert_eq!(vm.id.0, "11111111-2222-3333-4444-555555555555");
+        assert_eq!(
+            (vm.name.as_str(), vm.status),
+            ("shop-web-1", VmStatus::Build)
+        );
+        assert_eq!(creates.load(Ordering::SeqCst), 1, "the create is sent once");
+    }
+
     #[test]
     fn group_tags_fit_novas_limit() {
         assert_eq!(group_tag("shop"), "group:shop");

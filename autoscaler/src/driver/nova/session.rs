@@ -435,6 +435,54 @@ pub fn backoff(failures: u32) -> Duration {
         .min(BACKOFF_MAX)
 }
 
+/// A compute API on a loopback port for tests: the version document at `/v2.1`, and for
+/// every other request what `respond` says of its head (request line and headers):
+/// `(status, JSON body)`, or `None` to close the connection without an answer. Its
+/// endpoint, `http://127.0.0.1:PORT/v2.1`.
+#[cfg(test)]
+pub(crate) async fn fake_nova(
+    respond: impl Fn(&str) -> Option<(u16, String)> + Send + Sync + 'static,
+) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/v2.1", listener.local_addr().unwrap());
+    let root = base.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match socket.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let head = String::from_utf8_lossy(&request).to_string();
+            let answer = if head.starts_with("GET /v2.1 ") || head.starts_with("GET /v2.1/ ") {
+                let doc = serde_json::json!({"version": {"id": "v2.1", "status": "CURRENT",
+                    "version": "2.93", "min_version": "2.1",
+                    "links": [{"rel": "self", "href": format!("{root}/")}]}});
+                Some((200, doc.to_string()))
+            } else {
+                respond(&head)
+            };
+            let Some((status, body)) = answer else {
+                continue; // dropped: no answer at all
+            };
+            let text = format!(
+                "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = socket.write_all(text.as_bytes()).await;
+        }
+    });
+    base
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -482,6 +530,81 @@ mod tests {
         );
         assert!(!policy.is_retryable());
         assert!(answer(503, "busy").error(&call).is_retryable());
+    }
+
+    /// [`fake_nova`] answering from a list: for every request but the version document,
+    /// the next status (`0`: no answer); counts the requests.
+    async fn scripted_nova(
+        statuses: Vec<u16>,
+    ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::{atomic::Ordering, Arc, Mutex};
+        let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = count.clone();
+        let statuses = Mutex::new(statuses.into_iter());
+        let base = fake_nova(move |_head| {
+            seen.fetch_add(1, Ordering::SeqCst);
+            match statuses.lock().unwrap().next().unwrap_or(200) {
+                0 => None,
+                200 => Some((200, r#"{"server": {"id": "x"}}"#.to_owned())),
+                code => Some((
+                    code,
+                    format!(
+                        r#"{{"computeFault": {{"code": {code}, "message": "scripted {code}"}}}}"#
+                    ),
+                )),
+            }
+        })
+        .await;
+        (base, count)
+    }
+
+    async fn compute_at(endpoint: &str, retries: u32) -> Compute {
+        let opts = nova(&format!(
+            "[nova]\nauth_type = admin_token\nendpoint = {endpoint}\ntoken = a:b\n"
+        ));
+        Compute {
+            session: open(&settings(&opts).unwrap()).await.unwrap(),
+            timeout: Duration::from_secs(2),
+            connect_retries: retries,
+            status_code_retries: retries,
+        }
+    }
+
+    /// Issue 7: 5xx and lost answers are retried with backoff for GET and DELETE; a create
+    /// is sent once.
+    #[tokio::test]
+    async fn issue_7_server_errors_and_lost_answers_are_retried_but_a_create_is_not() {
+        use std::sync::atomic::Ordering;
+        let (base, count) = scripted_nova(vec![503, 502, 200]).await;
+        let compute = compute_at(&base, 2).await;
+        let get = Call::get(&["servers", "x"]);
+        let answer = compute.call(&get).await.unwrap();
+        assert_eq!((answer.status, count.load(Ordering::SeqCst)), (200, 3));
+
+        let (base, count) = scripted_nova(vec![503, 503, 503, 503]).await;
+        let compute = compute_at(&base, 1).await;
+        let answer = compute.call(&get).await.unwrap();
+        assert_eq!((answer.status, count.load(Ordering::SeqCst)), (503, 2));
+        let err = answer.error(&get);
+        assert_eq!(err.to_string(), "GET /servers/x: HTTP 503: scripted 503");
+        assert!(err.is_retryable());
+
+        let (base, count) = scripted_nova(vec![503, 200]).await;
+        let compute = compute_at(&base, 3).await;
+        let create = Call {
+            method: Method::POST,
+            retry: Retry::Never,
+            ..Call::get(&["servers"])
+        };
+        let answer = compute.call(&create).await.unwrap();
+        assert_eq!((answer.status, count.load(Ordering::SeqCst)), (503, 1));
+
+        let (base, count) = scripted_nova(vec![0, 0, 0]).await;
+        let compute = compute_at(&base, 1).await;
+        let err = compute.call(&get).await.unwrap_err();
+        assert!(matches!(err, DriverError::Unreachable { .. }), "{err}");
+        assert!(err.is_retryable());
+        assert_eq!(count.load(Ordering::SeqCst), 2);
     }
 
     #[test]
