@@ -23,6 +23,8 @@ pub struct Settings {
     pub check: Option<LocalCheck>,
     /// The site's URL (splitter), for the operator.
     pub site_url: Option<String>,
+    /// The address the VM's server listens on, announced for clouds that report none.
+    pub address: Option<std::net::IpAddr>,
 }
 
 pub async fn run(link: LinkHandle, settings: Settings, mut stop: watch::Receiver<bool>) {
@@ -58,6 +60,7 @@ pub async fn run(link: LinkHandle, settings: Settings, mut stop: watch::Receiver
                 seq,
                 serving,
                 url: settings.site_url.clone(),
+                address: settings.address.map(|a| a.to_string()),
             },
         )
         .to_bytes();

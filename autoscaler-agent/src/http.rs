@@ -111,6 +111,11 @@ impl fmt::Display for HttpUrl {
 }
 
 impl HttpUrl {
+    /// The host, when it is an IP address (the address a local server listens on).
+    pub(crate) fn ip(&self) -> Option<std::net::IpAddr> {
+        self.host.parse().ok()
+    }
+
     /// This URL with its query replaced by `query` (without the `?`).
     pub(crate) fn with_query(&self, query: &str) -> HttpUrl {
         let path = self.target.split('?').next().unwrap_or("/");

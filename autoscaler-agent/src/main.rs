@@ -100,12 +100,13 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let code = runtime.block_on(run(config, role));
+    let address = settings::announced_address(&cli.run, &role);
+    let code = runtime.block_on(run(config, role, address));
     // Exit without tearing the runtime down under lapin's I/O thread (see the conductor).
     std::process::exit(code)
 }
 
-async fn run(config: AgentConfig, role: RoleSettings) -> i32 {
+async fn run(config: AgentConfig, role: RoleSettings, address: Option<std::net::IpAddr>) -> i32 {
     let url = match config.transport_url.parse() {
         Ok(url) => url,
         Err(e) => {
@@ -177,6 +178,7 @@ async fn run(config: AgentConfig, role: RoleSettings) -> i32 {
             ttl: config.telemetry_ttl,
             check,
             site_url,
+            address,
         },
         stopped.clone(),
     ));

@@ -55,6 +55,12 @@ pub struct RunArgs {
     /// Splitter role: Apache's configuration, for `apache2 -f FILE -t|-k graceful`.
     #[arg(long, value_name = "FILE")]
     pub httpd_config: Option<PathBuf>,
+    /// The address this VM's server listens on, announced in every heartbeat so a cloud
+    /// that reports no address (Nova's fake virt driver) still gets the VM into the pool.
+    /// Default: the host of --check-url (web) or --jkstatus-url (splitter) when it is an
+    /// IP address.
+    #[arg(long, value_name = "IP")]
+    pub address: Option<std::net::IpAddr>,
     /// Splitter role: the Apache binary.
     #[arg(
         long,
@@ -80,6 +86,16 @@ pub struct SplitterPaths {
     pub jkstatus_url: HttpUrl,
     pub httpd_config: PathBuf,
     pub httpd: PathBuf,
+}
+
+/// The address the heartbeats announce: `--address`, else the host of the role's local
+/// URL (web: `--check-url`; splitter: `--jkstatus-url`) when it is an IP address, which is
+/// where the image's server listens.
+pub fn announced_address(args: &RunArgs, role: &RoleSettings) -> Option<std::net::IpAddr> {
+    args.address.or_else(|| match role {
+        RoleSettings::Web { check_url } => check_url.as_ref().and_then(HttpUrl::ip),
+        RoleSettings::Splitter(paths) => paths.jkstatus_url.ip(),
+    })
 }
 
 /// The flags of `role`, checked: each role's own are required (except the web role's
@@ -199,6 +215,32 @@ mod tests {
         "--httpd-config",
         "/vm/apache/httpd.conf",
     ];
+
+    /// Issue 7: on Nova's fake virt driver the cloud reports no address; the agent
+    /// announces where its server listens.
+    #[test]
+    fn the_announced_address_is_the_flag_or_the_local_urls_host() {
+        let splitter = args(SPLITTER);
+        let role = role_settings(&splitter, Role::Splitter).unwrap();
+        assert_eq!(
+            announced_address(&splitter, &role),
+            "127.0.1.2".parse().ok()
+        );
+        let web = args(&["--check-url", "http://127.0.1.9:8180/webserver/index.jsp"]);
+        let role = role_settings(&web, Role::Web).unwrap();
+        assert_eq!(announced_address(&web, &role), "127.0.1.9".parse().ok());
+        let named = args(&[
+            "--check-url",
+            "http://localhost:8180/",
+            "--address",
+            "10.0.0.7",
+        ]);
+        let role = role_settings(&named, Role::Web).unwrap();
+        assert_eq!(announced_address(&named, &role), "10.0.0.7".parse().ok());
+        let bare = args(&["--check-url", "http://localhost:8180/"]);
+        let role = role_settings(&bare, Role::Web).unwrap();
+        assert_eq!(announced_address(&bare, &role), None);
+    }
 
     #[test]
     fn each_role_takes_its_own_flags() {

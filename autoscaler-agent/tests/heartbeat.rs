@@ -96,7 +96,8 @@ async fn heartbeats_arrive_in_order_with_ttl_and_sigterm_stops_the_agent() {
                 role: Role::Web,
                 seq: expected_seq,
                 serving: None,
-                url: None
+                url: None,
+                address: None,
             }
         );
     }

@@ -194,6 +194,7 @@ mod tests {
                 seq: 7,
                 serving: None,
                 url: None,
+                address: None,
             },
         )
     }

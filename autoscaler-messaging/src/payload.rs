@@ -62,6 +62,10 @@ pub struct Heartbeat {
     /// The splitter's site URL, for the operator.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// The IP address the VM's server listens on, as the agent knows it (issue 7): the
+    /// conductor uses it for a VM whose cloud reports no address. Absent from older agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
 }
 
 impl Payload for Heartbeat {

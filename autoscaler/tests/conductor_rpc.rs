@@ -280,6 +280,7 @@ async fn bad_messages_are_dropped_and_counted_while_the_conductor_serves() {
                 seq: 1,
                 serving: None,
                 url: None,
+                address: None,
             },
         )
     };

@@ -1,10 +1,17 @@
 //! The cloud driver conformance suite ([`conformance::run_conformance`]), written against
-//! `&dyn CloudDriver` so every driver passes the same checks, and its run against the local
-//! driver with the test images of `tests/images/`, plus the local driver's own promises
-//! (addresses, faults, timeouts, the grace period, the boot script's environment).
+//! `&dyn CloudDriver` so every driver passes the same checks, and its runs: against the
+//! local driver with the test images of `tests/images/`, and against the real Nova of
+//! `tools/nova-fixture` (the nova driver, with `tests/common/nova.rs`'s stand-in hypervisor
+//! running the same test images for the fake virt driver's servers); plus each driver's
+//! own promises (local: addresses, faults, timeouts, the grace period, the boot script's
+//! environment; nova: errors that leave nothing behind, tags, metadata and user data as
+//! Nova shows them, other servers left alone, quota).
 //!
-//! Every test has its own state directory and address pool, so tests run in parallel; a
-//! guard kills every process group a test started, even when the test fails.
+//! Every test has its own state directory and address pool (local) or Nova project (nova),
+//! so tests run in parallel; a guard kills every process group a test started, and deletes
+//! every server of its project, even when the test fails.
+
+mod common;
 
 use std::{
     collections::BTreeMap,
@@ -32,8 +39,9 @@ use nix::{
 pub mod conformance {
     use super::*;
 
-    /// How long a VM may take to reach the status a check waits for.
-    const DEADLINE: Duration = Duration::from_secs(10);
+    /// How long a VM may take to reach the status a check waits for (a Nova boot takes a
+    /// few seconds more on a loaded machine).
+    const DEADLINE: Duration = Duration::from_secs(30);
 
     /// The images the suite boots, by their names in the cloud under test.
     pub struct Images {
@@ -45,6 +53,9 @@ pub mod conformance {
         pub stubborn: String,
         /// Boots and prints its user data on its console.
         pub user_data: String,
+        /// The flavor and network every spec asks for (Nova needs a flavor).
+        pub flavor: Option<String>,
+        pub network: Option<String>,
     }
 
     /// What the suite needs of a cloud beyond the trait, done differently per cloud.
@@ -56,9 +67,13 @@ pub mod conformance {
         async fn crash(&self, vm: &Vm);
         /// Whether anything of the VM still runs (local: its process group). Called once
         /// while the VM runs before it is asked after its deletion.
-        fn still_running(&self, vm: &Vm) -> bool;
+        async fn still_running(&self, vm: &Vm) -> bool;
         /// What the VM printed on its console so far.
         fn console(&self, vm: &Vm) -> String;
+        /// Whether the cloud reports each VM's address (Nova's fake virt driver does not).
+        fn reports_addresses(&self) -> bool {
+            true
+        }
     }
 
     pub fn spec(name: &str, image: &str, group: &str) -> VmSpec {
@@ -105,6 +120,18 @@ pub mod conformance {
         }
     }
 
+    /// [`eventually`] for an async check.
+    pub async fn eventually_async<F: std::future::Future<Output = bool>>(
+        what: &str,
+        mut check: impl FnMut() -> F,
+    ) {
+        let start = Instant::now();
+        while !check().await {
+            assert!(start.elapsed() < DEADLINE, "never: {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     fn ids(vms: &[Vm]) -> Vec<VmId> {
         vms.iter().map(|vm| vm.id.clone()).collect()
     }
@@ -112,6 +139,11 @@ pub mod conformance {
     /// Every rule of the contract in `autoscaler::driver`, in one run. `driver` is not used
     /// after the simulated conductor restart; the cloud's new driver takes over.
     pub async fn run_conformance(driver: &dyn CloudDriver, images: &Images, cloud: &dyn Cloud) {
+        let spec = |name: &str, image: &str, group: &str| VmSpec {
+            flavor: images.flavor.clone(),
+            network: images.network.clone(),
+            ..spec(name, image, group)
+        };
         // Refusals: nothing is booted.
         let err = driver
             .boot(spec("x", "no-such-image", "shop"))
@@ -153,16 +185,18 @@ pub mod conformance {
         }
         let [web1, web2, data] = <[Vm; 3]>::try_from(booted).unwrap();
         assert!(web1.id != web2.id && web2.id != data.id && web1.id != data.id);
-        let addresses: Vec<IpAddr> = [&web1, &web2, &data]
-            .iter()
-            .map(|vm| vm.address.expect("an address"))
-            .collect();
-        assert!(
-            addresses[0] != addresses[1]
-                && addresses[1] != addresses[2]
-                && addresses[0] != addresses[2],
-            "{addresses:?}"
-        );
+        if cloud.reports_addresses() {
+            let addresses: Vec<IpAddr> = [&web1, &web2, &data]
+                .iter()
+                .map(|vm| vm.address.expect("an address"))
+                .collect();
+            assert!(
+                addresses[0] != addresses[1]
+                    && addresses[1] != addresses[2]
+                    && addresses[0] != addresses[2],
+                "{addresses:?}"
+            );
+        }
 
         // They boot.
         for vm in [&web1, &web2, &data] {
@@ -236,10 +270,10 @@ pub mod conformance {
         );
 
         // Delete: gone when it returns, and idempotent.
-        assert!(cloud.still_running(&web1));
+        assert!(cloud.still_running(&web1).await);
         driver.delete(&web1.id).await.unwrap();
         assert_eq!(driver.get(&web1.id).await.unwrap(), None);
-        assert!(!cloud.still_running(&web1));
+        assert!(!cloud.still_running(&web1).await);
         driver.delete(&web1.id).await.unwrap();
         assert_eq!(
             ids(&driver.list("shop").await.unwrap()),
@@ -256,10 +290,10 @@ pub mod conformance {
             .await
             .unwrap();
         wait_for(driver, &stubborn.id, VmStatus::Active).await;
-        assert!(cloud.still_running(&stubborn));
+        eventually_async("the stubborn VM runs", || cloud.still_running(&stubborn)).await;
         driver.delete(&stubborn.id).await.unwrap();
         assert_eq!(driver.get(&stubborn.id).await.unwrap(), None);
-        assert!(!cloud.still_running(&stubborn));
+        assert!(!cloud.still_running(&stubborn).await);
 
         // VMs in SHUTOFF and ERROR are deleted like any other.
         for vm in [&web2, &failed, &data] {
@@ -385,7 +419,7 @@ impl conformance::Cloud for LocalCloud {
         eventually("the crashed group is gone", || !group_runs(pgid)).await;
     }
 
-    fn still_running(&self, vm: &Vm) -> bool {
+    async fn still_running(&self, vm: &Vm) -> bool {
         self.pgid(&vm.id).is_some_and(group_runs)
     }
 
@@ -400,6 +434,8 @@ fn images() -> Images {
         fails: "fails".into(),
         stubborn: "stubborn".into(),
         user_data: "user-data".into(),
+        flavor: None,
+        network: None,
     }
 }
 
@@ -599,15 +635,15 @@ async fn a_vm_whose_start_was_interrupted_is_adopted_by_the_next_driver() {
 }
 
 #[tokio::test]
-async fn nova_is_not_available_yet() {
+async fn nova_refuses_a_section_that_lacks_what_its_auth_type_needs() {
     let config = load_from_str("autoscaler.conf", "[compute]\ndriver = nova\n")
         .unwrap()
         .config;
     let err = from_config(&config).err().unwrap();
-    assert!(matches!(err, DriverError::NotImplemented { .. }), "{err}");
+    assert!(matches!(err, DriverError::InvalidConfig { .. }), "{err}");
     assert_eq!(
         err.to_string(),
-        "the nova driver is not available yet (issue 7); use driver = local"
+        "[nova] auth_url = \"\": auth_type = password needs it"
     );
 }
 
@@ -622,4 +658,295 @@ async fn a_bad_address_pool_is_refused_naming_the_option() {
         "{err}"
     );
     assert!(err.contains("127.0.0.0/8"), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------
+// The nova driver against the real Nova of tools/nova-fixture.
+
+use common::nova::{Cleanup, Hypervisor, HypervisorSetup, NovaFixture, FLAVOR};
+
+/// The Glance images the Nova runs boot, each realized by the hypervisor with the test
+/// image of the same name without the prefix.
+const NOVA_IMAGE_PREFIX: &str = "autoscaler-test-";
+
+fn nova_images() -> Images {
+    let name = |n: &str| format!("{NOVA_IMAGE_PREFIX}{n}");
+    Images {
+        ok: name("ok"),
+        fails: name("fails"),
+        stubborn: name("stubborn"),
+        user_data: name("user-data"),
+        flavor: Some(FLAVOR.into()),
+        network: Some("none".into()),
+    }
+}
+
+/// One test's project on the fixture, the images and flavor, a hypervisor running the
+/// test images, and a driver configuration; `None` when there is no fixture to run on
+/// (see `common::nova`).
+struct NovaCloud {
+    fixture: NovaFixture,
+    config: Config,
+    hypervisor: Hypervisor,
+    _cleanup: Cleanup,
+}
+
+impl NovaCloud {
+    fn new() -> Option<NovaCloud> {
+        let fixture = NovaFixture::new()?;
+        fixture.ensure_flavor();
+        let images = ["ok", "fails", "stubborn", "user-data"];
+        let glance: Vec<String> = images
+            .iter()
+            .map(|n| format!("{NOVA_IMAGE_PREFIX}{n}"))
+            .collect();
+        fixture.ensure_images(&glance.iter().map(String::as_str).collect::<Vec<_>>());
+        let local = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/images");
+        let hypervisor = Hypervisor::start(HypervisorSetup {
+            fixture: fixture.clone(),
+            images: glance
+                .iter()
+                .zip(images)
+                .map(|(g, l)| (g.clone(), local.join(l)))
+                .collect(),
+            agent: Path::new(env!("CARGO_BIN_EXE_autoscaler-conductor"))
+                .with_file_name("autoscaler-agent"),
+        });
+        let config = load_from_str("nova.conf", &fixture.config())
+            .unwrap()
+            .config;
+        Some(NovaCloud {
+            _cleanup: Cleanup(fixture.clone()),
+            fixture,
+            config,
+            hypervisor,
+        })
+    }
+
+    fn driver(&self) -> Arc<dyn CloudDriver> {
+        from_config(&self.config).unwrap()
+    }
+}
+
+#[async_trait]
+impl conformance::Cloud for NovaCloud {
+    fn reconnect(&self) -> Arc<dyn CloudDriver> {
+        self.driver()
+    }
+
+    async fn crash(&self, vm: &Vm) {
+        eventually("the hypervisor runs the VM", || {
+            self.hypervisor.running(&vm.id.0)
+        })
+        .await;
+        self.hypervisor.crash(&vm.id.0);
+    }
+
+    /// Nova answers 404 for a deleted server a moment before the hypervisor, which polls,
+    /// has stopped its processes: while Nova still has the server, what runs is the answer;
+    /// once Nova has let it go, the hypervisor gets 3 s to catch up.
+    async fn still_running(&self, vm: &Vm) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            if !self.hypervisor.running(&vm.id.0) {
+                return false;
+            }
+            let (status, _) = self
+                .fixture
+                .admin_get(&format!("/servers/{}", vm.id))
+                .unwrap();
+            if status != 404 || Instant::now() > deadline {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn console(&self, vm: &Vm) -> String {
+        self.hypervisor.console(&vm.id.0)
+    }
+
+    fn reports_addresses(&self) -> bool {
+        false
+    }
+}
+
+#[tokio::test]
+async fn nova_driver_conforms() {
+    let Some(cloud) = NovaCloud::new() else {
+        return;
+    };
+    let driver = cloud.driver();
+    assert_eq!(driver.name(), "nova");
+    conformance::run_conformance(driver.as_ref(), &nova_images(), &cloud).await;
+    assert!(
+        cloud.fixture.servers().is_empty(),
+        "{:?}",
+        cloud.hypervisor.last_error()
+    );
+}
+
+/// Issue 7: an unknown image or flavor is a clear error naming it, and nothing is left
+/// behind in Nova.
+#[tokio::test]
+async fn nova_unknown_image_or_flavor_is_named_and_leaves_nothing_behind() {
+    let Some(cloud) = NovaCloud::new() else {
+        return;
+    };
+    let driver = cloud.driver();
+    let images = nova_images();
+    let mut bad_flavor = spec("shop-web-1", &images.ok, "shop");
+    bad_flavor.network = Some("none".into());
+    bad_flavor.flavor = Some("no-such-flavor".into());
+    let err = driver.boot(bad_flavor).await.unwrap_err();
+    assert!(matches!(err, DriverError::UnknownFlavor { .. }), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.starts_with(
+            "unknown flavor \"no-such-flavor\": Nova has no flavor of that id or name; flavors: "
+        ),
+        "{text}"
+    );
+    assert!(text.contains(FLAVOR), "{text}");
+    assert!(!err.is_retryable());
+
+    let mut bad_image = spec("shop-web-2", "no-such-image", "shop");
+    bad_image.network = Some("none".into());
+    bad_image.flavor = Some(FLAVOR.into());
+    let err = driver.boot(bad_image.clone()).await.unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.starts_with("unknown image \"no-such-image\": Nova (Glance) has no image of that name or id; images: "),
+        "{text}"
+    );
+    assert!(text.contains(&images.ok), "{text}");
+    // An id that names no image: the same, found by id.
+    bad_image.image = uuid::Uuid::new_v4().to_string();
+    let err = driver.boot(bad_image).await.unwrap_err();
+    assert!(matches!(err, DriverError::UnknownImage { .. }), "{err}");
+
+    let mut no_flavor = spec("shop-web-3", &images.ok, "shop");
+    no_flavor.network = Some("none".into());
+    let err = driver.boot(no_flavor).await.unwrap_err();
+    assert!(matches!(err, DriverError::InvalidSpec { .. }), "{err}");
+    assert!(err.to_string().contains("flavor"), "{err}");
+
+    assert!(cloud.fixture.servers().is_empty());
+    assert!(driver.list_all().await.unwrap().is_empty());
+}
+
+/// What Nova shows of a booted VM: the tag, the metadata, the user data (admins only),
+/// no network; and the driver's own metadata keys stay out of what it reports.
+#[tokio::test]
+async fn nova_servers_carry_tag_metadata_and_user_data() {
+    let Some(cloud) = NovaCloud::new() else {
+        return;
+    };
+    let driver = cloud.driver();
+    let images = nova_images();
+    let mut s = spec("shop-web-1", &images.user_data, "shop");
+    s.flavor = images.flavor.clone();
+    s.network = images.network.clone();
+    s.user_data = "#cloud-config\n{\"write_files\": []}\n".into();
+    let start = Instant::now();
+    let vm = driver.boot(s.clone()).await.unwrap();
+    let accepted = start.elapsed();
+    let active = wait_for(driver.as_ref(), &vm.id, VmStatus::Active).await;
+    eprintln!(
+        "NOVA boot accepted {accepted:?}, boot -> ACTIVE {:?}",
+        start.elapsed()
+    );
+    assert_eq!(active.metadata, s.metadata);
+    assert_eq!(active.image, images.user_data);
+    assert_eq!(
+        active.address, None,
+        "the fake virt driver gives no address"
+    );
+
+    let (status, server) = cloud
+        .fixture
+        .admin_get(&format!("/servers/{}", vm.id))
+        .unwrap();
+    assert_eq!(status, 200);
+    let server = &server["server"];
+    assert_eq!(
+        server["tags"],
+        serde_json::json!(["autoscaler", "group:shop"])
+    );
+    assert_eq!(server["metadata"][META_GROUP], "shop");
+    assert_eq!(server["metadata"][META_ROLE], "web");
+    assert_eq!(
+        server["metadata"]["autoscaler:nova:image"],
+        images.user_data
+    );
+    assert_eq!(server["addresses"], serde_json::json!({}));
+    use base64::Engine as _;
+    let user_data = base64::engine::general_purpose::STANDARD
+        .decode(server["OS-EXT-SRV-ATTR:user_data"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(String::from_utf8(user_data).unwrap(), s.user_data);
+    let start = Instant::now();
+    driver.delete(&vm.id).await.unwrap();
+    eprintln!("NOVA delete -> 404 {:?}", start.elapsed());
+    assert!(cloud.fixture.servers().is_empty());
+}
+
+/// Servers of the project that are not the autoscaler's (no tag, or no group metadata)
+/// are neither listed nor deleted.
+#[tokio::test]
+async fn nova_leaves_other_servers_alone() {
+    let Some(cloud) = NovaCloud::new() else {
+        return;
+    };
+    let driver = cloud.driver();
+    let images = nova_images();
+    let image_id = cloud.fixture.image_id(&images.ok);
+    let mut foreign = Vec::new();
+    for (name, tags, metadata) in [
+        (
+            "shop-web-untagged",
+            serde_json::json!(["group:shop"]),
+            serde_json::json!({META_GROUP: "shop"}),
+        ),
+        (
+            "shop-web-nogroup",
+            serde_json::json!(["autoscaler", "group:shop"]),
+            serde_json::json!({}),
+        ),
+    ] {
+        let body = serde_json::json!({"server": {"name": name, "imageRef": image_id,
+            "flavorRef": FLAVOR, "networks": "none", "tags": tags, "metadata": metadata}});
+        let (status, created) = cloud
+            .fixture
+            .admin_call(reqwest::Method::POST, "/servers", Some(body))
+            .unwrap();
+        assert_eq!(status, 202, "{created}");
+        foreign.push(VmId(created["server"]["id"].as_str().unwrap().to_owned()));
+    }
+    let ours = driver
+        .boot(VmSpec {
+            flavor: images.flavor.clone(),
+            network: images.network.clone(),
+            ..spec("shop-web-ours", &images.ok, "shop")
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        driver
+            .list("shop")
+            .await
+            .unwrap()
+            .iter()
+            .map(|vm| &vm.id)
+            .collect::<Vec<_>>(),
+        [&ours.id]
+    );
+    assert_eq!(driver.list_all().await.unwrap().len(), 1);
+    for id in &foreign {
+        assert_eq!(driver.get(id).await.unwrap(), None);
+        driver.delete(id).await.unwrap();
+        let (status, _) = cloud.fixture.admin_get(&format!("/servers/{id}")).unwrap();
+        assert_eq!(status, 200, "a server that is not ours was deleted");
+    }
+    driver.delete(&ours.id).await.unwrap();
 }

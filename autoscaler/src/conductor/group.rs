@@ -62,6 +62,9 @@ pub struct HeartbeatInfo {
     pub serving: Option<bool>,
     /// The site's URL, as the splitter's agent announces it.
     pub url: Option<String>,
+    /// The address the VM's server listens on, as its agent announces it; used only when
+    /// the cloud reports none (Nova's fake virt driver reports none).
+    pub address: Option<std::net::IpAddr>,
 }
 
 /// Everything [`Group::step`] looks at, gathered by the service each tick.
@@ -213,6 +216,14 @@ pub struct Group {
     boot_failures: u32,
     last_boot_failure: Option<DateTime<Utc>>,
     boots_held_until: Option<DateTime<Utc>>,
+}
+
+/// Where the VM's server listens: the cloud's address for it, else the one its agent
+/// announces (a cloud that reports none, such as Nova's fake virt driver). The cloud wins:
+/// it is the source of truth, and an agent cannot move a VM the cloud places.
+fn address_of(vm: &Vm, obs: &Observed) -> Option<std::net::IpAddr> {
+    vm.address
+        .or_else(|| obs.heartbeats.get(&vm.name).and_then(|hb| hb.address))
 }
 
 fn role_of(vm: &Vm) -> Option<Role> {
@@ -526,7 +537,7 @@ impl Group {
                     .filter_map(|vm| {
                         Some(PoolMember {
                             name: member_name(&vm.name),
-                            host: vm.address?.to_string(),
+                            host: address_of(vm, &obs)?.to_string(),
                             port: AJP_PORT,
                             state: MemberState::Active,
                         })
@@ -889,7 +900,7 @@ impl Group {
                     name: vm.name.clone(),
                     role: role_of(vm),
                     status: vm.status,
-                    address: vm.address.map(|a| a.to_string()),
+                    address: address_of(vm, obs).map(|a| a.to_string()),
                     heartbeat_age: obs
                         .heartbeats
                         .get(&vm.name)
@@ -979,6 +990,7 @@ mod tests {
                 last: at(when),
                 serving: Some(true),
                 url: url.map(str::to_owned),
+                address: None,
             },
         );
     }
@@ -1170,6 +1182,52 @@ mod tests {
             pools(&third).is_empty(),
             "acknowledged and unchanged: not resent yet"
         );
+    }
+
+    /// Issue 7: Nova's fake virt driver gives servers no address; the agent announces
+    /// where its server listens, and the pool uses that. A cloud's address wins.
+    #[test]
+    fn issue_7_a_vm_without_a_cloud_address_joins_on_its_agents_address() {
+        let mut g = settled(1);
+        let mut obs = Observed {
+            link_up: true,
+            vms: vec![
+                vm("s", Role::Splitter, VmStatus::Active, ""),
+                vm("shop-web-1", Role::Web, VmStatus::Active, ""),
+                vm("shop-web-2", Role::Web, VmStatus::Active, "10.0.0.2"),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(obs.vms[1].address, None);
+        heard(&mut obs, "s", 9.5, None);
+        heard(&mut obs, "shop-web-1", 9.5, None);
+        heard(&mut obs, "shop-web-2", 9.5, None);
+        // Silent about its address: it cannot be routed to.
+        let first = g.step(at(10.0), obs.clone());
+        let hosts: Vec<String> = pools(&first)[0]
+            .members
+            .iter()
+            .map(|m| m.host.clone())
+            .collect();
+        assert_eq!(hosts, ["10.0.0.2"]);
+        for (name, addr) in [("shop-web-1", "127.0.7.3"), ("shop-web-2", "127.0.7.4")] {
+            obs.heartbeats.get_mut(name).unwrap().address = addr.parse().ok();
+        }
+        let second = g.step(at(10.5), obs.clone());
+        let members: Vec<(String, String)> = pools(&second)[0]
+            .members
+            .iter()
+            .map(|m| (m.name.clone(), m.host.clone()))
+            .collect();
+        assert_eq!(
+            members,
+            [
+                ("shop_web_1".to_owned(), "127.0.7.3".to_owned()),
+                ("shop_web_2".to_owned(), "10.0.0.2".to_owned())
+            ]
+        );
+        let view = g.view(at(10.5));
+        assert_eq!(view.vms[1].address.as_deref(), Some("127.0.7.3"));
     }
 
     #[test]
@@ -1610,6 +1668,7 @@ mod tests {
                             last: at(now),
                             serving: Some(!self.unserving.contains(&vm.name)),
                             url: None,
+                            address: None,
                         },
                     );
                 }

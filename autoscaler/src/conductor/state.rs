@@ -213,6 +213,7 @@ impl VmRegistry {
                     last: vm.last,
                     serving: vm.heartbeat.serving,
                     url: vm.heartbeat.url.clone(),
+                    address: vm.heartbeat.address.as_deref().and_then(|a| a.parse().ok()),
                 };
                 (vm.heartbeat.vm_id.clone(), info)
             })
@@ -284,6 +285,7 @@ mod tests {
                 seq: 0,
                 serving: None,
                 url: None,
+                address: None,
             };
             vms.heard(hb, t0);
         }

@@ -5,7 +5,7 @@
 //! value)` entries with oslo.config's syntax rules (no `%` interpolation, no escapes);
 //! the declarations check and type them. Each option is declared once, in the file of its
 //! section ([`default`], [`rabbit`], [`notifications`], [`conductor`], [`agent`],
-//! [`compute`], [`local`], [`policy`]): name, kind, default, help, and whether SIGHUP reloads it. The
+//! [`compute`], [`local`], [`nova`], [`policy`]): name, kind, default, help, and whether SIGHUP reloads it. The
 //! typed structs, the validation and the [`sample`] all come from those declarations.
 //!
 //! Unknown sections and options are warnings (other OpenStack libraries share the files);
@@ -20,6 +20,7 @@ pub(crate) mod ini;
 mod load;
 pub mod local;
 pub mod notifications;
+pub mod nova;
 mod opt;
 pub mod policy;
 pub mod rabbit;
@@ -36,6 +37,7 @@ pub use load::{
 };
 pub use local::{CidrV4, LocalOpts};
 pub use notifications::{NotificationDriver, NotificationOpts};
+pub use nova::{AuthType, NovaOpts, Secret};
 pub use opt::{redact_transport_url, Choice, OptDecl, OptKind, SectionDecl};
 pub use policy::PolicyOpts;
 pub use rabbit::RabbitOpts;
@@ -51,6 +53,7 @@ pub const SECTIONS: &[&SectionDecl] = &[
     &compute::SECTION,
     &conductor::SECTION,
     &local::SECTION,
+    &nova::SECTION,
     &notifications::SECTION,
     &policy::SECTION,
     &rabbit::SECTION,
@@ -66,6 +69,7 @@ pub struct Config {
     pub agent: AgentOpts,
     pub compute: ComputeOpts,
     pub local: LocalOpts,
+    pub nova: NovaOpts,
     pub policy: PolicyOpts,
 }
 
@@ -106,6 +110,7 @@ impl Config {
             agent: section(&agent::SECTION, values, AgentOpts::from_values),
             compute: section(&compute::SECTION, values, ComputeOpts::from_values),
             local: section(&local::SECTION, values, LocalOpts::from_values),
+            nova: section(&nova::SECTION, values, NovaOpts::from_values),
             policy: section(&policy::SECTION, values, PolicyOpts::from_values),
         }
     }

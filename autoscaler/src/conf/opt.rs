@@ -34,6 +34,8 @@ pub enum OptKind {
     String,
     /// A string; empty means unset.
     OptionalString,
+    /// A string that must never be shown (a password, a token); empty means unset.
+    Secret,
     /// A non-empty file system path.
     Path,
     /// A path; empty means unset.
@@ -104,6 +106,7 @@ impl OptDecl {
     pub fn shown_value(&self, text: &str) -> String {
         match self.kind {
             OptKind::TransportUrl | OptKind::OptionalTransportUrl => redact_transport_url(text),
+            OptKind::Secret => "***".to_owned(),
             _ => text.to_owned(),
         }
     }
@@ -163,8 +166,14 @@ impl OptKind {
                     .ok_or_else(expected)
             }
             OptKind::String | OptKind::Path if text.is_empty() => Err(expected()),
-            OptKind::OptionalString | OptKind::OptionalPath if text.is_empty() => Ok(Value::Unset),
-            OptKind::String | OptKind::OptionalString => Ok(Value::String(text.to_owned())),
+            OptKind::OptionalString | OptKind::OptionalPath | OptKind::Secret
+                if text.is_empty() =>
+            {
+                Ok(Value::Unset)
+            }
+            OptKind::String | OptKind::OptionalString | OptKind::Secret => {
+                Ok(Value::String(text.to_owned()))
+            }
             OptKind::Path | OptKind::OptionalPath => Ok(Value::Path(PathBuf::from(text))),
             OptKind::List { choices } => {
                 let items: Vec<String> = text
@@ -212,7 +221,7 @@ impl OptKind {
                 None => format!("a number of seconds of at least {min}"),
             },
             OptKind::String => "a non-empty string".to_owned(),
-            OptKind::OptionalString => "a string".to_owned(),
+            OptKind::OptionalString | OptKind::Secret => "a string".to_owned(),
             OptKind::Path => "a non-empty path".to_owned(),
             OptKind::OptionalPath => "a path".to_owned(),
             OptKind::List { choices: [] } => "a comma-separated list".to_owned(),
@@ -238,6 +247,7 @@ impl OptKind {
             // oslo has no path type: paths are string options.
             OptKind::String
             | OptKind::OptionalString
+            | OptKind::Secret
             | OptKind::Path
             | OptKind::OptionalPath
             | OptKind::Choice { .. }
@@ -418,6 +428,15 @@ impl<'a> SectionValues<'a> {
             None => default(),
             Some(Value::String(s)) => s,
             Some(other) => self.mismatch(name, "a string", &other),
+        }
+    }
+
+    /// A string option that may be unset (no default, or left empty).
+    pub(super) fn optional_string(&self, name: &str) -> Option<String> {
+        match self.value(name) {
+            None | Some(Value::Unset) => None,
+            Some(Value::String(s)) => Some(s),
+            Some(other) => self.mismatch(name, "an optional string", &other),
         }
     }
 

@@ -46,6 +46,7 @@
 //! conductor retries those with backoff and reports the others.
 
 mod local;
+pub mod nova;
 
 use std::{
     collections::BTreeMap,
@@ -53,6 +54,7 @@ use std::{
     net::IpAddr,
     path::{Path, PathBuf},
     sync::Arc,
+    time::Duration,
 };
 
 use async_trait::async_trait;
@@ -62,6 +64,7 @@ use serde::{Deserialize, Serialize};
 use crate::conf::{ComputeDriver, Config};
 
 pub use local::LocalDriver;
+pub use nova::NovaDriver;
 
 /// Metadata key naming the VM's group (the template's name); required at boot.
 pub const META_GROUP: &str = "autoscaler:group";
@@ -187,17 +190,65 @@ pub trait CloudDriver: Send + Sync + 'static {
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
     /// The spec names an image the cloud does not have.
-    #[error(
-        "unknown image {image:?}: no executable {}; images in {}: {}",
-        images_path.join(image).join("boot").display(),
-        images_path.display(),
-        list_or_none(available)
-    )]
+    #[error("unknown image {image:?}: {looked_in}: {}", list_or_none(available))]
     UnknownImage {
         image: String,
-        images_path: PathBuf,
+        /// Where the driver looked, ending with where the available images are, e.g.
+        /// `no executable /srv/images/x/boot; images in /srv/images`.
+        looked_in: String,
         /// The images that do exist, sorted.
         available: Vec<String>,
+    },
+
+    /// The spec names a flavor the cloud does not have.
+    #[error(
+        "unknown flavor {flavor:?}: Nova has no flavor of that id or name; flavors: {}",
+        list_or_none(available)
+    )]
+    UnknownFlavor {
+        flavor: String,
+        /// The flavors that do exist, sorted.
+        available: Vec<String>,
+    },
+
+    /// The spec names a network the driver cannot find.
+    #[error("unknown network {network:?}: {reason}")]
+    UnknownNetwork { network: String, reason: String },
+
+    /// The cloud refused the call (HTTP 4xx, or 5xx after the driver's retries).
+    #[error("{call}: HTTP {status}: {message}")]
+    Api {
+        /// The request, e.g. `POST /servers`.
+        call: String,
+        status: u16,
+        /// The cloud's own message (Nova's fault).
+        message: String,
+    },
+
+    /// A quota or rate limit refused the call; deleting VMs (or waiting) frees it up.
+    #[error("{call}: over quota or rate limit (HTTP {status}): {message}")]
+    OverLimit {
+        call: String,
+        status: u16,
+        message: String,
+    },
+
+    /// No answer from the cloud (connection refused, timeout), after the driver's retries.
+    #[error("{call}: the cloud does not answer: {reason}")]
+    Unreachable { call: String, reason: String },
+
+    /// The cloud's session failed before the call could be sent: authentication, the
+    /// catalog has no compute endpoint, a clouds.yaml cloud that cannot be read.
+    #[error("{call}: {reason}")]
+    Cloud { call: String, reason: String },
+
+    /// A delete was accepted but the VM is still there after the driver's wait; the delete
+    /// may be repeated.
+    #[error("VM {id} still exists {} s after its delete (status {status})", waited.as_secs_f64())]
+    DeleteTimedOut {
+        id: VmId,
+        waited: Duration,
+        status: String,
     },
 
     /// Every address of the pool is held by a VM; deleting one frees its address.
@@ -247,10 +298,6 @@ pub enum DriverError {
     /// uninterruptible I/O); the delete may be repeated.
     #[error("VM {id} is still running after SIGKILL of its process group {pgid}")]
     StillRunning { id: VmId, pgid: i32 },
-
-    /// The configured driver exists by name only.
-    #[error("the {driver} driver is not available yet (issue {issue}); use driver = local")]
-    NotImplemented { driver: &'static str, issue: u32 },
 }
 
 impl DriverError {
@@ -258,15 +305,23 @@ impl DriverError {
     /// the spec or the images.
     pub fn is_retryable(&self) -> bool {
         match self {
-            DriverError::PoolExhausted { .. } | DriverError::StillRunning { .. } => true,
+            DriverError::PoolExhausted { .. }
+            | DriverError::StillRunning { .. }
+            | DriverError::OverLimit { .. }
+            | DriverError::Unreachable { .. }
+            | DriverError::DeleteTimedOut { .. } => true,
+            // 5xx that outlasted the retries; 429 is OverLimit.
+            DriverError::Api { status, .. } => *status >= 500 || *status == 429,
             // EAGAIN from fork: the process limit, which frees up as processes exit.
             DriverError::Spawn { source, .. } => source.kind() == io::ErrorKind::WouldBlock,
             DriverError::UnknownImage { .. }
+            | DriverError::UnknownFlavor { .. }
+            | DriverError::UnknownNetwork { .. }
+            | DriverError::Cloud { .. }
             | DriverError::InvalidSpec { .. }
             | DriverError::InvalidConfig { .. }
             | DriverError::Io { .. }
-            | DriverError::CorruptRecord { .. }
-            | DriverError::NotImplemented { .. } => false,
+            | DriverError::CorruptRecord { .. } => false,
         }
     }
 
@@ -290,10 +345,7 @@ fn list_or_none(items: &[String]) -> String {
 pub fn from_config(config: &Config) -> Result<Arc<dyn CloudDriver>, DriverError> {
     match config.compute.driver {
         ComputeDriver::Local => Ok(Arc::new(LocalDriver::from_config(config)?)),
-        ComputeDriver::Nova => Err(DriverError::NotImplemented {
-            driver: "nova",
-            issue: 7,
-        }),
+        ComputeDriver::Nova => Ok(Arc::new(NovaDriver::from_config(config)?)),
     }
 }
 
@@ -325,22 +377,26 @@ mod tests {
     }
 
     #[test]
-    fn nova_is_a_clear_not_implemented_error() {
+    fn nova_is_built_from_the_nova_section() {
         let mut config = Config::default();
         config.compute.driver = ComputeDriver::Nova;
         let err = from_config(&config).err().unwrap();
         assert_eq!(
             err.to_string(),
-            "the nova driver is not available yet (issue 7); use driver = local"
+            "[nova] auth_url = \"\": auth_type = password needs it"
         );
         assert!(!err.is_retryable());
+        config.nova.auth_type = crate::conf::AuthType::AdminToken;
+        config.nova.endpoint = Some("http://127.0.0.1:8774/v2.1".into());
+        config.nova.token = Some(crate::conf::Secret::new("admin:admin"));
+        assert_eq!(from_config(&config).unwrap().name(), "nova");
     }
 
     #[test]
     fn unknown_image_lists_the_available_ones() {
         let err = DriverError::UnknownImage {
             image: "tomcat".into(),
-            images_path: "/srv/images".into(),
+            looked_in: "no executable /srv/images/tomcat/boot; images in /srv/images".into(),
             available: vec!["apache".into(), "ok".into()],
         };
         assert_eq!(
@@ -350,7 +406,7 @@ mod tests {
         );
         let none = DriverError::UnknownImage {
             image: "x".into(),
-            images_path: "/srv/images".into(),
+            looked_in: "no executable /srv/images/x/boot; images in /srv/images".into(),
             available: vec![],
         };
         assert!(none.to_string().ends_with("images in /srv/images: none"));
@@ -367,5 +423,22 @@ mod tests {
             reason: "no group".into(),
         };
         assert!(!invalid.is_retryable());
+        let api = |status| DriverError::Api {
+            call: "POST /servers".into(),
+            status,
+            message: "m".into(),
+        };
+        assert!(api(503).is_retryable() && api(429).is_retryable());
+        assert!(!api(400).is_retryable() && !api(404).is_retryable());
+        let quota = DriverError::OverLimit {
+            call: "POST /servers".into(),
+            status: 403,
+            message: "Quota exceeded for instances".into(),
+        };
+        assert!(quota.is_retryable());
+        assert_eq!(
+            quota.to_string(),
+            "POST /servers: over quota or rate limit (HTTP 403): Quota exceeded for instances"
+        );
     }
 }

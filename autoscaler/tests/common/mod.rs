@@ -7,6 +7,7 @@
 #![allow(dead_code)] // Each test binary uses its own part of these helpers.
 
 pub mod load;
+pub mod nova;
 
 use std::{
     path::{Path, PathBuf},

@@ -19,7 +19,11 @@ pub(super) fn boot_script(images_path: &Path, image: &str) -> Result<PathBuf, Dr
     }
     Err(DriverError::UnknownImage {
         image: image.to_owned(),
-        images_path: images_path.to_owned(),
+        looked_in: format!(
+            "no executable {}; images in {}",
+            script.display(),
+            images_path.display()
+        ),
         available: available(images_path),
     })
 }
