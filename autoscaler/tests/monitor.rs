@@ -102,6 +102,7 @@ async fn the_monitor_shows_the_site_from_the_broker_alone() {
             seq: 0,
             serving: Some(true),
             url: None,
+            address: None,
         };
         publish(
             &link,

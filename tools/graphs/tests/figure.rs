@@ -160,12 +160,22 @@ fn check_reports_each_verdict_and_fails_on_the_failed_request() {
     assert_eq!(run.status.code(), Some(1), "{stdout}{stderr}");
     assert_eq!(stderr.trim_end(), "ERROR: 1 of 6 checks failed");
     let check = std::fs::read_to_string(out.join("check.txt")).unwrap();
-    assert_eq!(check.lines().filter(|l| l.starts_with("FAIL ")).count(), 1, "{check}");
+    assert_eq!(
+        check.lines().filter(|l| l.starts_with("FAIL ")).count(),
+        1,
+        "{check}"
+    );
     assert!(
         check.contains("FAIL no failed request: 6200 complete, 0 failed, 1 non-2xx (ab)"),
         "{check}"
     );
-    assert!(check.contains("PASS graphs.png decodes at the size asked for"), "{check}");
-    assert!(check.contains("PASS graphs.svg parses at the size asked for"), "{check}");
+    assert!(
+        check.contains("PASS graphs.png decodes at the size asked for"),
+        "{check}"
+    );
+    assert!(
+        check.contains("PASS graphs.svg parses at the size asked for"),
+        "{check}"
+    );
     assert!(check.contains("PASS VMs rise in high load"), "{check}");
 }

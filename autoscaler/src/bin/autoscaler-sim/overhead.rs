@@ -181,6 +181,8 @@ fn heartbeat(i: u64) -> Heartbeat {
         seq: i,
         serving: Some(true),
         url: None,
+        // As a real web agent sends it (the address its Tomcat listens on).
+        address: Some(format!("10.0.{}.{}", i / 250 % 250, i % 250)),
     }
 }
 

@@ -344,6 +344,7 @@ mod tests {
             seq: 1,
             serving: Some(true),
             url: None,
+            address: None,
         }
     }
 
