@@ -17,8 +17,13 @@
 //!
 //! One format, two players: `autoscaler-loadtest` plays it with ab against a real site,
 //! the simulator (`sim`) plays it as closed-loop clients, so the same file drives both.
+//! Both record what they played in one *phase CSV* ([`PhaseRecord`]), which the graph
+//! tool reads.
 
 use std::{fmt, path::Path};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
 /// Longest phase accepted: a day. Anything longer is a typo.
 const MAX_SECONDS: u32 = 24 * 60 * 60;
@@ -55,6 +60,45 @@ pub struct Phase {
     /// As written, or empty.
     pub label: String,
     pub kind: Kind,
+}
+
+/// One played phase, a row of the phase CSV (`autoscaler-loadtest --csv`,
+/// `autoscaler-sim run --phases`; read by `autoscaler-graphs`). Field order is column
+/// order: `phase,label,kind,clients,seconds,start,end,complete,failed,failed_connect,
+/// failed_receive,failed_length,failed_exceptions,non_2xx,mean_ms`; times RFC 3339, UTC,
+/// milliseconds. The counts are ab's (the simulator's own for a simulated phase).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PhaseRecord {
+    /// 1-based.
+    pub phase: usize,
+    pub label: String,
+    /// `high` or `low` ([`Kind`]).
+    pub kind: String,
+    /// Concurrent clients (for a simulated open-loop phase, requests a second, rounded).
+    pub clients: u32,
+    /// The phase's planned length.
+    pub seconds: u32,
+    #[serde(with = "crate::conductor::timeseries::rfc3339_millis")]
+    pub start: DateTime<Utc>,
+    #[serde(with = "crate::conductor::timeseries::rfc3339_millis")]
+    pub end: DateTime<Utc>,
+    pub complete: u64,
+    /// All failed requests; the kinds follow (ab's words).
+    pub failed: u64,
+    pub failed_connect: u64,
+    pub failed_receive: u64,
+    pub failed_length: u64,
+    pub failed_exceptions: u64,
+    /// Answers outside 2xx (ab counts them apart from `failed`).
+    pub non_2xx: u64,
+    /// ab's mean time per request, milliseconds.
+    pub mean_ms: Option<f64>,
+}
+
+impl PhaseRecord {
+    pub fn is_high(&self) -> bool {
+        self.kind == Kind::High.as_str()
+    }
 }
 
 /// The phases of a scenario, in order.

@@ -293,8 +293,9 @@ fn one_line<S: serde::Serializer>(text: &str, serializer: S) -> Result<S::Ok, S:
     }
 }
 
-/// `time` as RFC 3339 in UTC with milliseconds, `2026-11-27T22:05:41.250Z`.
-mod rfc3339_millis {
+/// `time` as RFC 3339 in UTC with milliseconds, `2026-11-27T22:05:41.250Z` (also the
+/// phase CSV's, `crate::scenario::PhaseRecord`).
+pub(crate) mod rfc3339_millis {
     use chrono::{DateTime, SecondsFormat, Utc};
     use serde::{Deserialize, Deserializer, Serializer};
 

@@ -286,11 +286,17 @@ mod tests {
             label: kind.into(),
             kind: kind.into(),
             clients,
+            seconds: (to - from) as u32,
             start: t(from),
             end: t(to),
             complete: 100,
             failed,
+            failed_connect: 0,
+            failed_receive: failed,
+            failed_length: 0,
+            failed_exceptions: 0,
             non_2xx: 0,
+            mean_ms: None,
         }
     }
 

@@ -7,27 +7,9 @@ use std::path::Path;
 
 use autoscaler::conductor::timeseries::{read_rows, Row};
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
 
-/// One load-test phase, as `autoscaler-loadtest` records it.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Phase {
-    pub phase: usize,
-    pub label: String,
-    pub kind: String,
-    pub clients: u32,
-    pub start: DateTime<Utc>,
-    pub end: DateTime<Utc>,
-    pub complete: u64,
-    pub failed: u64,
-    pub non_2xx: u64,
-}
-
-impl Phase {
-    pub fn is_high(&self) -> bool {
-        self.kind == "high"
-    }
-}
+/// One load-test phase, as `autoscaler-loadtest` (or the simulator) records it.
+pub use autoscaler::scenario::PhaseRecord as Phase;
 
 /// Why the inputs cannot be drawn.
 #[derive(Debug, thiserror::Error)]

@@ -13,10 +13,9 @@ use std::{
 };
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde::Serialize;
 
 use crate::ab::{self, AbError, AbReport};
-use autoscaler::scenario::Scenario;
+use autoscaler::scenario::{PhaseRecord, Scenario};
 
 /// What a run needs besides the scenario.
 #[derive(Debug, Clone)]
@@ -25,26 +24,6 @@ pub struct Options {
     pub ab: PathBuf,
     /// Where the phase CSV goes, if anywhere.
     pub csv: Option<PathBuf>,
-}
-
-/// One row of the phase CSV.
-#[derive(Debug, Serialize)]
-struct PhaseRow<'a> {
-    phase: usize,
-    label: &'a str,
-    kind: &'a str,
-    clients: u32,
-    seconds: u32,
-    start: String,
-    end: String,
-    complete: u64,
-    failed: u64,
-    failed_connect: u64,
-    failed_receive: u64,
-    failed_length: u64,
-    failed_exceptions: u64,
-    non_2xx: u64,
-    mean_ms: Option<f64>,
 }
 
 /// Why a run stopped before its end.
@@ -119,14 +98,14 @@ pub fn play(
         )?;
         log.flush()?;
         if let (Some(writer), Some(path)) = (csv.as_mut(), options.csv.as_ref()) {
-            let row = PhaseRow {
+            let row = PhaseRecord {
                 phase: number,
-                label: &phase.label,
-                kind: phase.kind.as_str(),
+                label: phase.label.clone(),
+                kind: phase.kind.as_str().to_owned(),
                 clients: phase.clients,
                 seconds: phase.seconds,
-                start: stamp(start),
-                end: stamp(end),
+                start,
+                end,
                 complete: report.complete,
                 failed: report.failed,
                 failed_connect: report.failed_connect,

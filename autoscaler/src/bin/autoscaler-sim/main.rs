@@ -21,6 +21,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 use autoscaler::{
     conductor::timeseries::TimeSeries,
+    scenario::PhaseRecord,
     sim::{
         distribution::Distribution,
         load::LoadKind,
@@ -30,9 +31,8 @@ use autoscaler::{
         world::{self, epoch, Fault, FaultKind, SimConfig},
     },
 };
-use chrono::{SecondsFormat, TimeDelta};
+use chrono::TimeDelta;
 use clap::{Parser, Subcommand};
-use serde::Serialize;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -204,27 +204,6 @@ fn run(a: &RunArgs) -> Result<()> {
     Ok(())
 }
 
-/// One row of the phase CSV, with `autoscaler-loadtest --csv`'s columns.
-#[derive(Serialize)]
-struct PhaseRow<'a> {
-    phase: usize,
-    label: &'a str,
-    kind: &'a str,
-    /// Clients (closed loop) or requests a second, rounded (open loop).
-    clients: u32,
-    seconds: u32,
-    start: String,
-    end: String,
-    complete: u64,
-    failed: u64,
-    failed_connect: u64,
-    failed_receive: u64,
-    failed_length: u64,
-    failed_exceptions: u64,
-    non_2xx: u64,
-    mean_ms: Option<f64>,
-}
-
 fn write_phases(
     path: &Path,
     load: &autoscaler::sim::load::Load,
@@ -232,16 +211,13 @@ fn write_phases(
 ) -> Result<()> {
     let context = || format!("cannot write {}", path.display());
     let mut writer = csv::Writer::from_path(path).with_context(context)?;
-    let time = |t: f64| {
-        (epoch() + TimeDelta::milliseconds((t * 1000.0).round() as i64))
-            .to_rfc3339_opts(SecondsFormat::Millis, true)
-    };
+    let time = |t: f64| epoch() + TimeDelta::milliseconds((t * 1000.0).round() as i64);
     for (i, (phase, counts)) in load.phases.iter().zip(&result.phases).enumerate() {
         writer
-            .serialize(PhaseRow {
+            .serialize(PhaseRecord {
                 phase: i + 1,
-                label: &phase.label,
-                kind: phase.kind.as_str(),
+                label: phase.label.clone(),
+                kind: phase.kind.as_str().to_owned(),
                 clients: phase.level.round() as u32,
                 seconds: phase.seconds().round() as u32,
                 start: time(phase.start),
