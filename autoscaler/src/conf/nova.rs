@@ -2,15 +2,16 @@
 //! its typed form, [`NovaOpts`]. Option names are keystoneauth's (`auth_type`, `auth_url`,
 //! `username`, `password`, `project_name`, `user_domain_name`, `project_domain_name`,
 //! `region_name`, `interface`, `endpoint_override`; `endpoint` and `token` of its
-//! `admin_token` plugin; `timeout`, `connect_retries`, `status_code_retries` of its session
-//! and adapter), so DevStack's `configure_keystoneauth` and `iniset` write this section as
-//! they write nova.conf's `[placement]` or `[neutron]`. `cloud` picks a clouds.yaml entry
+//! `admin_token` plugin; `cafile`, `timeout`, `connect_retries`, `status_code_retries` of its
+//! session and adapter), so the DevStack plugin writes this section with `iniset` as DevStack
+//! writes nova.conf's `[placement]` or `[cinder]` (`cafile` with tls-proxy). `cloud` picks a
+//! clouds.yaml entry
 //! instead. Which options a given `auth_type` needs is checked when the driver is built
 //! (`crate::driver::nova`), not here: a conductor on the local driver never reads them.
 //!
 //! The names are a contract with the DevStack plugin: keep them stable.
 
-use std::{fmt, time::Duration};
+use std::{fmt, path::PathBuf, time::Duration};
 
 use super::opt::{Choice, OptDecl, OptKind, SectionDecl, SectionValues};
 
@@ -169,6 +170,15 @@ pub const SECTION: SectionDecl = SectionDecl {
             "The token of auth_type admin_token, sent as X-Auth-Token. Never logged.",
         ),
         OptDecl::new(
+            "cafile",
+            OptKind::OptionalPath,
+            None,
+            "A PEM file of CA certificates trusted, beside the built-in web roots, for \
+             Keystone's and Nova's HTTPS certificates (keystoneauth's cafile: DevStack \
+             with tls-proxy writes its CA bundle here). Not used with cloud, whose \
+             clouds.yaml entry has its own cacert.",
+        ),
+        OptDecl::new(
             "timeout",
             OptKind::Seconds {
                 min: 1.0,
@@ -251,6 +261,8 @@ pub struct NovaOpts {
     pub endpoint_override: Option<String>,
     pub endpoint: Option<String>,
     pub token: Option<Secret>,
+    /// CA certificates trusted besides the built-in roots.
+    pub cafile: Option<PathBuf>,
     pub timeout: Duration,
     pub connect_retries: u32,
     pub status_code_retries: u32,
@@ -275,6 +287,7 @@ impl NovaOpts {
             endpoint_override: v.optional_string("endpoint_override"),
             endpoint: v.optional_string("endpoint"),
             token: v.optional_string("token").map(Secret),
+            cafile: v.optional_path("cafile"),
             timeout: v.duration("timeout"),
             connect_retries: v.int("connect_retries"),
             status_code_retries: v.int("status_code_retries"),
@@ -307,7 +320,8 @@ mod tests {
         let text = "[nova]\nauth_type = password\nauth_url = http://10.0.0.2/identity\n\
                     username = autoscaler\npassword = s3cret\nuser_domain_name = Default\n\
                     project_name = service\nproject_domain_name = Default\n\
-                    region_name = RegionOne\ninterface = internal\n";
+                    region_name = RegionOne\ninterface = internal\n\
+                    cafile = /opt/stack/data/ca-bundle.pem\n";
         let loaded = load_from_str("a.conf", text).unwrap();
         assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
         let n = &loaded.config.nova;
@@ -317,6 +331,10 @@ mod tests {
         assert_eq!(n.project_name.as_deref(), Some("service"));
         assert_eq!(n.region_name.as_deref(), Some("RegionOne"));
         assert_eq!(n.interface, "internal");
+        assert_eq!(
+            n.cafile.as_deref(),
+            Some(std::path::Path::new("/opt/stack/data/ca-bundle.pem"))
+        );
         // Never printed, not even in a debug dump of the configuration.
         let dump = format!("{:?}", loaded.config);
         assert!(!dump.contains("s3cret"), "{dump}");

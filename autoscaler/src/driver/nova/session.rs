@@ -21,7 +21,10 @@
 //! with Keystone), so [`AdminToken`] implements osauth's `AuthType` for it: Nova's noauth2
 //! takes `user:project` as that token.
 
-use std::time::Duration;
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use osauth::{services::COMPUTE, ApiVersion, AuthType, EndpointFilters, ErrorKind, Session};
@@ -138,6 +141,8 @@ pub struct Settings {
     pub region_name: Option<String>,
     pub interface: osauth::InterfaceType,
     pub endpoint_override: Option<Url>,
+    /// `[nova] cafile`: CA certificates trusted besides the built-in roots.
+    pub cafile: Option<PathBuf>,
 }
 
 /// Checks `[nova]` without sending anything: the errors name the option that is missing
@@ -193,7 +198,31 @@ pub fn settings(opts: &NovaOpts) -> Result<Settings, DriverError> {
             _ => osauth::InterfaceType::Public,
         },
         endpoint_override,
+        cafile: opts.cafile.clone(),
     })
+}
+
+/// The HTTP client of the session: reqwest's default, also trusting the certificates of
+/// `cafile` when it is set (a CA of the deployment's own, such as DevStack's tls-proxy's).
+fn http_client(cafile: Option<&Path>) -> Result<Client, DriverError> {
+    let Some(path) = cafile else {
+        return Ok(Client::new());
+    };
+    let shown = path.display().to_string();
+    let pem = std::fs::read(path)
+        .map_err(|e| invalid("cafile", &shown, format!("cannot read it: {e}")))?;
+    let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| invalid("cafile", &shown, format!("not PEM certificates: {e}")))?;
+    if certificates.is_empty() {
+        return Err(invalid("cafile", &shown, "it holds no PEM certificate"));
+    }
+    certificates
+        .into_iter()
+        .fold(Client::builder(), |builder, certificate| {
+            builder.add_root_certificate(certificate)
+        })
+        .build()
+        .map_err(|e| invalid("cafile", &shown, e.to_string()))
 }
 
 /// The session the settings describe. Nothing is sent yet for a password (Keystone is
@@ -203,6 +232,7 @@ pub async fn open(settings: &Settings) -> Result<Session, DriverError> {
         let value = value.to_owned();
         move |e: osauth::Error| invalid(option, &value, e.to_string())
     };
+    let client = || http_client(settings.cafile.as_deref());
     let mut session = match &settings.credentials {
         Credentials::Cloud(cloud) => Session::from_config(cloud)
             .await
@@ -226,20 +256,23 @@ pub async fn open(settings: &Settings) -> Result<Session, DriverError> {
                 osauth::common::IdOrName::from_name(project_name.as_str()),
                 osauth::common::IdOrName::from_name(project_domain_name.as_str()),
             );
-            Session::new(auth)
+            Session::new_with_client(client()?, auth)
                 .await
                 .map_err(session_error("auth_url", auth_url))?
         }
-        Credentials::AdminToken { endpoint, token } => Session::new(AdminToken {
-            endpoint: endpoint.clone(),
-            token: token.clone(),
-        })
+        Credentials::AdminToken { endpoint, token } => Session::new_with_client(
+            client()?,
+            AdminToken {
+                endpoint: endpoint.clone(),
+                token: token.clone(),
+            },
+        )
         .await
         .map_err(session_error("endpoint", endpoint.as_str()))?,
         Credentials::None { endpoint } => {
             let auth = osauth::NoAuth::new(endpoint.as_str())
                 .map_err(session_error("endpoint", endpoint.as_str()))?;
-            Session::new(auth)
+            Session::new_with_client(client()?, auth)
                 .await
                 .map_err(session_error("endpoint", endpoint.as_str()))?
         }
@@ -646,6 +679,53 @@ mod tests {
             assert!(!err.is_retryable());
         }
         assert!(settings(&Config::default().nova).is_err());
+    }
+
+    /// A self-signed CA (P-256), made for this test with `openssl req -x509`.
+    const TEST_CA: &str = "\
+-----BEGIN CERTIFICATE-----\n\
+MIIBjzCCATWgAwIBAgIUT74/T1yx5XHk41H1x/OHbvmr94IwCgYIKoZIzj0EAwIw\n\
+HTEbMBkGA1UEAwwSYXV0b3NjYWxlciB0ZXN0IENBMB4XDTI2MTIwMjA1Mzc1MVoX\n\
+DTM2MTEyOTA1Mzc1MVowHTEbMBkGA1UEAwwSYXV0b3NjYWxlciB0ZXN0IENBMFkw\n\
+EwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE0jms6lbwwH4lGvl3EGFMhJPx3S1AIYb9\n\
+JsrQIUBtgxLODOPFW73hTpL0Sb6i4LzfUhqD3egOPKi4N8llEYJ9CqNTMFEwHQYD\n\
+VR0OBBYEFIWeNe4Yo7rybU+3bpNuuzaFuSbNMB8GA1UdIwQYMBaAFIWeNe4Yo7ry\n\
+bU+3bpNuuzaFuSbNMA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZIzj0EAwIDSAAwRQIg\n\
+FliMgYbOMEjCAz1c3yzR+jJd3SCcGMpb6U86JX6oI/MCIQD+C8oCRWRfqpNmLzUt\n\
+Z8CvP1KLvpLSAU0NkgYHXeLwiQ==\n\
+-----END CERTIFICATE-----\n";
+
+    #[tokio::test]
+    async fn cafile_is_trusted_and_its_problems_name_it() {
+        let dir = std::env::temp_dir().join(format!("autoscaler-cafile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (good, empty) = (dir.join("ca.pem"), dir.join("empty.pem"));
+        std::fs::write(&good, TEST_CA).unwrap();
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let with_cafile = |path: &Path| {
+            nova(&format!(
+                "[nova]\nauth_type = none\nendpoint = https://127.0.0.1:1/v2.1\ncafile = {}\n",
+                path.display()
+            ))
+        };
+        let opened = open(&settings(&with_cafile(&good)).unwrap()).await;
+        assert!(opened.is_ok(), "{:?}", opened.err());
+        for (path, reason) in [
+            (&empty, "it holds no PEM certificate"),
+            (&dir.join("missing.pem"), "cannot read it: No such file"),
+        ] {
+            let err = open(&settings(&with_cafile(path)).unwrap())
+                .await
+                .err()
+                .unwrap();
+            let text = err.to_string();
+            assert!(
+                text.starts_with(&format!("[nova] cafile = \"{}\": {reason}", path.display())),
+                "{text}"
+            );
+            assert!(!err.is_retryable());
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[tokio::test]
