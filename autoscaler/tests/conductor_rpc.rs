@@ -567,26 +567,9 @@ async fn a_pool_the_splitter_refused_reaches_the_operator_as_an_error_notificati
         .unwrap()
         .await
         .unwrap();
-    let queue = format!("{}.error", fx.topic);
-    let no_ack = BasicConsumeOptions {
-        no_ack: true,
-        ..Default::default()
-    };
-    let mut consumer = channel
-        .basic_consume(
-            queue.as_str().into(),
-            "test".into(),
-            no_ack,
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    let delivery = tokio::time::timeout(Duration::from_secs(10), consumer.next())
-        .await
-        .expect("an error notification within 10 s")
-        .unwrap()
-        .unwrap();
-    let notification = Notification::from_bytes(&delivery.data).unwrap();
+    let notification = fx
+        .next_notification("error", "autoscaler.pool.rejected", Duration::from_secs(10))
+        .await;
     assert_eq!(notification.event_type, "autoscaler.pool.rejected");
     assert_eq!(notification.priority, Priority::Error);
     assert_eq!(notification.payload["generation"], 7);

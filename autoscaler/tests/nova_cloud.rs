@@ -228,9 +228,6 @@ fn issue_7_a_site_on_nova_serves_replaces_a_killed_vm_survives_a_restart_scales_
 /// backoff, and leaves nothing behind in Nova.
 #[test]
 fn issue_7_a_boot_nova_refuses_is_a_boot_failed_notification_and_leaves_nothing() {
-    use futures_lite::StreamExt;
-    use lapin::{options::BasicConsumeOptions, types::FieldTable};
-
     let Some(nova) = NovaFixture::new() else {
         return;
     };
@@ -246,36 +243,13 @@ fn issue_7_a_boot_nova_refuses_is_a_boot_failed_notification_and_leaves_nothing(
     fx.start_conductor();
     fx.wait_for_conductor(Duration::from_secs(20));
     fx.instantiate("shop");
-    let notification = tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let connection = fx.connect().await;
-        let channel = connection.create_channel().await.unwrap();
-        let queue = format!("{}.error", fx.topic);
-        let options = BasicConsumeOptions {
-            no_ack: true,
-            ..Default::default()
-        };
-        let mut consumer = channel
-            .basic_consume(
-                queue.as_str().into(),
-                "test".into(),
-                options,
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        loop {
-            let delivery = tokio::time::timeout(Duration::from_secs(20), consumer.next())
-                .await
-                .expect("an error notification within 20 s")
-                .unwrap()
-                .unwrap();
-            let n = autoscaler::messaging::Notification::from_bytes(&delivery.data).unwrap();
-            if n.event_type == "autoscaler.vm.boot_failed" {
-                let _ = connection.close(200, "done".into()).await;
-                return n;
-            }
-        }
-    });
+    let notification = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(fx.next_notification(
+            "error",
+            "autoscaler.vm.boot_failed",
+            Duration::from_secs(20),
+        ));
     let error = notification.payload["error"].as_str().unwrap_or_default();
     assert!(
         error.starts_with("unknown flavor \"no-such-flavor\": Nova has no flavor"),

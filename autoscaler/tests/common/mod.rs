@@ -15,9 +15,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use autoscaler::messaging::{link, LinkConfig, TransportUrl};
+use autoscaler::messaging::{link, LinkConfig, Notification, TransportUrl};
+use futures_lite::StreamExt;
 use lapin::{
-    options::{ExchangeDeleteOptions, QueueDeleteOptions},
+    options::{BasicConsumeOptions, ExchangeDeleteOptions, QueueDeleteOptions},
+    types::FieldTable,
     Connection,
 };
 
@@ -137,6 +139,45 @@ impl Fixture {
             .await
             .expect("test broker")
             .0
+    }
+
+    /// The first notification of `event_type` on this fixture's `<topic>.<priority>` queue
+    /// (which the conductor declares), others skipped; panics after `patience`.
+    pub async fn next_notification(
+        &self,
+        priority: &str,
+        event_type: &str,
+        patience: Duration,
+    ) -> Notification {
+        let connection = self.connect().await;
+        let channel = connection.create_channel().await.expect("a channel");
+        let queue = format!("{}.{priority}", self.topic);
+        let options = BasicConsumeOptions {
+            no_ack: true,
+            ..Default::default()
+        };
+        let mut consumer = channel
+            .basic_consume(
+                queue.as_str().into(),
+                "test".into(),
+                options,
+                FieldTable::default(),
+            )
+            .await
+            .expect("consume the notification queue");
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            let delivery = tokio::time::timeout_at(deadline, consumer.next())
+                .await
+                .unwrap_or_else(|_| panic!("no {event_type} on {queue} within {patience:?}"))
+                .expect("the queue's consumer ended")
+                .expect("a delivery");
+            let notification = Notification::from_bytes(&delivery.data).expect("oslo format");
+            if notification.event_type == event_type {
+                let _ = connection.close(200, "done".into()).await;
+                return notification;
+            }
+        }
     }
 
     /// Starts `autoscaler-conductor --debug` on this fixture; logs go to `<dir>/conductor.log`.
