@@ -33,7 +33,7 @@ use std::{collections::VecDeque, time::Duration};
 
 use chrono::{DateTime, Utc};
 
-use super::{carry_out, CapacityModel, Decision, FleetVm, Inputs, ScalingPolicy, Verdict, VmPhase};
+use super::{carry_out, fleet_capacity, CapacityModel, Decision, Inputs, ScalingPolicy, Verdict};
 
 /// Observations further apart than this are not consecutive: the window starts over.
 const MAX_GAP_SECONDS: f64 = 2.5;
@@ -212,17 +212,7 @@ impl ScalingPolicy for LittlePolicy {
     fn decide(&mut self, now: DateTime<Utc>, inputs: Inputs<'_>) -> Decision {
         let s = self.settings.clone();
         let (min, max) = (s.min_vms, s.max_vms.max(s.min_vms));
-        let live_booting = |vm: &&FleetVm| {
-            vm.phase == VmPhase::Booting
-                && seconds(now - vm.created_at) < s.boot_timeout.as_secs_f64()
-        };
-        let booting = inputs.fleet.iter().filter(live_booting).count() as u32;
-        let active = inputs
-            .fleet
-            .iter()
-            .filter(|vm| vm.phase == VmPhase::Active)
-            .count() as u32;
-        let capacity = booting + active;
+        let capacity = fleet_capacity(now, inputs.fleet, s.boot_timeout);
         let mut desired = *self.desired.get_or_insert(clamp(capacity, min, max));
         desired = clamp(desired, min, max);
 

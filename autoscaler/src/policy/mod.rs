@@ -142,6 +142,26 @@ pub trait ScalingPolicy: Send {
     fn name(&self) -> &'static str;
 }
 
+/// Whether `vm` counts as capacity at `now`: active, or booting for less than
+/// `boot_timeout` (capacity on its way). The one statement of that rule, for every policy.
+pub fn counts_as_capacity(vm: &FleetVm, now: DateTime<Utc>, boot_timeout: Duration) -> bool {
+    match vm.phase {
+        VmPhase::Active => true,
+        VmPhase::Booting => {
+            ((now - vm.created_at).num_milliseconds() as f64 / 1000.0) < boot_timeout.as_secs_f64()
+        }
+        VmPhase::Draining => false,
+    }
+}
+
+/// The VMs of `fleet` that count as capacity at `now` ([`counts_as_capacity`]).
+pub fn fleet_capacity(now: DateTime<Utc>, fleet: &[FleetVm], boot_timeout: Duration) -> u32 {
+    fleet
+        .iter()
+        .filter(|vm| counts_as_capacity(vm, now, boot_timeout))
+        .count() as u32
+}
+
 /// Carries a size out the way the conductor does, for any policy: boots what is missing
 /// (`desired` − booting − active, booting VMs counting as capacity until `boot_timeout`),
 /// within `max_vms` with draining VMs counted; or, with more VMs than `desired`, names
@@ -156,18 +176,8 @@ pub fn carry_out(
     boot_timeout: Duration,
     fleet: &[FleetVm],
 ) -> (u32, Vec<String>) {
-    let live_booting = |vm: &&FleetVm| {
-        vm.phase == VmPhase::Booting
-            && ((now - vm.created_at).num_milliseconds() as f64 / 1000.0)
-                < boot_timeout.as_secs_f64()
-    };
-    let booting = fleet.iter().filter(live_booting).count() as u32;
-    let active = fleet
-        .iter()
-        .filter(|vm| vm.phase == VmPhase::Active)
-        .count() as u32;
     let total = fleet.len() as u32;
-    let capacity = booting + active;
+    let capacity = fleet_capacity(now, fleet, boot_timeout);
     let add = desired
         .saturating_sub(capacity)
         .min(max_vms.saturating_sub(total));
@@ -175,7 +185,7 @@ pub fn carry_out(
     if capacity > desired {
         let mut candidates: Vec<&FleetVm> = fleet
             .iter()
-            .filter(|vm| vm.phase == VmPhase::Active || live_booting(vm))
+            .filter(|vm| counts_as_capacity(vm, now, boot_timeout))
             .collect();
         candidates.sort_by(|a, b| {
             let booting = |vm: &FleetVm| vm.phase != VmPhase::Booting;

@@ -20,8 +20,8 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
-use super::{capacity, decision, secs, verdict, PeerSettings, Recent};
-use crate::policy::{Decision, Inputs, ScalingPolicy, VmPhase};
+use super::{decision, hold, secs, verdict, PeerSettings, Recent};
+use crate::policy::{fleet_capacity, Decision, Inputs, ScalingPolicy, VmPhase};
 
 const T_WAIT: f64 = 120.0;
 
@@ -57,13 +57,12 @@ impl ScalingPolicy for AutoScale {
         let t = secs(now);
         let s = self.s;
         self.recent.take(inputs.observations, t, 2.0);
-        let on = capacity(now, inputs.fleet, s.boot_timeout);
+        let on = fleet_capacity(now, inputs.fleet, s.boot_timeout);
         let current = *self.desired.get_or_insert(s.clamp(on));
         let Some(n) = self.recent.newest_in_flight() else {
-            return decision(
+            return hold(
                 now,
                 &s,
-                current,
                 current,
                 inputs.fleet,
                 None,
@@ -101,10 +100,9 @@ impl ScalingPolicy for AutoScale {
         expired.reverse();
         expired.truncate(current.saturating_sub(s.min_vms) as usize);
         if expired.is_empty() {
-            return decision(
+            return hold(
                 now,
                 &s,
-                current,
                 current,
                 inputs.fleet,
                 Some(n / self.packing),

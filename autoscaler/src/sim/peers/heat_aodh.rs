@@ -17,8 +17,8 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{capacity, decision, secs, PeerSettings, Recent};
-use crate::policy::{Decision, Inputs, ScalingPolicy};
+use super::{decision, hold, secs, PeerSettings, Recent};
+use crate::policy::{fleet_capacity, Decision, Inputs, ScalingPolicy};
 
 const EVALUATION_INTERVAL: f64 = 60.0;
 const GRANULARITY: f64 = 60.0;
@@ -60,13 +60,12 @@ impl ScalingPolicy for HeatAodh {
         let current =
             *self
                 .desired
-                .get_or_insert(s.clamp(capacity(now, inputs.fleet, s.boot_timeout)));
+                .get_or_insert(s.clamp(fleet_capacity(now, inputs.fleet, s.boot_timeout)));
         let due = *self.next_evaluation.get_or_insert(t + EVALUATION_INTERVAL);
         if t < due {
-            return decision(
+            return hold(
                 now,
                 &s,
-                current,
                 current,
                 inputs.fleet,
                 None,

@@ -20,8 +20,8 @@ use std::collections::VecDeque;
 
 use chrono::{DateTime, Utc};
 
-use super::{capacity, decision, secs, PeerSettings, Recent};
-use crate::policy::{Decision, Inputs, ScalingPolicy};
+use super::{decision, hold, secs, PeerSettings, Recent};
+use crate::policy::{fleet_capacity, Decision, Inputs, ScalingPolicy};
 
 const SYNC_PERIOD: f64 = 15.0;
 const TOLERANCE: f64 = 0.1;
@@ -65,14 +65,13 @@ impl ScalingPolicy for Hpa {
         let current =
             *self
                 .desired
-                .get_or_insert(s.clamp(capacity(now, inputs.fleet, s.boot_timeout)));
+                .get_or_insert(s.clamp(fleet_capacity(now, inputs.fleet, s.boot_timeout)));
         let next_sync = *self.next_sync.get_or_insert(t);
         let metric = self.recent.mean(t - METRIC_WINDOW, t);
         if t < next_sync {
-            return decision(
+            return hold(
                 now,
                 &s,
-                current,
                 current,
                 inputs.fleet,
                 metric,
@@ -86,10 +85,9 @@ impl ScalingPolicy for Hpa {
         self.next_sync = Some(next);
 
         let Some(value) = metric else {
-            return decision(
+            return hold(
                 now,
                 &s,
-                current,
                 current,
                 inputs.fleet,
                 None,

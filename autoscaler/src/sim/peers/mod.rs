@@ -149,18 +149,6 @@ fn secs(t: DateTime<Utc>) -> f64 {
     t.timestamp_millis() as f64 / 1000.0
 }
 
-/// Booting VMs that still count (within `boot_timeout`) plus active ones.
-fn capacity(now: DateTime<Utc>, fleet: &[FleetVm], boot_timeout: Duration) -> u32 {
-    fleet
-        .iter()
-        .filter(|vm| match vm.phase {
-            VmPhase::Active => true,
-            VmPhase::Booting => secs(now) - secs(vm.created_at) < boot_timeout.as_secs_f64(),
-            VmPhase::Draining => false,
-        })
-        .count() as u32
-}
-
 fn active(fleet: &[FleetVm]) -> u32 {
     fleet
         .iter()
@@ -187,6 +175,18 @@ fn decision(
         verdict: verdict(before, desired),
         reason,
     }
+}
+
+/// A tick that keeps `size` (replacements may still be booted to reach it).
+fn hold(
+    now: DateTime<Utc>,
+    s: &PeerSettings,
+    size: u32,
+    fleet: &[FleetVm],
+    metric: Option<f64>,
+    reason: String,
+) -> Decision {
+    decision(now, s, size, size, fleet, metric, reason)
 }
 
 fn verdict(before: u32, after: u32) -> Verdict {

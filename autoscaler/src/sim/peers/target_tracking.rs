@@ -23,8 +23,8 @@ use std::collections::VecDeque;
 
 use chrono::{DateTime, Utc};
 
-use super::{active, capacity, decision, secs, PeerSettings, Recent};
-use crate::policy::{Decision, Inputs, ScalingPolicy};
+use super::{active, decision, hold, secs, PeerSettings, Recent};
+use crate::policy::{fleet_capacity, Decision, Inputs, ScalingPolicy};
 
 const PERIOD: f64 = 60.0;
 const HIGH_DATAPOINTS: usize = 3;
@@ -77,13 +77,12 @@ impl ScalingPolicy for TargetTracking {
         let current =
             *self
                 .desired
-                .get_or_insert(s.clamp(capacity(now, inputs.fleet, s.boot_timeout)));
+                .get_or_insert(s.clamp(fleet_capacity(now, inputs.fleet, s.boot_timeout)));
         let minute_end = *self.next_minute.get_or_insert(t + PERIOD);
         if t < minute_end {
-            return decision(
+            return hold(
                 now,
                 &s,
-                current,
                 current,
                 inputs.fleet,
                 None,
