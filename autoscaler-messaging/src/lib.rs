@@ -4,11 +4,12 @@
 //! and no conductor logic, so the agent that links it stays small.
 
 pub mod agent_config;
+/// What agents publish and the splitter's pool: the wire's value types, defined in
+/// `autoscaler-core` (the group's rules read them) and re-exported here.
+pub use autoscaler_core::{payload, pool};
 pub mod envelope;
 pub mod link;
 pub mod notification;
-pub mod payload;
-pub mod pool;
 pub mod rpc;
 pub mod topology;
 pub mod transport_url;

@@ -11,32 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// oslo.messaging's priorities, in its spelling.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum Priority {
-    Audit,
-    Debug,
-    Info,
-    Warn,
-    Error,
-    Critical,
-    Sample,
-}
-
-impl Priority {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Priority::Audit => "AUDIT",
-            Priority::Debug => "DEBUG",
-            Priority::Info => "INFO",
-            Priority::Warn => "WARN",
-            Priority::Error => "ERROR",
-            Priority::Critical => "CRITICAL",
-            Priority::Sample => "SAMPLE",
-        }
-    }
-}
+pub use autoscaler_core::notification::Priority;
 
 /// One notification.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

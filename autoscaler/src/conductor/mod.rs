@@ -9,7 +9,8 @@ pub mod notifier;
 pub mod service;
 pub mod state;
 pub mod steer;
-pub mod timeseries;
+/// The per-second time series, a format of the core's (`autoscaler_core::timeseries`).
+pub use autoscaler_core::timeseries;
 pub mod vm_spec;
 
 pub use service::{run, ServiceError};

@@ -16,7 +16,7 @@ pub mod compute;
 pub mod conductor;
 pub mod default;
 mod error;
-pub(crate) mod ini;
+pub(crate) use autoscaler_core::ini;
 mod load;
 pub mod local;
 pub mod notifications;

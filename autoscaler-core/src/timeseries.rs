@@ -99,7 +99,7 @@ pub struct Row {
     pub reason: String,
 }
 
-impl crate::messaging::envelope::Payload for Row {
+impl crate::payload::Payload for Row {
     const KIND: &'static str = "group_status";
 }
 
