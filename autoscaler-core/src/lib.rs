@@ -9,6 +9,7 @@
 //! tested with plain values. Time is always an argument.
 
 pub mod cloud;
+pub mod group;
 pub mod ini;
 pub mod notification;
 pub mod payload;

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use autoscaler::messaging::{envelope, Heartbeat, Notification, Priority, Role};
+use autoscaler::messaging::{envelope, Heartbeat, NotificationMessage, Priority, Role};
 use chrono::Utc;
 use common::{rabbitmqctl, stderr, stdout, Fixture};
 use futures_lite::StreamExt;
@@ -233,7 +233,7 @@ async fn instantiate_publishes_an_oslo_notification() {
         outer["oslo.message"].is_string(),
         "v2 carries the message as JSON text"
     );
-    let notification = Notification::from_bytes(&delivery.data).unwrap();
+    let notification = NotificationMessage::from_bytes(&delivery.data).unwrap();
     assert_eq!(notification.event_type, "autoscaler.template.instantiated");
     assert_eq!(notification.priority, Priority::Info);
     assert_eq!(

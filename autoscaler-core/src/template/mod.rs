@@ -13,10 +13,12 @@
 
 mod error;
 pub mod metadata;
+mod record;
 #[cfg(test)]
 mod tests;
 
 pub use error::{TemplateError, TemplateProblem};
+pub use record::TemplateRecord;
 
 use std::path::Path;
 use std::time::Duration;

@@ -3,7 +3,8 @@
 //! oslo-format notifications.
 
 pub mod api;
-pub mod group;
+/// One group's rules, pure (`autoscaler_core::group`).
+pub use autoscaler_core::group;
 pub mod handler;
 pub mod notifier;
 pub mod service;
@@ -14,3 +15,15 @@ pub use autoscaler_core::timeseries;
 pub mod vm_spec;
 
 pub use service::{run, ServiceError};
+
+/// The group rules' parameters from `[conductor]`, `[agent]` and `[policy]`.
+pub fn group_settings(config: &crate::conf::Config) -> group::GroupSettings {
+    let timeout = config.conductor.heartbeat_timeout;
+    group::GroupSettings {
+        heartbeat_timeout: timeout,
+        drain_timeout: config.conductor.drain_timeout,
+        boot_timeout: config.conductor.boot_timeout,
+        hearing_window: (config.agent.heartbeat_interval * 2).min(timeout / 2),
+        policy: config.policy,
+    }
+}

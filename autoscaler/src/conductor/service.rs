@@ -21,11 +21,12 @@ use tracing::{debug, info, warn};
 
 use super::{
     api::{Request, TemplateRecord},
-    group::{Group, GroupSettings},
+    group::Group,
+    group_settings,
     handler::{Conductor, Identity},
     notifier::Notifier,
     state::{StateError, TemplateStore, VmRegistry},
-    steer::Steering,
+    steer::{Outlets, Steering},
 };
 use crate::{
     conf::Config,
@@ -67,7 +68,7 @@ pub async fn run(config: &Config, shutdown: watch::Receiver<bool>) -> Result<(),
     let sender = format!("autoscaler-conductor.{host}");
     let topology = Topology::new(config.default.control_exchange.clone());
     let driver = driver::from_config(config)?;
-    let settings = GroupSettings::from_config(config);
+    let settings = group_settings(config);
     let mut templates = TemplateStore::open(&config.default.state_path)?;
     recover_from_cloud(
         driver.as_ref(),
@@ -95,7 +96,6 @@ pub async fn run(config: &Config, shutdown: watch::Receiver<bool>) -> Result<(),
         vms: VmRegistry::default(),
         groups,
         settings,
-        metrics: Default::default(),
         received_requests: 0,
         received_telemetry: 0,
     };
@@ -166,6 +166,10 @@ pub async fn run(config: &Config, shutdown: watch::Receiver<bool>) -> Result<(),
     let mut ticks = tokio::time::interval(config.conductor.evaluation_interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut shutdown_rx = shutdown.clone();
+    let out = Outlets {
+        link: &link,
+        notifier: &notifier,
+    };
     loop {
         tokio::select! {
             biased;
@@ -174,7 +178,7 @@ pub async fn run(config: &Config, shutdown: watch::Receiver<bool>) -> Result<(),
                 handle_request(&mut conductor, &link, &notifier, &drops, &sender, max_size, delivery).await;
             }
             Some(event) = cloud_events.recv() => {
-                steering.cloud_event(event, &mut conductor, &link, &notifier).await;
+                steering.cloud_event(event, &mut conductor, &out).await;
             }
             _ = ticks.tick() => {
                 // The tick judges silence: it must see every heartbeat already here (after a
@@ -183,13 +187,13 @@ pub async fn run(config: &Config, shutdown: watch::Receiver<bool>) -> Result<(),
                 let mut backlog = 0;
                 while backlog < TELEMETRY_BACKLOG {
                     let Ok(delivery) = telemetry.try_recv() else { break };
-                    take_telemetry(delivery, &mut conductor, &mut steering, &link, &notifier, &drops, max_size).await;
+                    take_telemetry(delivery, &mut conductor, &mut steering, &out, &drops, max_size).await;
                     backlog += 1;
                 }
-                steering.tick(&mut conductor, &link, &notifier, Utc::now()).await;
+                steering.tick(&mut conductor, &out, Utc::now()).await;
             }
             Some(delivery) = telemetry.recv() => {
-                take_telemetry(delivery, &mut conductor, &mut steering, &link, &notifier, &drops, max_size).await;
+                take_telemetry(delivery, &mut conductor, &mut steering, &out, &drops, max_size).await;
             }
         }
     }
@@ -267,21 +271,16 @@ async fn take_telemetry(
     delivery: Delivery,
     conductor: &mut Conductor,
     steering: &mut Steering,
-    link: &LinkHandle,
-    notifier: &Notifier,
+    out: &Outlets<'_>,
     drops: &DropCounts,
     max_size: usize,
 ) {
     match decode_telemetry(&delivery.data, max_size) {
         Ok(Telemetry::Heartbeat(heartbeat)) => conductor.heard(heartbeat, Utc::now()),
-        Ok(Telemetry::Metrics(metrics)) => {
-            conductor.received_telemetry += 1;
-            steering.metrics(&metrics);
-            conductor.metrics.insert(metrics.group.clone(), metrics);
-        }
+        Ok(Telemetry::Metrics(metrics)) => conductor.metrics(metrics),
         Ok(Telemetry::PoolAck(ack)) => {
             conductor.received_telemetry += 1;
-            steering.pool_ack(ack, link, notifier).await;
+            steering.pool_ack(ack, conductor, out).await;
         }
         Err(reason) => {
             drops.record(&reason);

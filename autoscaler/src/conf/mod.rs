@@ -111,7 +111,7 @@ impl Config {
             compute: section(&compute::SECTION, values, ComputeOpts::from_values),
             local: section(&local::SECTION, values, LocalOpts::from_values),
             nova: section(&nova::SECTION, values, NovaOpts::from_values),
-            policy: section(&policy::SECTION, values, PolicyOpts::from_values),
+            policy: section(&policy::SECTION, values, policy::from_values),
         }
     }
 

@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use autoscaler::messaging::{link, LinkConfig, Notification, TransportUrl};
+use autoscaler::messaging::{link, LinkConfig, NotificationMessage, TransportUrl};
 use futures_lite::StreamExt;
 use lapin::{
     options::{BasicConsumeOptions, ExchangeDeleteOptions, QueueDeleteOptions},
@@ -148,7 +148,7 @@ impl Fixture {
         priority: &str,
         event_type: &str,
         patience: Duration,
-    ) -> Notification {
+    ) -> NotificationMessage {
         let connection = self.connect().await;
         let channel = connection.create_channel().await.expect("a channel");
         let queue = format!("{}.{priority}", self.topic);
@@ -172,7 +172,8 @@ impl Fixture {
                 .unwrap_or_else(|_| panic!("no {event_type} on {queue} within {patience:?}"))
                 .expect("the queue's consumer ended")
                 .expect("a delivery");
-            let notification = Notification::from_bytes(&delivery.data).expect("oslo format");
+            let notification =
+                NotificationMessage::from_bytes(&delivery.data).expect("oslo format");
             if notification.event_type == event_type {
                 let _ = connection.close(200, "done".into()).await;
                 return notification;
