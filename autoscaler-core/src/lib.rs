@@ -17,4 +17,5 @@ pub mod policy;
 pub mod pool;
 pub mod scenario;
 pub mod template;
+pub mod time_format;
 pub mod timeseries;
