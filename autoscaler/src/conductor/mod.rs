@@ -3,6 +3,7 @@
 //! oslo-format notifications.
 
 pub mod api;
+pub mod delivery;
 /// One group's rules, pure (`autoscaler_core::group`).
 pub use autoscaler_core::group;
 pub mod handler;
