@@ -463,34 +463,7 @@ impl World<'_> {
 
     fn tick(&mut self, now: f64, policy: &mut dyn ScalingPolicy) {
         let config = self.config;
-        let settings = config.group_settings();
-        // Health, by the group's rule: a failed VM's heartbeats stop, so it is failed
-        // once they are older than heartbeat_timeout. Drained VMs deleted, by the group's
-        // drain rule (the simulated splitter applies a pool at once).
-        for vm in 0..self.vms.len() {
-            let v = &self.vms[vm];
-            if v.state == VmState::Gone {
-                continue;
-            }
-            let facts = VmFacts {
-                status: VmStatus::Active,
-                age: std::time::Duration::from_secs_f64((now - v.created_at).max(0.0)),
-                heard_before: true,
-                fresh: v
-                    .failed_at
-                    .is_none_or(|t| now - t <= config.heartbeat_timeout),
-                unserving_for: None,
-            };
-            let hearing = Hearing {
-                settled: true,
-                anyone_heard: true,
-            };
-            let failed = judge(&facts, hearing, &settings).is_some();
-            let draining = v.state == VmState::Draining;
-            if failed || (draining && drained(true, v.busy() == 0, false)) {
-                self.delete(now, vm);
-            }
-        }
+        self.health(now);
 
         let fleet: Vec<FleetVm> = self
             .vms
@@ -566,5 +539,37 @@ impl World<'_> {
             boots,
             outcome,
         ));
+    }
+
+    /// Health, by the group's rule: a failed VM's heartbeats stop, so it is failed once
+    /// they are older than heartbeat_timeout. Drained VMs are deleted, by the group's
+    /// drain rule (the simulated splitter applies a pool at once).
+    fn health(&mut self, now: f64) {
+        let config = self.config;
+        let settings = config.group_settings();
+        for vm in 0..self.vms.len() {
+            let v = &self.vms[vm];
+            if v.state == VmState::Gone {
+                continue;
+            }
+            let facts = VmFacts {
+                status: VmStatus::Active,
+                age: std::time::Duration::from_secs_f64((now - v.created_at).max(0.0)),
+                heard_before: true,
+                fresh: v
+                    .failed_at
+                    .is_none_or(|t| now - t <= config.heartbeat_timeout),
+                unserving_for: None,
+            };
+            let hearing = Hearing {
+                settled: true,
+                anyone_heard: true,
+            };
+            let failed = judge(&facts, hearing, &settings).is_some();
+            let draining = v.state == VmState::Draining;
+            if failed || (draining && drained(true, v.busy() == 0, false)) {
+                self.delete(now, vm);
+            }
+        }
     }
 }
