@@ -543,6 +543,13 @@ async fn a_request_older_than_its_ttl_is_not_carried_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pool_the_splitter_refused_reaches_the_operator_as_an_error_notification() {
     let fx = fixture_with_conductor().await;
+    // Acknowledgements are taken only for a group the conductor steers.
+    let fx = tokio::task::spawn_blocking(move || {
+        fx.instantiate("shop");
+        fx
+    })
+    .await
+    .unwrap();
     let connection = fx.connect().await;
     let channel = connection.create_channel().await.unwrap();
     // As a splitter agent whose `apache2 -t` refused the new workers.properties says it.

@@ -36,6 +36,11 @@ impl Backoff {
         self.held_until.is_none_or(|t| now >= t)
     }
 
+    /// Until when boots are held back, if they are.
+    pub fn held_until(&self) -> Option<DateTime<Utc>> {
+        self.held_until
+    }
+
     /// The last failure, if boots are failing: a VM created after it and heard from
     /// ends the backoff ([`Backoff::reset`]).
     pub fn last_failure(&self) -> Option<DateTime<Utc>> {

@@ -45,6 +45,11 @@ impl Group {
         self.reports.last = Some(metrics);
     }
 
+    /// Until when boots are held back after failures, if they are.
+    pub fn boots_held_until(&self) -> Option<DateTime<Utc>> {
+        self.backoff.held_until()
+    }
+
     /// The splitter's last metrics.
     pub fn last_metrics(&self) -> Option<&Metrics> {
         self.reports.last.as_ref()

@@ -260,29 +260,30 @@ impl Steering {
                 replaces,
                 result,
             } => {
-                let result = match result {
-                    Ok(vm) => {
-                        info!(template = %group, vm = %vm.name, id = %vm.id, address = ?vm.address, "VM booting");
-                        Ok(vm.id)
-                    }
-                    Err(error) => {
-                        warn!(%error, template = %group, vm = %name, "boot failed");
-                        Err(BootRefusal {
-                            error: error.to_string(),
-                            retryable: error.is_retryable(),
-                        })
-                    }
-                };
                 let Some(g) = conductor.groups.get_mut(&group) else {
                     return;
                 };
+                let refused = result.as_ref().err().map(|e| e.to_string());
                 let outcome = BootOutcome {
                     role,
-                    name,
+                    name: name.clone(),
                     replaces,
-                    result,
+                    result: match result {
+                        Ok(vm) => {
+                            info!(template = %group, vm = %vm.name, id = %vm.id, address = ?vm.address, "VM booting");
+                            Ok(vm.id)
+                        }
+                        Err(error) => Err(BootRefusal {
+                            error: error.to_string(),
+                            retryable: error.is_retryable(),
+                        }),
+                    },
                 };
                 let actions = g.booted(now, outcome);
+                if let Some(error) = refused {
+                    let hold = g.boots_held_until().map(|t| (t - now).num_seconds());
+                    warn!(%error, template = %group, vm = %name, retry_in_s = hold.unwrap_or(0), "boot failed");
+                }
                 self.carry_out(&group, actions, conductor, out, now).await;
             }
             CloudEvent::Deleted { group, id, result } => {
