@@ -669,17 +669,29 @@ fn a_conductor_that_lost_its_state_adopts_its_group_from_the_cloud() {
 #[test]
 fn vms_that_fail_before_they_are_heard_are_replaced_with_backoff() {
     let fx = shop_instantiated_on("fails");
-    std::thread::sleep(Duration::from_secs(12));
+    // When each web boot was asked for, from the conductor's log lines.
+    let boots = |log: &str| -> Vec<chrono::DateTime<Utc>> {
+        log.lines()
+            .filter(|l| l.contains("booting a VM") && l.contains("role=web"))
+            .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while boots(&fx.conductor_log()).len() < 4 {
+        assert!(Instant::now() < deadline, "{}", fx.conductor_log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let log = fx.conductor_log();
-    let boots = log
-        .lines()
-        .filter(|l| l.contains("booting a VM") && l.contains("role=web"))
-        .count();
-    let failures = log.matches("autoscaler.vm.failed").count();
+    assert!(log.matches("autoscaler.vm.failed").count() >= 3, "{log}");
     // Held back 2, 4, 8 s after the failures: not a boot a second.
-    assert!(failures >= 2, "{log}");
-    assert!(
-        (2..=4).contains(&boots),
-        "{boots} web boots in 12 s:\n{log}"
-    );
+    let boots = boots(&log);
+    for (k, pair) in boots.windows(2).take(3).enumerate() {
+        let gap = (pair[1] - pair[0]).num_milliseconds();
+        let hold = 2_000 << k;
+        assert!(
+            gap >= hold,
+            "boot {} came {gap} ms after the one before (hold {hold} ms):\n{log}",
+            k + 2
+        );
+    }
 }
