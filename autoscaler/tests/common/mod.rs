@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use autoscaler::messaging::{link, LinkConfig, Notification, TransportUrl};
+use autoscaler::messaging::{link, LinkConfig, NotificationMessage, TransportUrl};
 use futures_lite::StreamExt;
 use lapin::{
     options::{BasicConsumeOptions, ExchangeDeleteOptions, QueueDeleteOptions},
@@ -134,6 +134,33 @@ impl Fixture {
         LinkConfig::new(url, format!("test.{}", self.host))
     }
 
+    /// Waits until `queue` exists and has a consumer (a process of the test's has bound
+    /// it and consumes), checking with passive declares; panics after `timeout`.
+    pub async fn wait_for_consumer(&self, queue: &str, timeout: Duration) {
+        let connection = self.connect().await;
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            // A failed passive declare closes the channel: one channel per try.
+            let channel = connection.create_channel().await.expect("a channel");
+            let options = lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            };
+            let declared = channel
+                .queue_declare(queue.into(), options, Default::default())
+                .await;
+            if declared.is_ok_and(|q| q.consumer_count() > 0) {
+                let _ = connection.close(200, "done".into()).await;
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no consumer on {queue} within {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn connect(&self) -> Connection {
         link::connect(&self.link_config(), 0, false)
             .await
@@ -148,7 +175,7 @@ impl Fixture {
         priority: &str,
         event_type: &str,
         patience: Duration,
-    ) -> Notification {
+    ) -> NotificationMessage {
         let connection = self.connect().await;
         let channel = connection.create_channel().await.expect("a channel");
         let queue = format!("{}.{priority}", self.topic);
@@ -172,7 +199,8 @@ impl Fixture {
                 .unwrap_or_else(|_| panic!("no {event_type} on {queue} within {patience:?}"))
                 .expect("the queue's consumer ended")
                 .expect("a delivery");
-            let notification = Notification::from_bytes(&delivery.data).expect("oslo format");
+            let notification =
+                NotificationMessage::from_bytes(&delivery.data).expect("oslo format");
             if notification.event_type == event_type {
                 let _ = connection.close(200, "done".into()).await;
                 return notification;

@@ -21,7 +21,7 @@ use std::{
 
 use anyhow::{Context, Result};
 use autoscaler::{
-    conductor::{service::decode_telemetry, state::VmRegistry},
+    conductor::{delivery::decode_telemetry, state::VmRegistry},
     messaging::{
         envelope::encode, link, Envelope, Heartbeat, LinkConfig, MemberStats, Metrics, QueueSpec,
         Role, Stats, Topology, TransportUrl,
@@ -383,7 +383,7 @@ async fn pass(
             .context("no delivery for 30 s")?
             .context("the consumer ended")??;
         if take_in {
-            if let Ok(autoscaler::conductor::service::Telemetry::Heartbeat(hb)) =
+            if let Ok(autoscaler::conductor::delivery::Telemetry::Heartbeat(hb)) =
                 decode_telemetry(&delivery.data, 65_536)
             {
                 registry.heard(hb, Utc::now());

@@ -25,8 +25,8 @@ use crate::{
     conductor::timeseries::Row,
     conf::Config,
     messaging::{
-        link, Envelope, Heartbeat, Link, LinkState, Metrics, Notification, QueueSpec, Subscription,
-        Topology,
+        link, Envelope, Heartbeat, Link, LinkState, Metrics, NotificationMessage, QueueSpec,
+        Subscription, Topology,
     },
 };
 
@@ -67,7 +67,7 @@ fn decode(delivery: &Delivery, max_size: usize) -> Option<Heard> {
         .iter()
         .any(|prefix| key.starts_with(prefix));
     if !ours {
-        return Notification::from_bytes(&delivery.data)
+        return NotificationMessage::from_bytes(&delivery.data)
             .ok()
             .map(Heard::Notification);
     }
