@@ -24,8 +24,7 @@ use crate::{
     conf::Config,
     driver::{CloudDriver, DriverError, Vm, VmId},
     messaging::{
-        envelope, LinkHandle, LinkState, Metrics, Outgoing, PoolAck, PoolOutcome, Priority, Role,
-        Topology,
+        envelope, LinkHandle, Metrics, Outgoing, PoolAck, PoolOutcome, Priority, Role, Topology,
     },
 };
 
@@ -78,8 +77,6 @@ pub struct Steering {
     /// The splitter's metrics not yet seen by the group's policy.
     fresh_metrics: BTreeMap<String, Vec<Metrics>>,
     timeseries: TimeSeries,
-    /// Since when the broker link has been up without a break, as the ticks saw it.
-    link_up_since: Option<DateTime<Utc>>,
     events: mpsc::Sender<CloudEvent>,
 }
 
@@ -106,7 +103,6 @@ impl Steering {
             busy: BTreeMap::new(),
             fresh_metrics: BTreeMap::new(),
             timeseries,
-            link_up_since: None,
             events,
         };
         (steering, receiver)
@@ -120,12 +116,13 @@ impl Steering {
         notifier: &Notifier,
         now: DateTime<Utc>,
     ) {
-        let link_up = matches!(link.state(), LinkState::Up(_));
-        self.link_up_since = if link_up {
-            self.link_up_since.or(Some(now))
-        } else {
-            None
-        };
+        // Up means connected and allowed to publish, since a time the link reports: a
+        // reconnect or a broker's block (memory alarm) between two ticks still restarts
+        // the groups' grace, during which silence proves nothing (the agents were
+        // disconnected or blocked too, and come back a little later).
+        let state = link.state();
+        let link_up_since = state.up_since();
+        let link_up = link_up_since.is_some();
         let names: Vec<String> = conductor.groups.keys().cloned().collect();
         for name in names {
             let vms = match self.driver.list(&name).await {
@@ -142,7 +139,7 @@ impl Steering {
                 busy: self.busy.get(&name).cloned().unwrap_or_default(),
                 acked_generation: self.acked.get(&name).copied().unwrap_or(0),
                 link_up,
-                link_up_since: self.link_up_since,
+                link_up_since,
                 pending_web_boots: pending.web,
                 pending_splitter_boots: pending.splitter,
                 pending_deletes: pending.deletes.clone(),

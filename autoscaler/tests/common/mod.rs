@@ -135,7 +135,7 @@ impl Fixture {
     }
 
     pub async fn connect(&self) -> Connection {
-        link::connect(&self.link_config(), 0, false)
+        link::connect(&self.link_config(), 0)
             .await
             .expect("test broker")
             .0
@@ -392,7 +392,7 @@ impl Drop for Fixture {
                 .build()
                 .ok()?;
             runtime.block_on(async {
-                let (connection, _) = link::connect(&config, 0, false).await.ok()?;
+                let (connection, _) = link::connect(&config, 0).await.ok()?;
                 for queue in &queues {
                     if let Ok(channel) = connection.create_channel().await {
                         let _ = channel
