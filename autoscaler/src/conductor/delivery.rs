@@ -54,9 +54,15 @@ pub(super) async fn take_telemetry(
             warn!(routing_key = %delivery.routing_key, %reason, "dropped a message");
         }
     }
-    if let Err(error) = delivery.acker.ack(BasicAckOptions::default()).await {
-        debug!(%error, "telemetry ack failed (the channel was replaced)");
-    }
+    // Not awaited: a connection the broker blocks (resource alarm) writes nothing until it
+    // is unblocked, and the loop must go on meanwhile (ticks, shutdown). At most the
+    // prefetch window (TELEMETRY_PREFETCH) of them wait.
+    let acker = delivery.acker;
+    tokio::spawn(async move {
+        if let Err(error) = acker.ack(BasicAckOptions::default()).await {
+            debug!(%error, "telemetry ack failed (the channel was replaced)");
+        }
+    });
 }
 
 /// What the telemetry queue carries.
@@ -103,7 +109,8 @@ fn expired(
 
 fn broker_of(link: &LinkHandle) -> String {
     match link.state() {
-        LinkState::Up(broker) => broker,
+        LinkState::Up { broker, .. } => broker,
+        LinkState::Blocked { broker } => format!("{broker} (publishing blocked: resource alarm)"),
         LinkState::Connecting => "(reconnecting)".to_owned(),
         LinkState::Closed => "(closed)".to_owned(),
     }
@@ -167,8 +174,17 @@ pub(super) async fn handle_request(
     for event in handled.events {
         rx.out.notifier.notify(rx.out.link, event).await;
     }
-    if let Err(error) = delivery.acker.ack(BasicAckOptions::default()).await {
-        debug!(%error, "ack failed (the channel was replaced; the broker redelivers)");
+    // Bounded: a connection the broker blocks (resource alarm) writes nothing until it is
+    // unblocked; lapin still sends the ack then.
+    let ack = delivery.acker.ack(BasicAckOptions::default());
+    match tokio::time::timeout(REPLY_PATIENCE, ack).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => {
+            debug!(%error, "ack failed (the channel was replaced; the broker redelivers)")
+        }
+        Err(_) => {
+            warn!(patience = ?REPLY_PATIENCE, "request ack not written in time (the broker blocks publishing?)")
+        }
     }
 }
 

@@ -54,8 +54,6 @@ pub struct Steering {
     sender: String,
     topology: Topology,
     timeseries: TimeSeries,
-    /// Since when the broker link has been up without a break, as the ticks saw it.
-    link_up_since: Option<DateTime<Utc>>,
     events: mpsc::Sender<CloudEvent>,
 }
 
@@ -80,7 +78,6 @@ impl Steering {
             sender,
             topology,
             timeseries,
-            link_up_since: None,
             events,
         };
         (steering, receiver)
@@ -88,12 +85,12 @@ impl Steering {
 
     /// One pass over every group.
     pub async fn tick(&mut self, conductor: &mut Conductor, out: &Outlets<'_>, now: DateTime<Utc>) {
-        let link_up = matches!(out.link.state(), LinkState::Up(_));
-        self.link_up_since = if link_up {
-            self.link_up_since.or(Some(now))
-        } else {
-            None
-        };
+        // Up means connected and allowed to publish, since a time the link reports: a
+        // reconnect or a broker's block (memory alarm) between two ticks still restarts
+        // the groups' grace, during which silence proves nothing (the agents were
+        // disconnected or blocked too, and come back a little later).
+        let link_up_since = out.link.state().up_since();
+        let link_up = link_up_since.is_some();
         let names: Vec<String> = conductor.groups.keys().cloned().collect();
         for name in names {
             let vms = match self.driver.list(&name).await {
@@ -107,7 +104,7 @@ impl Steering {
                 vms,
                 heartbeats: conductor.vms.infos(&name),
                 link_up,
-                link_up_since: self.link_up_since,
+                link_up_since,
             };
             let Some(group) = conductor.groups.get_mut(&name) else {
                 continue;
@@ -142,7 +139,7 @@ impl Steering {
                     if let Err(error) = self.timeseries.append(&row) {
                         warn!(%error, template = %name, "time series row not written");
                     }
-                    if matches!(out.link.state(), LinkState::Up(_)) {
+                    if matches!(out.link.state(), LinkState::Up { .. }) {
                         self.publish_status(out.link, &row, now).await;
                     }
                 }
@@ -209,7 +206,7 @@ impl Steering {
         };
         // While the link is down the pool waits for the group's next resend instead of
         // holding the loop (heartbeats, requests) up.
-        let patience = if matches!(link.state(), LinkState::Up(_)) {
+        let patience = if matches!(link.state(), LinkState::Up { .. }) {
             POOL_PUBLISH_PATIENCE
         } else {
             Duration::ZERO

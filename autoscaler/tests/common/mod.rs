@@ -2,12 +2,14 @@
 //! exchange, queues, notification topic, optionally an own virtual host) and the real
 //! binaries started as child processes.
 //!
-//! The broker is `AUTOSCALER_TEST_TRANSPORT_URL`, default `rabbit://guest:guest@127.0.0.1:5672/`.
+//! The broker is `AUTOSCALER_TEST_TRANSPORT_URL`, default `rabbit://guest:guest@127.0.0.1:5672/`;
+//! tests that stop or starve the broker run a node of their own (`rabbit_node`).
 
 #![allow(dead_code)] // Each test binary uses its own part of these helpers.
 
 pub mod load;
 pub mod nova;
+pub mod rabbit_node;
 
 use std::{
     path::{Path, PathBuf},
@@ -162,7 +164,7 @@ impl Fixture {
     }
 
     pub async fn connect(&self) -> Connection {
-        link::connect(&self.link_config(), 0, false)
+        link::connect(&self.link_config(), 0)
             .await
             .expect("test broker")
             .0
@@ -420,7 +422,7 @@ impl Drop for Fixture {
                 .build()
                 .ok()?;
             runtime.block_on(async {
-                let (connection, _) = link::connect(&config, 0, false).await.ok()?;
+                let (connection, _) = link::connect(&config, 0).await.ok()?;
                 for queue in &queues {
                     if let Ok(channel) = connection.create_channel().await {
                         let _ = channel

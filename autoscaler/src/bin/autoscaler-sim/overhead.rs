@@ -275,7 +275,7 @@ fn cpu_time() -> Option<Duration> {
 async fn intake(broker: &str, messages: u32) -> Result<()> {
     let url: TransportUrl = broker.parse().context("--broker")?;
     let config = LinkConfig::new(url, "autoscaler-sim-overhead");
-    let (connection, _) = link::connect(&config, 0, false).await?;
+    let (connection, _) = link::connect(&config, 0).await?;
     let id = &uuid::Uuid::new_v4().simple().to_string()[..10];
     let topology = Topology::new(format!("autoscaler-bench-{id}"));
     let queue = format!("autoscaler-bench-{id}.telemetry");
