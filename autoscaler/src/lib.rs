@@ -2,7 +2,7 @@
 //!
 //! The library behind `autoscaler-conductor` and `autoscaler-manage`, one module per part
 //! of the design: [`conf`] (oslo-style configuration), [`template`] (what the operator
-//! asks for), [`conductor`] (the service), [`manage`] (the operator CLI), [`logging`].
+//! asks for), [`conductor`] (the service), [`manage`] (the operator CLI), [`store`] (the database), [`logging`].
 //! The broker protocol lives in the `autoscaler-messaging` crate, shared with the in-VM
 //! agent, and is re-exported as [`messaging`].
 
@@ -15,6 +15,7 @@ pub mod manage;
 pub mod policy;
 pub mod scenario;
 pub mod sim;
+pub mod store;
 pub mod template;
 
 /// The broker protocol, shared with the in-VM agent (see `autoscaler-messaging`).
