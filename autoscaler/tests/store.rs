@@ -30,6 +30,8 @@ enum Backend {
 /// unique name that is dropped when this is.
 struct TestDb {
     url: DatabaseUrl,
+    /// The URL as a configuration file writes it (with the password, if any).
+    url_text: String,
     store: Store,
     _dir: tempfile::TempDir,
     /// (server URL, database name) to drop.
@@ -83,8 +85,11 @@ async fn admin(server: &str) -> Store {
 async fn fresh(backend: Backend) -> TestDb {
     static SEQ: AtomicU32 = AtomicU32::new(0);
     let dir = tempfile::tempdir().unwrap();
-    let (url, drop) = match backend {
-        Backend::Sqlite => (DatabaseUrl::default_for(&dir.path().join("state")), None),
+    let (url_text, drop) = match backend {
+        Backend::Sqlite => (
+            format!("sqlite:///{}/db/autoscaler.sqlite", dir.path().display()),
+            None,
+        ),
         Backend::MySql => {
             let server = server();
             let name = format!(
@@ -99,15 +104,19 @@ async fn fresh(backend: Backend) -> TestDb {
                 .await
                 .unwrap();
             admin.close().await;
-            let url = format!("{server}/{name}?charset=utf8").parse().unwrap();
-            (url, Some((server, name)))
+            (
+                format!("{server}/{name}?charset=utf8"),
+                Some((server, name)),
+            )
         }
     };
+    let url: DatabaseUrl = url_text.parse().unwrap();
     let store = Store::connect(&url, &PoolSettings::default())
         .await
         .unwrap();
     TestDb {
         url,
+        url_text,
         store,
         _dir: dir,
         drop,
@@ -172,6 +181,7 @@ on_both!(
     services_are_up_or_down_by_the_database_clock,
     templates_json_is_imported_once,
     lease_calls_cost_few_statements,
+    the_cli_syncs_reports_the_version_and_lists_conductors,
 );
 
 async fn migrations_apply_to_an_empty_database(backend: Backend) {
@@ -691,4 +701,76 @@ async fn lease_calls_cost_few_statements(backend: Backend) {
         one.set_pool_generation(&leases[i as usize], 6).await.unwrap();
     });
     println!("{backend:?}:\n  {}", report.join("\n  "));
+}
+
+/// `autoscaler-manage` with a configuration naming `db`'s database and `state`.
+fn manage(db: &TestDb, state: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let conf = state.join("autoscaler.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[DEFAULT]\nstate_path = {}\n[database]\nconnection = {}\n",
+            state.display(),
+            db.url_text
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_autoscaler-manage"))
+        .arg("--config-file")
+        .arg(&conf)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+async fn the_cli_syncs_reports_the_version_and_lists_conductors(backend: Backend) {
+    let db = fresh(backend).await;
+    let state = tempfile::tempdir().unwrap();
+    let mut file = TemplateStore::open(state.path()).unwrap();
+    file.insert(record("shop")).unwrap();
+    assert_eq!(manage(&db, state.path(), &["db", "version"]).1, "0\n");
+    let (ok, _, err) = manage(&db, state.path(), &["conductor", "list"]);
+    assert!(!ok);
+    assert!(
+        err.starts_with("ERROR: ") && err.contains("run `autoscaler-manage db sync`"),
+        "{err}"
+    );
+    let (ok, out, err) = manage(&db, state.path(), &["db", "sync"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("schema version  1"), "{out}");
+    assert!(out.contains("1 template(s) added"), "{out}");
+    assert_eq!(manage(&db, state.path(), &["db", "version"]).1, "1\n");
+    let (ok, out, _) = manage(&db, state.path(), &["--format", "json", "db", "sync"]);
+    assert!(ok);
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["import"]["outcome"], "already_done", "{out}");
+    assert_eq!(
+        db.store.template("shop").await.unwrap(),
+        Some(record("shop"))
+    );
+
+    db.store.report_service("conductor-a").await.unwrap();
+    db.store.report_service("conductor-b").await.unwrap();
+    db.store.acquire("shop", "conductor-a", TTL).await.unwrap();
+    let (ok, out, err) = manage(&db, state.path(), &["conductor", "list"]);
+    assert!(ok, "{err}");
+    let lines: Vec<Vec<&str>> = out
+        .lines()
+        .skip(2)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert_eq!(
+        (lines[0][0], lines[0][1], *lines[0].last().unwrap()),
+        ("conductor-a", "up", "shop")
+    );
+    assert_eq!(
+        (lines[1][0], lines[1][1], *lines[1].last().unwrap()),
+        ("conductor-b", "up", "-")
+    );
 }

@@ -3,8 +3,10 @@
 //! `autoscaler-manage [--config-file F]... [--config-dir D] [--debug] [--format table|json]
 //! <category> <action>`. Exit codes, for every command: 0 done, 1 error (one line on
 //! stderr starting `ERROR:`), 2 usage error. `config` commands work without a broker;
-//! the others ask the conductor over RabbitMQ.
+//! `db` commands and `conductor list` use the database ([`db`]); the others ask the
+//! conductor over RabbitMQ.
 
+pub mod db;
 pub mod monitor;
 pub mod output;
 pub mod wait;
@@ -73,6 +75,9 @@ enum Category {
     /// The configuration files.
     #[command(subcommand)]
     Config(ConfigAction),
+    /// The database: create or upgrade its schema, show its version.
+    #[command(subcommand)]
+    Db(db::DbAction),
     /// Watch the sites live from the broker: each second the splitter's requests and
     /// response times, the VMs by state, the conductor's decision and why; notifications
     /// as they come. Needs only the broker, not the conductor's files.
@@ -123,6 +128,8 @@ enum VmAction {
 enum ConductorAction {
     /// The conductor's broker link and message counters.
     Status,
+    /// Every conductor known to the database: up or down, last seen, its templates.
+    List,
 }
 
 #[derive(Debug, Subcommand)]
@@ -186,6 +193,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let ceiling = config.conductor.max_vms_ceiling;
     let timeout = timeout.map_or(config.default.rpc_response_timeout, Duration::from_secs);
     match command {
+        Category::Db(action) => db::run(&config, action, format),
+        Category::Conductor(ConductorAction::List) => db::conductor_list(&config, format),
         Category::Template(TemplateAction::Validate { file }) => {
             let template = Template::load(&file, ceiling)?;
             print(format, &template, || template_table(&[&template]));
