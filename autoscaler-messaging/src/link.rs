@@ -12,6 +12,13 @@
 //! A [`Link`] runs as a task; [`LinkHandle`] publishes through whatever session is current
 //! and reports the link's state, so the conductor can tell "my broker is down" from "the
 //! VMs are silent".
+//!
+//! A broker that answers but refuses a declaration (`PRECONDITION_FAILED`: the exchange or
+//! a queue exists with other arguments, such as another durability) is not down: retrying
+//! cannot help until someone changes the broker or the configuration. The link reports it
+//! as [`LinkState::Refused`] with what to do ([`topology::explain_refusal`]) and keeps
+//! trying at the longest interval, so an agent recovers once the operator has acted; the
+//! conductor stops on it instead (exit 1), where the operator sees it at once.
 
 use std::time::Duration;
 
@@ -27,10 +34,10 @@ use tokio::{
     task::JoinSet,
     time::{sleep, timeout, Instant},
 };
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::{
-    topology::{QueueSpec, Topology},
+    topology::{self, QueueSpec, Topology},
     TransportUrl,
 };
 
@@ -120,8 +127,39 @@ pub enum LinkState {
     Connecting,
     /// Connected to this broker (`user@host:port`), topology declared, consumers running.
     Up(String),
+    /// A broker answered but refused a declaration (`PRECONDITION_FAILED`); the text says
+    /// which object, why and what to do. The link keeps trying, every `interval_max`.
+    Refused(String),
     /// The link was shut down.
     Closed,
+}
+
+/// Why a session could not be set up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum SessionError {
+    /// No broker answered, or the connection failed during the setup.
+    Unreachable(String),
+    /// The broker refused a declaration: what [`LinkState::Refused`] carries.
+    Refused(String),
+}
+
+impl std::fmt::Display for SessionError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SessionError::Unreachable(text) | SessionError::Refused(text) => f.write_str(text),
+        }
+    }
+}
+
+/// The broker's text when `error` is its refusal of a declaration (406
+/// `PRECONDITION_FAILED`, which closes the channel).
+pub fn refusal(error: &lapin::Error) -> Option<String> {
+    match error.kind() {
+        lapin::ErrorKind::ProtocolError(amqp) if amqp.get_id() == 406 => {
+            Some(amqp.get_message().to_string())
+        }
+        _ => None,
+    }
 }
 
 /// A queue the link consumes, forwarding its deliveries to `sender`.
@@ -337,7 +375,17 @@ impl Link {
             };
             let (connection, channels, mut consumers, index) = match session {
                 Ok(session) => session,
-                Err(error) => {
+                Err(SessionError::Refused(reason)) => {
+                    let delay = self.config.interval_max;
+                    error!(%reason, retry_in = ?delay, "the broker refused a declaration");
+                    let _ = state_tx.send(LinkState::Refused(reason));
+                    host += 1;
+                    tokio::select! {
+                        _ = sleep(delay) => continue,
+                        _ = shutdown.wait_for(|stop| *stop) => break,
+                    }
+                }
+                Err(SessionError::Unreachable(error)) => {
                     let delay = self.config.retry_delay(attempt);
                     warn!(%error, retry_in = ?delay, "broker unreachable");
                     attempt = attempt.saturating_add(1);
@@ -409,10 +457,10 @@ impl Link {
     async fn open_session(
         &self,
         host: usize,
-    ) -> Result<(Connection, Channels, JoinSet<lapin::Result<()>>, usize), String> {
+    ) -> Result<(Connection, Channels, JoinSet<lapin::Result<()>>, usize), SessionError> {
         let (connection, index) = connect(&self.config, host, true)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| SessionError::Unreachable(e.to_string()))?;
         let setup = async {
             let control = connection.create_channel().await?;
             self.topology.declare_exchange(&control).await?;
@@ -462,10 +510,14 @@ impl Link {
             Ok((channels, consumers)) => Ok((connection, channels, consumers, index)),
             Err(error) => {
                 let _ = connection.close(200, "setup failed".into()).await;
-                Err(format!(
-                    "setting up on {}: {error}",
-                    self.config.url.hosts[index]
-                ))
+                let broker = &self.config.url.hosts[index];
+                Err(match refusal(&error) {
+                    Some(text) => SessionError::Refused(format!(
+                        "{broker}: {}",
+                        topology::explain_refusal(&text, self.topology.durability)
+                    )),
+                    None => SessionError::Unreachable(format!("setting up on {broker}: {error}")),
+                })
             }
         }
     }

@@ -111,7 +111,7 @@ mod tests {
             .unwrap()
             .with_timezone(&Utc);
         let n = Notification::new(
-            "autoscaler-conductor.node1",
+            "autoscaler.node1",
             "autoscaler.template.instantiate.end",
             Priority::Info,
             serde_json::json!({"template": "shop"}),

@@ -34,7 +34,7 @@ use crate::{
         rpc::{RemoteError, ReplyTo, RpcReply},
         topology::RPC_CONDUCTOR,
         DropCounts, DropReason, Envelope, Heartbeat, Link, LinkHandle, LinkState, Metrics, PoolAck,
-        QueueSpec, Subscription, Topology,
+        QueueSpec, Subscription,
     },
     template::metadata,
 };
@@ -59,13 +59,16 @@ pub enum ServiceError {
     State(#[from] StateError),
     #[error(transparent)]
     Driver(#[from] DriverError),
+    /// The broker refused the exchange's or a queue's declaration: what and what to do.
+    #[error("{0}")]
+    BrokerRefused(String),
 }
 
 /// Runs the conductor until `shutdown` turns true.
 pub async fn run(config: &Config, shutdown: watch::Receiver<bool>) -> Result<(), ServiceError> {
     let host = config.default.host.clone();
     let sender = format!("autoscaler-conductor.{host}");
-    let topology = Topology::new(config.default.control_exchange.clone());
+    let topology = config.topology();
     let driver = driver::from_config(config)?;
     let settings = GroupSettings::from_config(config);
     let mut templates = TemplateStore::open(&config.default.state_path)?;
@@ -99,19 +102,14 @@ pub async fn run(config: &Config, shutdown: watch::Receiver<bool>) -> Result<(),
         received_requests: 0,
         received_telemetry: 0,
     };
-    let notifier = Notifier {
-        publisher_id: sender.clone(),
-        exchange: topology.exchange.clone(),
-        drivers: config.oslo_messaging_notifications.driver.clone(),
-        topics: config.oslo_messaging_notifications.topics.clone(),
-    };
+    let notifier = Notifier::from_config(config);
 
     let (request_tx, mut requests) = mpsc::channel(REQUEST_BACKLOG);
     let (telemetry_tx, mut telemetry) = mpsc::channel(TELEMETRY_BACKLOG);
     let subscriptions = vec![
         Subscription {
             queue: topology.conductor_rpc_queue(),
-            spec: QueueSpec::DURABLE,
+            spec: QueueSpec::lasting(topology.durability),
             bindings: vec![RPC_CONDUCTOR.to_owned()],
             prefetch: 1,
             ack: true,
@@ -166,10 +164,19 @@ pub async fn run(config: &Config, shutdown: watch::Receiver<bool>) -> Result<(),
     let mut ticks = tokio::time::interval(config.conductor.evaluation_interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut shutdown_rx = shutdown.clone();
-    loop {
+    let mut link_state = link.watch_state();
+    let refused = loop {
         tokio::select! {
             biased;
-            _ = shutdown_rx.wait_for(|stop| *stop) => break,
+            _ = shutdown_rx.wait_for(|stop| *stop) => break None,
+            state = link_state.wait_for(|s| matches!(s, LinkState::Refused(_))) => {
+                // The broker holds an exchange or queue declared otherwise (an upgrade
+                // that changed amqp_durable_queues): no retry mends that, the operator must.
+                break Some(match state.as_deref() {
+                    Ok(LinkState::Refused(reason)) => reason.clone(),
+                    _ => "the broker link ended unexpectedly".to_owned(),
+                });
+            }
             Some(delivery) = requests.recv() => {
                 handle_request(&mut conductor, &link, &notifier, &drops, &sender, max_size, delivery).await;
             }
@@ -192,8 +199,9 @@ pub async fn run(config: &Config, shutdown: watch::Receiver<bool>) -> Result<(),
                 take_telemetry(delivery, &mut conductor, &mut steering, &link, &notifier, &drops, max_size).await;
             }
         }
-    }
+    };
     info!("autoscaler-conductor stopping");
+    drop(link_state);
     let _ = stop_link.send(true);
     drop(requests);
     drop(telemetry);
@@ -204,7 +212,10 @@ pub async fn run(config: &Config, shutdown: watch::Receiver<bool>) -> Result<(),
         warn!("the broker connection did not close in time");
     }
     info!("autoscaler-conductor stopped");
-    Ok(())
+    match refused {
+        Some(reason) => Err(ServiceError::BrokerRefused(reason)),
+        None => Ok(()),
+    }
 }
 
 /// The cloud is the source of truth: a group whose VMs carry our metadata but which the
@@ -339,6 +350,7 @@ fn broker_of(link: &LinkHandle) -> String {
     match link.state() {
         LinkState::Up(broker) => broker,
         LinkState::Connecting => "(reconnecting)".to_owned(),
+        LinkState::Refused(_) => "(refused)".to_owned(),
         LinkState::Closed => "(closed)".to_owned(),
     }
 }

@@ -3,8 +3,10 @@
 //! `autoscaler-manage [--config-file F]... [--config-dir D] [--debug] [--format table|json]
 //! <category> <action>`. Exit codes, for every command: 0 done, 1 error (one line on
 //! stderr starting `ERROR:`), 2 usage error. `config` commands work without a broker;
-//! the others ask the conductor over RabbitMQ.
+//! `broker` and `monitor` need the broker only; the others ask the conductor over
+//! RabbitMQ.
 
+pub mod broker;
 pub mod monitor;
 pub mod output;
 pub mod wait;
@@ -73,6 +75,9 @@ enum Category {
     /// The configuration files.
     #[command(subcommand)]
     Config(ConfigAction),
+    /// The broker's exchange and queues (no conductor needed).
+    #[command(subcommand)]
+    Broker(BrokerAction),
     /// Watch the sites live from the broker: each second the splitter's requests and
     /// response times, the VMs by state, the conductor's decision and why; notifications
     /// as they come. Needs only the broker, not the conductor's files.
@@ -123,6 +128,16 @@ enum VmAction {
 enum ConductorAction {
     /// The conductor's broker link and message counters.
     Status,
+}
+
+#[derive(Debug, Subcommand)]
+enum BrokerAction {
+    /// Declare the control exchange, the conductors' request queue and the notification
+    /// queues as [oslo_messaging_rabbit] amqp_durable_queues says, deleting first those
+    /// the broker holds with the other durability (their messages are lost). Stop every
+    /// conductor first; destroy the templates first too (the running VMs' agents lose
+    /// their bindings with the exchange).
+    Redeclare,
 }
 
 #[derive(Debug, Subcommand)]
@@ -312,6 +327,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 },
             )
         }
+        Category::Broker(BrokerAction::Redeclare) => {
+            let done = broker::redeclare(&config, timeout)?;
+            print(format, &done, || redeclared_table(&done));
+            Ok(())
+        }
         Category::Conductor(ConductorAction::Status) => {
             let status: StatusView = call(&config, timeout, &Request::Status)?;
             print(format, &status, || status_table(&status));
@@ -438,6 +458,30 @@ fn vm_table(vms: &[VmView]) -> Table {
                     or_dash(vm.heartbeat_age.map(|a| format!("{a:.1}"))),
                     if vm.in_pool { "yes" } else { "no" }.to_owned(),
                     or_dash(vm.busy.map(|b| b.to_string())),
+                ]
+            })
+            .collect(),
+    }
+}
+
+fn redeclared_table(done: &[broker::Redeclared]) -> Table {
+    Table {
+        header: vec!["kind", "name", "durable", "done"],
+        rows: done
+            .iter()
+            .map(|r| {
+                let what = match r.replaced {
+                    true => format!(
+                        "deleted ({} messages) and declared again",
+                        r.messages_dropped
+                    ),
+                    false => "declared".to_owned(),
+                };
+                vec![
+                    r.kind.to_owned(),
+                    r.name.clone(),
+                    if r.durable { "yes" } else { "no" }.to_owned(),
+                    what,
                 ]
             })
             .collect(),
