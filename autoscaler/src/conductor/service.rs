@@ -169,14 +169,9 @@ pub async fn run(config: &Config, shutdown: watch::Receiver<bool>) -> Result<(),
         tokio::select! {
             biased;
             _ = shutdown_rx.wait_for(|stop| *stop) => break None,
-            state = link_state.wait_for(|s| matches!(s, LinkState::Refused(_))) => {
-                // The broker holds an exchange or queue declared otherwise (an upgrade
-                // that changed amqp_durable_queues): no retry mends that, the operator must.
-                break Some(match state.as_deref() {
-                    Ok(LinkState::Refused(reason)) => reason.clone(),
-                    _ => "the broker link ended unexpectedly".to_owned(),
-                });
-            }
+            // No retry mends a refused declaration (an upgrade that changed
+            // amqp_durable_queues): the operator must.
+            reason = refusal(&mut link_state) => break Some(reason),
             Some(delivery) = requests.recv() => {
                 handle_request(&mut conductor, &link, &notifier, &drops, &sender, max_size, delivery).await;
             }
@@ -212,9 +207,15 @@ pub async fn run(config: &Config, shutdown: watch::Receiver<bool>) -> Result<(),
         warn!("the broker connection did not close in time");
     }
     info!("autoscaler-conductor stopped");
-    match refused {
-        Some(reason) => Err(ServiceError::BrokerRefused(reason)),
-        None => Ok(()),
+    refused.map_or(Ok(()), |reason| Err(ServiceError::BrokerRefused(reason)))
+}
+
+/// Resolves when the link reports that the broker refused a declaration: what it says.
+async fn refusal(state: &mut watch::Receiver<LinkState>) -> String {
+    let refused = state.wait_for(|s| matches!(s, LinkState::Refused(_))).await;
+    match refused.as_deref() {
+        Ok(LinkState::Refused(reason)) => reason.clone(),
+        _ => "the broker link ended unexpectedly".to_owned(),
     }
 }
 

@@ -23,6 +23,7 @@ use serde::Serialize;
 use crate::{
     conductor::notifier::Notifier,
     conf::Config,
+    manage::output::{print, Format, Table},
     messaging::{
         link,
         topology::{self, RPC_CONDUCTOR},
@@ -52,6 +53,13 @@ enum Lasting {
         spec: QueueSpec,
         bindings: Vec<String>,
     },
+}
+
+/// `broker redeclare`: [`redeclare`], printed.
+pub fn run(config: &Config, timeout: Duration, format: Format) -> anyhow::Result<()> {
+    let done = redeclare(config, timeout)?;
+    print(format, &done, || redeclared_table(&done));
+    Ok(())
 }
 
 /// Connects (within `timeout`), checks that no conductor runs, and brings every lasting
@@ -190,4 +198,28 @@ async fn bring(
         .with_context(|| format!("cannot declare the {kind} {name} again"))?;
     redeclared.replaced = true;
     Ok(redeclared)
+}
+
+fn redeclared_table(done: &[Redeclared]) -> Table {
+    Table {
+        header: vec!["kind", "name", "durable", "done"],
+        rows: done
+            .iter()
+            .map(|r| {
+                let what = match r.replaced {
+                    true => format!(
+                        "deleted ({} messages) and declared again",
+                        r.messages_dropped
+                    ),
+                    false => "declared".to_owned(),
+                };
+                vec![
+                    r.kind.to_owned(),
+                    r.name.clone(),
+                    if r.durable { "yes" } else { "no" }.to_owned(),
+                    what,
+                ]
+            })
+            .collect(),
+    }
 }

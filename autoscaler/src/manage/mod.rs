@@ -327,11 +327,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 },
             )
         }
-        Category::Broker(BrokerAction::Redeclare) => {
-            let done = broker::redeclare(&config, timeout)?;
-            print(format, &done, || redeclared_table(&done));
-            Ok(())
-        }
+        Category::Broker(BrokerAction::Redeclare) => broker::run(&config, timeout, format),
         Category::Conductor(ConductorAction::Status) => {
             let status: StatusView = call(&config, timeout, &Request::Status)?;
             print(format, &status, || status_table(&status));
@@ -458,30 +454,6 @@ fn vm_table(vms: &[VmView]) -> Table {
                     or_dash(vm.heartbeat_age.map(|a| format!("{a:.1}"))),
                     if vm.in_pool { "yes" } else { "no" }.to_owned(),
                     or_dash(vm.busy.map(|b| b.to_string())),
-                ]
-            })
-            .collect(),
-    }
-}
-
-fn redeclared_table(done: &[broker::Redeclared]) -> Table {
-    Table {
-        header: vec!["kind", "name", "durable", "done"],
-        rows: done
-            .iter()
-            .map(|r| {
-                let what = match r.replaced {
-                    true => format!(
-                        "deleted ({} messages) and declared again",
-                        r.messages_dropped
-                    ),
-                    false => "declared".to_owned(),
-                };
-                vec![
-                    r.kind.to_owned(),
-                    r.name.clone(),
-                    if r.durable { "yes" } else { "no" }.to_owned(),
-                    what,
                 ]
             })
             .collect(),
