@@ -4,19 +4,20 @@
 #
 # DevStack sources it (never executes it) as `source plugin.sh MODE [PHASE]` from
 # stack.sh, unstack.sh and clean.sh, so nothing here may exit or leave a shell option
-# changed. doc/devstack.md describes each phase and setting.
+# changed. The phases run with the caller's xtrace (stack.sh's is on), so stack.sh.log
+# shows them; lib/autoscaler turns it off only where a password is expanded.
+# doc/devstack.md describes each phase and setting.
 #
-#   stack install       build the release binaries with cargo, install them in $DEST/bin
+#   stack install       build the release binaries with cargo (installing Rust with a
+#                       pinned, checked rustup-init when needed and not OFFLINE),
+#                       install them in $DEST/bin
 #   stack post-config   create the Keystone user, write /etc/autoscaler/autoscaler.conf
 #                       (and a sample template), check it with config validate
-#   stack extra         register (or bake) the images, open the site's port, start
+#   stack extra         register (or bake) the images, private to the project the VMs
+#                       boot in, open the site's port, start
 #                       devstack@autoscaler-conductor and wait until it answers
 #   unstack             stop devstack@autoscaler-conductor
 #   clean               remove the configuration, the state and the binaries
-
-# Save trace setting
-_XTRACE_AUTOSCALER=$(set +o | grep xtrace)
-set +o xtrace
 
 AUTOSCALER_PLUGIN_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$AUTOSCALER_PLUGIN_DIR/lib/autoscaler"
@@ -45,6 +46,3 @@ if is_service_enabled autoscaler-conductor; then
             ;;
     esac
 fi
-
-# Restore xtrace
-$_XTRACE_AUTOSCALER

@@ -162,7 +162,13 @@ async fn run(config: AgentConfig, role: RoleSettings, address: Option<std::net::
             sender: pool_sender,
         });
     }
-    let link = Link::new(LinkConfig::new(url, name.clone()), topology, subscriptions);
+    // Waits of a few seconds at most between attempts: the conductor's grace after its
+    // own link returns must cover every agent's return.
+    let link = Link::new(
+        LinkConfig::for_agent(url, name.clone()),
+        topology,
+        subscriptions,
+    );
     let (link, link_task) = link.spawn(stopped.clone());
     info!(group = %config.group, vm = %config.vm_id, role = %config.role, "agent starting");
 

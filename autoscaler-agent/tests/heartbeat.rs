@@ -27,7 +27,7 @@ async fn heartbeats_arrive_in_order_with_ttl_and_sigterm_stops_the_agent() {
     let exchange = format!("autoscaler-test-{}", &id[..10]);
     let queue = format!("{exchange}.heartbeats");
     let config = LinkConfig::new(broker_url().parse().unwrap(), "agent-test");
-    let (connection, _) = link::connect(&config, 0, false).await.unwrap();
+    let (connection, _) = link::connect(&config, 0).await.unwrap();
     let channel = connection.create_channel().await.unwrap();
     let topology = Topology::new(exchange.clone(), Durability::Transient);
     topology.declare_exchange(&channel).await.unwrap();

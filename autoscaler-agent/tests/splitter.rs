@@ -282,7 +282,7 @@ async fn the_splitter_applies_pools_measures_and_drains_on_real_mod_jk() {
     let exchange = format!("autoscaler-test-{}", &id[..10]);
     let topology = Topology::new(exchange.clone(), Durability::Transient);
     let config = LinkConfig::new(broker_url().parse().unwrap(), "splitter-test");
-    let (connection, _) = link::connect(&config, 0, false).await.unwrap();
+    let (connection, _) = link::connect(&config, 0).await.unwrap();
     let channel = connection.create_channel().await.unwrap();
     topology.declare_exchange(&channel).await.unwrap();
     let mut acks = consume(&channel, &topology, "acks", &Topology::pool_ack_key(GROUP)).await;

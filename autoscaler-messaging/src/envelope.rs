@@ -10,17 +10,13 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{DateTime, Utc};
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde::{Deserialize, Serialize};
 
 /// The envelope version this build writes and reads. A receiver drops other versions
 /// (counted as [`DropReason::UnsupportedVersion`]) rather than guessing at their meaning.
 pub const ENVELOPE_VERSION: u32 = 1;
 
-/// A payload type with its wire name.
-pub trait Payload: Serialize + DeserializeOwned {
-    /// The envelope's `kind` for this payload.
-    const KIND: &'static str;
-}
+pub use autoscaler_core::payload::Payload;
 
 /// An envelope whose payload is still raw JSON: the first decoding stage.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -180,7 +176,7 @@ impl DropCounts {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::payload::{Heartbeat, Role};
+    use crate::payload::{Heartbeat, MemberStats, Metrics, Role, Stats};
     use proptest::prelude::*;
 
     fn heartbeat() -> Envelope<Heartbeat> {
@@ -260,5 +256,38 @@ mod tests {
                 let _ = raw.payload_as::<Heartbeat>();
             }
         }
+    }
+
+    #[test]
+    fn metrics_round_trip_with_flat_member_stats() {
+        let stats = Stats {
+            requests: 4,
+            errors: 1,
+            mean: 0.05,
+            p50: 0.04,
+            p95: 0.09,
+            p99: 0.09,
+            max: 0.09,
+        };
+        let sent = Metrics {
+            group: "shop".into(),
+            vm_id: "vm-0".into(),
+            start: "2026-11-27T19:27:10Z".parse().unwrap(),
+            interval: 1.0,
+            site: stats,
+            members: vec![MemberStats {
+                member: "worker1".into(),
+                stats,
+                busy: Some(2),
+            }],
+            malformed_lines: 0,
+            modjk_messages: 3,
+        };
+        let bytes = Envelope::new("agent.vm-0", Utc::now(), sent.clone()).to_bytes();
+        let raw = Envelope::decode(&bytes, 65536).unwrap();
+        assert_eq!(raw.kind, "metrics");
+        assert_eq!(raw.payload["members"][0]["busy"], 2);
+        let got = raw.payload_as::<Metrics>().unwrap().unwrap();
+        assert_eq!(got.payload, sent);
     }
 }

@@ -4,11 +4,12 @@
 //! and no conductor logic, so the agent that links it stays small.
 
 pub mod agent_config;
+/// What agents publish and the splitter's pool: the wire's value types, defined in
+/// `autoscaler-core` (the group's rules read them) and re-exported here.
+pub use autoscaler_core::{payload, pool};
 pub mod envelope;
 pub mod link;
 pub mod notification;
-pub mod payload;
-pub mod pool;
 pub mod rpc;
 pub mod topology;
 pub mod transport_url;
@@ -16,7 +17,7 @@ pub mod transport_url;
 pub use agent_config::{AgentConfig, CloudConfig};
 pub use envelope::{DropCounts, DropReason, DropSnapshot, Envelope, Payload};
 pub use link::{Link, LinkConfig, LinkHandle, LinkState, Outgoing, Subscription};
-pub use notification::{Notification, Priority};
+pub use notification::{NotificationMessage, Priority};
 pub use payload::{Heartbeat, MemberStats, Metrics, Role, Stats};
 pub use pool::{member_name, MemberState, PoolAck, PoolMember, PoolOutcome, PoolUpdate};
 pub use topology::{Durability, QueueSpec, Topology};

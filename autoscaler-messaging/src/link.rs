@@ -1,27 +1,52 @@
 //! The link to RabbitMQ: connecting with failover across the `transport_url` hosts,
-//! surviving broker restarts and forced closes, and publishing with or without confirms.
+//! surviving broker restarts, forced closes and resource alarms, and publishing with or
+//! without confirms.
 //!
-//! Two layers of recovery, because each covers what the other cannot:
-//! 1. lapin's automatic recovery reconnects to the *same* broker and replays exchanges,
-//!    queues, bindings, QoS and consumers; callers wait on
-//!    [`lapin::Channel::wait_for_recovery`] and retry the operation.
-//! 2. When lapin gives up (its backoff is short on purpose), the [`Link`] supervisor
-//!    reconnects through the next host of the URL, declares the topology again and
-//!    restarts its consumers.
+//! **One layer of recovery, the [`Link`] supervisor.** It opens a *session* (a connection,
+//! the topology declared, a channel per use and the consumers) and, when the session
+//! breaks for any reason, throws all of it away and opens a new one, starting at the next
+//! host of the URL. lapin's own automatic recovery stays off, because in lapin 4.12 it can
+//! get stuck for good: when its reconnect attempts run out while the broker is still down
+//! (`rabbitmqctl stop_app` for 10 s outlasts them), its I/O thread returns
+//! (`io_loop.rs`: `block_on(connect)?`) without marking the connection failed. The status
+//! stays `Reconnecting`, no `Event::Error` is sent and the notifiers
+//! `Channel::wait_for_recovery` waits on never fire, so nothing on the client can tell
+//! that the connection is gone (issue 16: after a broker restart neither the conductor
+//! nor any agent came back). Without auto-recovery every failure is final for its
+//! connection (status `Error` or `Closed`, `Event::Error`, the consumers' streams end),
+//! which the supervisor sees.
 //!
-//! A [`Link`] runs as a task; [`LinkHandle`] publishes through whatever session is current
-//! and reports the link's state, so the conductor can tell "my broker is down" from "the
-//! VMs are silent".
+//! **Reconnecting.** While no broker of the URL listens (every connection refused), the
+//! link tries again at most every [`LISTEN_RETRY`]: a refused connection costs the broker
+//! nothing, and the link is back within about a second of the broker's return. A broker
+//! that answers but fails the handshake or the set-up gets oslo's backoff
+//! (`rabbit_retry_interval`, `rabbit_retry_backoff`, `rabbit_interval_max`; an agent's
+//! waits stop at [`AGENT_INTERVAL_MAX`]). Each wait is drawn between half and all of its
+//! length, so that a fleet of agents does not reconnect in step.
 //!
-//! A broker that answers but refuses a declaration (`PRECONDITION_FAILED`: the exchange or
-//! a queue exists with other arguments, such as another durability) is not down: retrying
-//! cannot help until someone changes the broker or the configuration. The link reports it
-//! as [`LinkState::Refused`] with what to do ([`topology::explain_refusal`]) and keeps
-//! trying at the longest interval, so an agent recovers once the operator has acted; the
-//! conductor stops on it instead (exit 1), where the operator sees it at once.
+//! **Resource alarms.** Under a memory or disk alarm the broker stops reading from the
+//! connections that publish and tells them so (`connection.blocked`); lapin then writes
+//! nothing at all on that connection. The link reports [`LinkState::Blocked`], and
+//! [`LinkHandle::publish`] hands lapin nothing while blocked: telemetry fails at once
+//! ([`PublishError::Blocked`]), a confirmed message waits for the unblock within its
+//! patience. Nothing piles up in memory, and the conductor does not mistake the silence
+//! of blocked agents for dead VMs: a blocked link is not [`LinkState::Up`], and `Up`
+//! carries since when, so a block or a reconnect between two ticks is seen too.
+//!
+//! **Refused declarations.** A broker that answers but refuses a declaration
+//! (`PRECONDITION_FAILED`: the exchange or a queue exists with other arguments, such as
+//! the other durability) is not down: retrying cannot help until someone changes the
+//! broker or the configuration. The link reports it as [`LinkState::Refused`] with what
+//! to do ([`topology::explain_refusal`]) and keeps trying at the longest interval, so an
+//! agent recovers once the operator has acted; the conductor stops on it instead (exit
+//! 1), where the operator sees it at once.
 
-use std::time::Duration;
+use std::{
+    hash::{BuildHasher, Hasher},
+    time::Duration,
+};
 
+use chrono::{DateTime, Utc};
 use futures_lite::StreamExt;
 use lapin::{
     message::Delivery,
@@ -32,7 +57,7 @@ use lapin::{
 use tokio::{
     sync::{mpsc, watch},
     task::JoinSet,
-    time::{sleep, timeout, Instant},
+    time::{sleep, timeout, timeout_at, Instant, MissedTickBehavior},
 };
 use tracing::{debug, error, info, warn};
 
@@ -40,6 +65,22 @@ use crate::{
     topology::{self, QueueSpec, Topology},
     TransportUrl,
 };
+
+/// The longest wait between connection attempts while no broker of the URL listens.
+pub const LISTEN_RETRY: Duration = Duration::from_secs(1);
+/// An agent's longest wait between attempts when a broker answers but the connection
+/// fails: a few seconds, so that the conductor's grace after its own link returns
+/// (`[conductor] heartbeat_timeout`) covers the agents' return.
+pub const AGENT_INTERVAL_MAX: Duration = Duration::from_secs(3);
+/// At least this long for a message handed to lapin to be written (and confirmed),
+/// whatever the caller's patience: a caller that waits for no connection (patience 0)
+/// still sends on a connection that is there.
+const SEND_PATIENCE: Duration = Duration::from_secs(1);
+/// How long closing a connection may take: a blocked or broken one cannot send its close.
+const CLOSE_PATIENCE: Duration = Duration::from_secs(1);
+/// How often the supervisor also reads the session's status; lapin's events are the main
+/// signal, this catches a close that sends none.
+const STATUS_POLL: Duration = Duration::from_millis(500);
 
 /// How to reach the broker. Built from `[DEFAULT] transport_url` and
 /// `[oslo_messaging_rabbit]`, or from an agent's user data.
@@ -71,10 +112,43 @@ impl LinkConfig {
         }
     }
 
-    /// Wait before reconnect attempt `attempt` (0-based).
+    /// An agent's: waits of 1, 2, 3, 3 ... s ([`AGENT_INTERVAL_MAX`]) rather than oslo's
+    /// 30 s at most.
+    pub fn for_agent(url: TransportUrl, connection_name: impl Into<String>) -> Self {
+        LinkConfig {
+            retry_backoff: Duration::from_secs(1),
+            interval_max: AGENT_INTERVAL_MAX,
+            ..LinkConfig::new(url, connection_name)
+        }
+    }
+
+    /// Wait before reconnect attempt `attempt` (0-based), oslo's schedule.
     pub fn retry_delay(&self, attempt: u32) -> Duration {
         (self.retry_interval + self.retry_backoff * attempt).min(self.interval_max)
     }
+
+    /// Longest wait after `attempt` failed rounds (0-based): while nobody listens, at most
+    /// [`LISTEN_RETRY`] (and `retry_interval`); otherwise [`LinkConfig::retry_delay`].
+    pub fn reconnect_delay(&self, attempt: u32, nobody_listening: bool) -> Duration {
+        if nobody_listening {
+            self.retry_interval.min(LISTEN_RETRY)
+        } else {
+            self.retry_delay(attempt)
+        }
+    }
+}
+
+/// `delay` scaled by a factor from 0.5 to 1, uniform in `random`.
+fn jittered(delay: Duration, random: u64) -> Duration {
+    delay.mul_f64(0.5 + 0.5 * (random as f64 / u64::MAX as f64))
+}
+
+/// A random number for the jitter, without a dependency: the standard library seeds each
+/// `RandomState` with fresh random keys.
+fn random_u64() -> u64 {
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
 }
 
 /// No broker of the URL could be reached. Names each host and its error, never a password.
@@ -83,41 +157,44 @@ impl LinkConfig {
 pub struct ConnectError {
     pub url: String,
     pub failures: Vec<String>,
+    /// Every host refused the TCP connection: no broker listens there now.
+    pub nobody_listening: bool,
 }
 
 /// Connects to the first broker that answers, starting at host `start`; returns the
-/// connection and the index of the host that answered.
+/// connection and the index of the host that answered. One attempt per host, without
+/// lapin's automatic recovery (see the module's documentation).
 pub async fn connect(
     config: &LinkConfig,
     start: usize,
-    auto_recover: bool,
 ) -> Result<(Connection, usize), ConnectError> {
     let mut failures = Vec::new();
+    let mut nobody_listening = true;
     let hosts = config.url.hosts.len();
     for offset in 0..hosts {
         let index = (start + offset) % hosts;
         let uri = config.url.amqp_uri(index, Some(config.heartbeat));
-        let mut properties = ConnectionProperties::default()
+        let properties = ConnectionProperties::default()
             .with_connection_name(config.connection_name.as_str().into());
-        if auto_recover {
-            // Few, quick attempts against the same broker: past them the supervisor fails
-            // over to the next host, which is the better bet when this one is down.
-            let (min, max) = (config.retry_interval, config.interval_max);
-            properties = properties
-                .enable_auto_recover()
-                .configure_backoff(move |b| {
-                    b.with_min_delay(min).with_max_delay(max).with_max_times(3)
-                });
-        }
         match Connection::connect_uri(uri, properties).await {
             Ok(connection) => return Ok((connection, index)),
-            Err(error) => failures.push(format!("{}: {error}", config.url.hosts[index])),
+            Err(error) => {
+                nobody_listening &= refused(&error);
+                failures.push(format!("{}: {error}", config.url.hosts[index]));
+            }
         }
     }
     Err(ConnectError {
         url: config.url.to_string(),
         failures,
+        nobody_listening,
     })
+}
+
+/// The TCP connection was refused: nothing listens on the port.
+fn refused(error: &lapin::Error) -> bool {
+    matches!(error.kind(), lapin::ErrorKind::IOError(e)
+        if e.kind() == std::io::ErrorKind::ConnectionRefused)
 }
 
 /// Where the link stands, as [`LinkHandle::state`] reports it.
@@ -125,40 +202,37 @@ pub async fn connect(
 pub enum LinkState {
     /// Not connected yet, or reconnecting after a failure.
     Connecting,
-    /// Connected to this broker (`user@host:port`), topology declared, consumers running.
-    Up(String),
+    /// Connected to `broker` (`user@host:port`), topology declared, consumers running,
+    /// publishing allowed; without a break (a block included) since `since`.
+    Up {
+        broker: String,
+        since: DateTime<Utc>,
+    },
+    /// Connected to `broker`, which blocks this connection's publishing (a memory or disk
+    /// alarm: `connection.blocked`): deliveries may still arrive, nothing leaves.
+    Blocked { broker: String },
     /// A broker answered but refused a declaration (`PRECONDITION_FAILED`); the text says
-    /// which object, why and what to do. The link keeps trying, every `interval_max`.
+    /// which object, why and what to do. The link keeps trying, at its longest interval.
     Refused(String),
     /// The link was shut down.
     Closed,
 }
 
-/// Why a session could not be set up.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum SessionError {
-    /// No broker answered, or the connection failed during the setup.
-    Unreachable(String),
-    /// The broker refused a declaration: what [`LinkState::Refused`] carries.
-    Refused(String),
-}
-
-impl std::fmt::Display for SessionError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl LinkState {
+    /// The broker connected to, blocked or not.
+    pub fn broker(&self) -> Option<&str> {
         match self {
-            SessionError::Unreachable(text) | SessionError::Refused(text) => f.write_str(text),
+            LinkState::Up { broker, .. } | LinkState::Blocked { broker } => Some(broker),
+            LinkState::Connecting | LinkState::Refused(_) | LinkState::Closed => None,
         }
     }
-}
 
-/// The broker's text when `error` is its refusal of a declaration (406
-/// `PRECONDITION_FAILED`, which closes the channel).
-pub fn refusal(error: &lapin::Error) -> Option<String> {
-    match error.kind() {
-        lapin::ErrorKind::ProtocolError(amqp) if amqp.get_id() == 406 => {
-            Some(amqp.get_message().to_string())
+    /// Since when the link has been up, when it is.
+    pub fn up_since(&self) -> Option<DateTime<Utc>> {
+        match self {
+            LinkState::Up { since, .. } => Some(*since),
+            _ => None,
         }
-        _ => None,
     }
 }
 
@@ -183,6 +257,8 @@ pub struct Subscription {
 pub enum PublishError {
     #[error("broker unavailable: no connection within {0:?}")]
     Unavailable(Duration),
+    #[error("the broker blocks publishing (memory or disk alarm)")]
+    Blocked,
     #[error("broker refused the message (negative acknowledgement)")]
     Nacked,
     #[error("publish failed: {0}")]
@@ -195,6 +271,9 @@ pub enum PublishError {
 /// without confirms for perishable telemetry.
 #[derive(Clone)]
 struct Channels {
+    /// Which session they belong to (1 for the first): a publish that failed waits for
+    /// another one.
+    generation: u64,
     confirmed: Channel,
     telemetry: Channel,
 }
@@ -246,9 +325,13 @@ impl LinkHandle {
         self.state.clone()
     }
 
-    /// Publishes `message`, waiting up to `patience` for a connection and retrying once
-    /// after a recovery. Returns only when the broker has it (confirmed) or handed it on
-    /// (unconfirmed).
+    /// Publishes `message`, waiting up to `patience` for a connection (and, for a
+    /// confirmed message, for the broker to unblock), and once more on the next session
+    /// when it fails on one. Returns only when the broker has it (confirmed) or handed it
+    /// on (unconfirmed). While the broker blocks publishing, telemetry fails at once: a
+    /// blocked connection writes nothing, and what it was given would pile up. A message
+    /// on its way when the block lands fails at once too ([`PublishError::Blocked`]),
+    /// though lapin still sends it after the unblock.
     pub async fn publish(
         &self,
         message: Outgoing<'_>,
@@ -256,41 +339,68 @@ impl LinkHandle {
     ) -> Result<(), PublishError> {
         let deadline = Instant::now() + patience;
         let mut channels = self.channels.clone();
+        let mut state = self.state.clone();
+        let mut failed_on = None;
         let mut last_error = None;
-        for _attempt in 0..3 {
-            let current = match timeout(
-                deadline.saturating_duration_since(Instant::now()),
-                channels.wait_for(Option::is_some),
-            )
-            .await
-            {
+        loop {
+            let session =
+                channels.wait_for(|c| c.as_ref().is_some_and(|c| Some(c.generation) != failed_on));
+            let current = match timeout_at(deadline, session).await {
                 Ok(Ok(current)) => current.clone().expect("waited for Some"),
                 Ok(Err(_)) => return Err(PublishError::Closed),
                 Err(_) => return Err(last_error.unwrap_or(PublishError::Unavailable(patience))),
             };
+            if matches!(*state.borrow(), LinkState::Blocked { .. }) {
+                if !message.confirm {
+                    return Err(PublishError::Blocked);
+                }
+                let unblocked = state.wait_for(|s| !matches!(s, LinkState::Blocked { .. }));
+                match timeout_at(deadline, unblocked).await {
+                    Ok(Ok(_)) => continue,
+                    Ok(Err(_)) => return Err(PublishError::Closed),
+                    Err(_) => return Err(PublishError::Blocked),
+                }
+            }
             let channel = if message.confirm {
-                current.confirmed
+                &current.confirmed
             } else {
-                current.telemetry
+                &current.telemetry
             };
-            match publish_on(&channel, &message).await {
-                Ok(()) => return Ok(()),
-                Err(PublishOnError::Nacked) => return Err(PublishError::Nacked),
-                Err(PublishOnError::Lapin(error)) => {
-                    debug!(%error, "publish failed; waiting for recovery");
+            let send_deadline = deadline.max(Instant::now() + SEND_PATIENCE);
+            // A block can land while the message is on its way (the broker blocks a
+            // connection when it publishes): then it waits in lapin until the unblock, and
+            // the caller is told now rather than at its deadline.
+            let sent = tokio::select! {
+                sent = timeout_at(send_deadline, publish_on(channel, &message)) => sent,
+                blocked = state.wait_for(|s| matches!(s, LinkState::Blocked { .. })) => {
+                    return Err(if blocked.is_ok() {
+                        PublishError::Blocked
+                    } else {
+                        PublishError::Closed
+                    });
+                }
+            };
+            match sent {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(PublishOnError::Nacked)) => return Err(PublishError::Nacked),
+                Ok(Err(PublishOnError::Lapin(error))) => {
+                    debug!(%error, "publish failed; waiting for the next session");
                     last_error = Some(PublishError::Failed(error.to_string()));
-                    let remaining = deadline.saturating_duration_since(Instant::now());
-                    match timeout(remaining, channel.wait_for_recovery(error)).await {
-                        Ok(Ok(())) => continue,
-                        // Not recoverable on this connection: the supervisor will replace
-                        // the session; wait for it.
-                        Ok(Err(_)) => sleep(Duration::from_millis(100)).await,
-                        Err(_) => break,
-                    }
+                    failed_on = Some(current.generation);
+                }
+                Err(_) => {
+                    return Err(PublishError::Failed(format!(
+                        "not {} within {:?}",
+                        if message.confirm {
+                            "confirmed"
+                        } else {
+                            "written"
+                        },
+                        patience.max(SEND_PATIENCE)
+                    )))
                 }
             }
         }
-        Err(last_error.unwrap_or(PublishError::Unavailable(patience)))
     }
 }
 
@@ -324,6 +434,27 @@ pub struct Link {
     /// Queues declared and bound without a consumer here (e.g. notification queues that
     /// operators' tools read).
     queues: Vec<(String, QueueSpec, Vec<String>)>,
+}
+
+/// A session that could not be opened.
+struct SessionError {
+    message: String,
+    /// No broker of the URL listens: try again soon, it costs nothing.
+    nobody_listening: bool,
+    /// The broker refused a declaration (`message` says which and what to do): only
+    /// someone changing the broker or the configuration mends it.
+    refused: bool,
+}
+
+/// The broker's text when `error` is its refusal of a declaration (406
+/// `PRECONDITION_FAILED`, which closes the channel).
+pub fn refusal(error: &lapin::Error) -> Option<String> {
+    match error.kind() {
+        lapin::ErrorKind::ProtocolError(amqp) if amqp.get_id() == 406 => {
+            Some(amqp.get_message().to_string())
+        }
+        _ => None,
+    }
 }
 
 impl Link {
@@ -360,6 +491,9 @@ impl Link {
         )
     }
 
+    /// Opens sessions one after the other, for ever: a broken one is replaced at once,
+    /// starting at the next host; failed attempts wait as [`LinkConfig::reconnect_delay`]
+    /// says, jittered.
     async fn supervise(
         self,
         channels_tx: watch::Sender<Option<Channels>>,
@@ -367,28 +501,32 @@ impl Link {
         mut shutdown: watch::Receiver<bool>,
     ) {
         let mut host = 0;
-        let mut attempt = 0u32;
+        let mut failures = 0u32;
+        let mut generation = 0u64;
         while !*shutdown.borrow() {
-            let session = tokio::select! {
-                session = self.open_session(host) => session,
+            let opened = tokio::select! {
+                opened = self.open_session(host) => opened,
                 _ = shutdown.wait_for(|stop| *stop) => break,
             };
-            let (connection, channels, mut consumers, index) = match session {
+            let mut session = match opened {
                 Ok(session) => session,
-                Err(SessionError::Refused(reason)) => {
-                    let delay = self.config.interval_max;
-                    error!(%reason, retry_in = ?delay, "the broker refused a declaration");
-                    let _ = state_tx.send(LinkState::Refused(reason));
+                Err(error) if error.refused => {
+                    let delay = jittered(self.config.interval_max, random_u64());
+                    error!(reason = %error.message, retry_in = ?delay, "the broker refused a declaration");
+                    let _ = state_tx.send(LinkState::Refused(error.message));
                     host += 1;
                     tokio::select! {
                         _ = sleep(delay) => continue,
                         _ = shutdown.wait_for(|stop| *stop) => break,
                     }
                 }
-                Err(SessionError::Unreachable(error)) => {
-                    let delay = self.config.retry_delay(attempt);
-                    warn!(%error, retry_in = ?delay, "broker unreachable");
-                    attempt = attempt.saturating_add(1);
+                Err(error) => {
+                    let longest = self
+                        .config
+                        .reconnect_delay(failures, error.nobody_listening);
+                    let delay = jittered(longest, random_u64());
+                    warn!(error = %error.message, retry_in = ?delay, "broker unreachable");
+                    failures = failures.saturating_add(1);
                     host += 1;
                     tokio::select! {
                         _ = sleep(delay) => continue,
@@ -396,57 +534,29 @@ impl Link {
                     }
                 }
             };
-            attempt = 0;
-            host = index;
-            let _ = channels_tx.send(Some(channels));
-            let broker = self.config.url.hosts[index].to_string();
+            failures = 0;
+            host = session.index;
+            generation += 1;
+            let broker = self.config.url.hosts[session.index].to_string();
             info!(broker = %broker, "connected to the broker");
-            let _ = state_tx.send(LinkState::Up(broker.clone()));
-            let state = state_tx.clone();
-            let mut events = connection.events_listener();
-            // The session lives until a consumer gives up (lapin could not recover), the
-            // connection reports a terminal state, or we are told to stop.
-            let stopping = loop {
-                tokio::select! {
-                    ended = consumers.join_next(), if !consumers.is_empty() => {
-                        match ended {
-                            Some(Ok(Ok(()))) => continue,
-                            Some(Ok(Err(error))) => { warn!(%error, broker = %broker, "consumer lost; reconnecting"); break false }
-                            Some(Err(error)) => { warn!(%error, "consumer task failed; reconnecting"); break false }
-                            None => continue,
-                        }
-                    }
-                    event = events.next() => match event {
-                        Some(lapin::Event::Connected) => { let _ = state.send(LinkState::Up(broker.clone())); }
-                        Some(lapin::Event::Error(error)) => {
-                            warn!(%error, broker = %broker, "broker connection error; recovering");
-                            let _ = state.send(LinkState::Connecting);
-                        }
-                        Some(_) => {}
-                        None => { warn!(broker = %broker, "broker connection ended; reconnecting"); break false }
-                    },
-                    _ = sleep(Duration::from_secs(1)) => {
-                        let status = connection.status();
-                        if status.errored() || status.closed() {
-                            warn!(broker = %broker, "broker connection closed; reconnecting");
-                            break false;
-                        }
-                    }
-                    _ = shutdown.wait_for(|stop| *stop) => break true,
-                }
-            };
+            let _ = channels_tx.send(Some(Channels {
+                generation,
+                confirmed: session.confirmed.clone(),
+                telemetry: session.telemetry.clone(),
+            }));
+            let stopping = session.watch(&broker, &state_tx, &mut shutdown).await;
             let _ = channels_tx.send(None);
             let _ = state_tx.send(LinkState::Connecting);
-            consumers.abort_all();
+            session.consumers.abort_all();
+            let (code, text) = if stopping {
+                (200, "shutting down")
+            } else {
+                (320, "reconnecting")
+            };
+            let _ = timeout(CLOSE_PATIENCE, session.connection.close(code, text.into())).await;
             if stopping {
-                let _ = connection.close(200, "shutting down".into()).await;
                 break;
             }
-            let _ = timeout(
-                Duration::from_secs(1),
-                connection.close(320, "reconnecting".into()),
-            )
-            .await;
             host += 1;
         }
         let _ = channels_tx.send(None);
@@ -454,92 +564,267 @@ impl Link {
         debug!("link closed");
     }
 
-    async fn open_session(
-        &self,
-        host: usize,
-    ) -> Result<(Connection, Channels, JoinSet<lapin::Result<()>>, usize), SessionError> {
-        let (connection, index) = connect(&self.config, host, true)
-            .await
-            .map_err(|e| SessionError::Unreachable(e.to_string()))?;
-        let setup = async {
-            let control = connection.create_channel().await?;
-            self.topology.declare_exchange(&control).await?;
-            for (queue, spec, bindings) in &self.queues {
-                self.topology
-                    .declare_queue(&control, queue, spec, bindings)
-                    .await?;
-            }
-            let confirmed = connection.create_channel().await?;
-            confirmed
-                .confirm_select(ConfirmSelectOptions::default())
-                .await?;
-            let telemetry = connection.create_channel().await?;
-            let mut consumers = JoinSet::new();
-            for sub in &self.subscriptions {
-                let channel = connection.create_channel().await?;
-                self.topology
-                    .declare_queue(&channel, &sub.queue, &sub.spec, &sub.bindings)
-                    .await?;
-                if sub.ack {
-                    channel
-                        .basic_qos(sub.prefetch, BasicQosOptions::default())
-                        .await?;
-                }
-                let consumer = channel
-                    .basic_consume(
-                        ShortString::from(sub.queue.as_str()),
-                        ShortString::from(format!("{}.{}", self.config.connection_name, sub.queue)),
-                        BasicConsumeOptions {
-                            no_ack: !sub.ack,
-                            ..BasicConsumeOptions::default()
-                        },
-                        FieldTable::default(),
-                    )
-                    .await?;
-                consumers.spawn(forward(consumer, channel, sub.sender.clone()));
-            }
-            Ok::<_, lapin::Error>((
-                Channels {
-                    confirmed,
-                    telemetry,
-                },
+    async fn open_session(&self, host: usize) -> Result<Session, SessionError> {
+        let (connection, index) =
+            connect(&self.config, host)
+                .await
+                .map_err(|error| SessionError {
+                    message: error.to_string(),
+                    nobody_listening: error.nobody_listening,
+                    refused: false,
+                })?;
+        match self.set_up(&connection).await {
+            Ok((confirmed, telemetry, consumers)) => Ok(Session {
+                connection,
+                confirmed,
+                telemetry,
                 consumers,
-            ))
-        };
-        match setup.await {
-            Ok((channels, consumers)) => Ok((connection, channels, consumers, index)),
+                index,
+            }),
             Err(error) => {
-                let _ = connection.close(200, "setup failed".into()).await;
+                let _ = timeout(CLOSE_PATIENCE, connection.close(200, "setup failed".into())).await;
                 let broker = &self.config.url.hosts[index];
-                Err(match refusal(&error) {
-                    Some(text) => SessionError::Refused(format!(
-                        "{broker}: {}",
-                        topology::explain_refusal(&text, self.topology.durability)
-                    )),
-                    None => SessionError::Unreachable(format!("setting up on {broker}: {error}")),
+                let refused = refusal(&error);
+                Err(SessionError {
+                    message: match &refused {
+                        Some(text) => format!(
+                            "{broker}: {}",
+                            topology::explain_refusal(text, self.topology.durability)
+                        ),
+                        None => format!("setting up on {broker}: {error}"),
+                    },
+                    nobody_listening: false,
+                    refused: refused.is_some(),
                 })
             }
         }
     }
+
+    /// Declares the topology and opens the publishing channels and the consumers.
+    async fn set_up(
+        &self,
+        connection: &Connection,
+    ) -> lapin::Result<(Channel, Channel, JoinSet<lapin::Result<()>>)> {
+        let control = connection.create_channel().await?;
+        self.topology.declare_exchange(&control).await?;
+        for (queue, spec, bindings) in &self.queues {
+            self.topology
+                .declare_queue(&control, queue, spec, bindings)
+                .await?;
+        }
+        let confirmed = connection.create_channel().await?;
+        confirmed
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        let telemetry = connection.create_channel().await?;
+        let mut consumers = JoinSet::new();
+        for sub in &self.subscriptions {
+            let channel = connection.create_channel().await?;
+            self.topology
+                .declare_queue(&channel, &sub.queue, &sub.spec, &sub.bindings)
+                .await?;
+            if sub.ack {
+                channel
+                    .basic_qos(sub.prefetch, BasicQosOptions::default())
+                    .await?;
+            }
+            let consumer = channel
+                .basic_consume(
+                    ShortString::from(sub.queue.as_str()),
+                    ShortString::from(format!("{}.{}", self.config.connection_name, sub.queue)),
+                    BasicConsumeOptions {
+                        no_ack: !sub.ack,
+                        ..BasicConsumeOptions::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await?;
+            consumers.spawn(forward(consumer, sub.sender.clone()));
+        }
+        Ok((confirmed, telemetry, consumers))
+    }
 }
 
-/// Forwards deliveries until the receiver goes away, riding through lapin's recoveries.
+/// One connection with everything set up on it.
+struct Session {
+    connection: Connection,
+    confirmed: Channel,
+    telemetry: Channel,
+    consumers: JoinSet<lapin::Result<()>>,
+    /// The host of the URL it is connected to.
+    index: usize,
+}
+
+impl Session {
+    /// Reports the session's state until it breaks (returns false) or `shutdown` turns
+    /// true (returns true).
+    async fn watch(
+        &mut self,
+        broker: &str,
+        state: &watch::Sender<LinkState>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> bool {
+        let mut events = self.connection.events_listener();
+        let mut poll = tokio::time::interval(STATUS_POLL);
+        poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut blocked = None;
+        loop {
+            // The block flag is lapin's (set by its I/O thread before the event arrives),
+            // read on every wake-up so that events and polls agree.
+            let now_blocked = self.connection.status().blocked();
+            if blocked != Some(now_blocked) {
+                blocked = Some(now_blocked);
+                let _ = state.send(if now_blocked {
+                    LinkState::Blocked {
+                        broker: broker.to_owned(),
+                    }
+                } else {
+                    LinkState::Up {
+                        broker: broker.to_owned(),
+                        since: Utc::now(),
+                    }
+                });
+            }
+            tokio::select! {
+                ended = self.consumers.join_next(), if !self.consumers.is_empty() => match ended {
+                    // A receiver went away (its owner is shutting down): nothing to redo.
+                    Some(Ok(Ok(()))) | None => {}
+                    Some(Ok(Err(error))) => {
+                        warn!(%error, broker, "consumer lost; reconnecting");
+                        return false;
+                    }
+                    Some(Err(error)) => {
+                        warn!(%error, broker, "consumer task failed; reconnecting");
+                        return false;
+                    }
+                },
+                event = events.next() => match event {
+                    Some(lapin::Event::ConnectionBlocked(reason)) => {
+                        warn!(broker, %reason, "the broker blocks publishing (resource alarm)");
+                    }
+                    Some(lapin::Event::ConnectionUnblocked) => {
+                        info!(broker, "the broker unblocked publishing");
+                    }
+                    Some(lapin::Event::Error(error)) => {
+                        warn!(%error, broker, "broker connection lost; reconnecting");
+                        return false;
+                    }
+                    Some(_) => {}
+                    None => {
+                        warn!(broker, "broker connection ended; reconnecting");
+                        return false;
+                    }
+                },
+                _ = poll.tick() => {
+                    if let Some(what) = self.broken() {
+                        warn!(broker, what, "broker session broken; reconnecting");
+                        return false;
+                    }
+                }
+                _ = shutdown.wait_for(|stop| *stop) => return true,
+            }
+        }
+    }
+
+    /// What broke, when the connection or a publishing channel is no longer open (the
+    /// broker closed it; a channel closes on a channel error such as a deleted exchange).
+    fn broken(&self) -> Option<&'static str> {
+        if !self.connection.status().connected() {
+            Some("connection closed")
+        } else if !self.confirmed.status().connected() || !self.telemetry.status().connected() {
+            Some("publishing channel closed")
+        } else {
+            None
+        }
+    }
+}
+
+/// Forwards deliveries until the receiver goes away (`Ok`) or the consumer fails or ends
+/// (`Err`: the session no longer consumes).
 async fn forward(
     mut consumer: lapin::Consumer,
-    channel: Channel,
     sender: mpsc::Sender<Delivery>,
 ) -> lapin::Result<()> {
     while let Some(delivery) = consumer.next().await {
-        match delivery {
-            Ok(delivery) => {
-                if sender.send(delivery).await.is_err() {
-                    return Ok(());
-                }
-            }
-            Err(error) => channel.wait_for_recovery(error).await?,
+        if sender.send(delivery?).await.is_err() {
+            return Ok(());
         }
     }
     // The stream ends when the consumer is cancelled, by us or by the broker (queue
-    // deleted): either way this session no longer consumes, so let the supervisor know.
+    // deleted): either way this session no longer consumes.
     Err(lapin::ErrorKind::InvalidChannelState(lapin::ChannelState::Closed, "consumer ended").into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> LinkConfig {
+        LinkConfig::new(
+            "rabbit://guest:guest@127.0.0.1:5672/".parse().unwrap(),
+            "test",
+        )
+    }
+
+    #[test]
+    fn a_broker_that_answers_gets_oslos_backoff() {
+        let c = config();
+        let waits: Vec<u64> = (0..18)
+            .map(|a| c.reconnect_delay(a, false).as_secs())
+            .collect();
+        assert_eq!(&waits[..4], [1, 3, 5, 7]);
+        assert_eq!(waits[17], 30);
+    }
+
+    #[test]
+    fn nobody_listening_is_tried_again_within_a_second_whatever_the_count() {
+        let c = config();
+        for attempt in [0, 1, 10, 1000] {
+            assert_eq!(c.reconnect_delay(attempt, true), LISTEN_RETRY);
+        }
+        // A shorter configured interval is kept.
+        let quick = LinkConfig {
+            retry_interval: Duration::from_millis(200),
+            ..config()
+        };
+        assert_eq!(quick.reconnect_delay(5, true), Duration::from_millis(200));
+    }
+
+    #[test]
+    fn an_agent_waits_a_few_seconds_at_most() {
+        let c = LinkConfig::for_agent(config().url, "agent");
+        let waits: Vec<u64> = (0..6)
+            .map(|a| c.reconnect_delay(a, false).as_secs())
+            .collect();
+        assert_eq!(waits, [1, 2, 3, 3, 3, 3]);
+    }
+
+    #[test]
+    fn jitter_keeps_between_half_and_all_of_the_wait() {
+        let wait = Duration::from_secs(2);
+        assert_eq!(jittered(wait, 0), Duration::from_secs(1));
+        assert_eq!(jittered(wait, u64::MAX), wait);
+        for _ in 0..1000 {
+            let d = jittered(wait, random_u64());
+            assert!(d >= Duration::from_secs(1) && d <= wait, "{d:?}");
+        }
+        // Spread: not all the same.
+        let draws: std::collections::BTreeSet<_> = (0..20).map(|_| random_u64()).collect();
+        assert!(draws.len() > 15);
+    }
+
+    #[test]
+    fn only_up_counts_as_up() {
+        let since = Utc::now();
+        let up = LinkState::Up {
+            broker: "b".into(),
+            since,
+        };
+        assert_eq!(up.up_since(), Some(since));
+        assert_eq!(up.broker(), Some("b"));
+        let blocked = LinkState::Blocked { broker: "b".into() };
+        assert_eq!(blocked.up_since(), None);
+        assert_eq!(blocked.broker(), Some("b"));
+        assert_eq!(LinkState::Connecting.up_since(), None);
+    }
 }

@@ -11,36 +11,11 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// oslo.messaging's priorities, in its spelling.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum Priority {
-    Audit,
-    Debug,
-    Info,
-    Warn,
-    Error,
-    Critical,
-    Sample,
-}
-
-impl Priority {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Priority::Audit => "AUDIT",
-            Priority::Debug => "DEBUG",
-            Priority::Info => "INFO",
-            Priority::Warn => "WARN",
-            Priority::Error => "ERROR",
-            Priority::Critical => "CRITICAL",
-            Priority::Sample => "SAMPLE",
-        }
-    }
-}
+pub use autoscaler_core::notification::Priority;
 
 /// One notification.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Notification {
+pub struct NotificationMessage {
     pub message_id: String,
     pub publisher_id: String,
     pub event_type: String,
@@ -52,7 +27,7 @@ pub struct Notification {
 
 const OSLO_TIMESTAMP: &str = "%Y-%m-%d %H:%M:%S%.6f";
 
-impl Notification {
+impl NotificationMessage {
     pub fn new(
         publisher_id: impl Into<String>,
         event_type: impl Into<String>,
@@ -60,7 +35,7 @@ impl Notification {
         payload: serde_json::Value,
         now: DateTime<Utc>,
     ) -> Self {
-        Notification {
+        NotificationMessage {
             message_id: Uuid::new_v4().to_string(),
             publisher_id: publisher_id.into(),
             event_type: event_type.into(),
@@ -86,7 +61,7 @@ impl Notification {
     }
 
     /// Reads a notification in either format, as an oslo listener would.
-    pub fn from_bytes(bytes: &[u8]) -> Result<Notification, serde_json::Error> {
+    pub fn from_bytes(bytes: &[u8]) -> Result<NotificationMessage, serde_json::Error> {
         #[derive(Deserialize)]
         struct V2 {
             #[serde(rename = "oslo.version")]
@@ -110,7 +85,7 @@ mod tests {
         let now = DateTime::parse_from_rfc3339("2026-11-27T19:00:01.5Z")
             .unwrap()
             .with_timezone(&Utc);
-        let n = Notification::new(
+        let n = NotificationMessage::new(
             "autoscaler.node1",
             "autoscaler.template.instantiate.end",
             Priority::Info,
@@ -126,7 +101,13 @@ mod tests {
         assert_eq!(inner["event_type"], "autoscaler.template.instantiate.end");
         assert_eq!(inner["payload"]["template"], "shop");
         assert_eq!(inner["message_id"].as_str().unwrap().len(), 36);
-        assert_eq!(Notification::from_bytes(&n.to_v2_bytes()).unwrap(), n);
-        assert_eq!(Notification::from_bytes(&n.to_v1_bytes()).unwrap(), n);
+        assert_eq!(
+            NotificationMessage::from_bytes(&n.to_v2_bytes()).unwrap(),
+            n
+        );
+        assert_eq!(
+            NotificationMessage::from_bytes(&n.to_v1_bytes()).unwrap(),
+            n
+        );
     }
 }

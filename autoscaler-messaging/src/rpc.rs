@@ -86,7 +86,7 @@ impl RpcClient {
         topology: Topology,
         sender: impl Into<String>,
     ) -> Result<Self, RpcError> {
-        let (connection, index) = link::connect(config, 0, false).await?;
+        let (connection, index) = link::connect(config, 0).await?;
         let broker = format!("{}://{}/", config.url.scheme, config.url.hosts[index]);
         let publish_error = |e: lapin::Error| RpcError::Publish {
             broker: broker.clone(),

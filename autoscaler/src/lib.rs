@@ -12,10 +12,11 @@ pub mod conf;
 pub mod driver;
 pub mod logging;
 pub mod manage;
-pub mod policy;
-pub mod scenario;
 pub mod sim;
-pub mod template;
+
+/// The pure core (see `autoscaler-core`), re-exported under the names the rest of the
+/// library and its users have always used.
+pub use autoscaler_core::{policy, scenario, template};
 
 /// The broker protocol, shared with the in-VM agent (see `autoscaler-messaging`).
 pub use autoscaler_messaging as messaging;

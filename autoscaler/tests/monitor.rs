@@ -69,8 +69,9 @@ async fn the_monitor_shows_the_site_from_the_broker_alone() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start the monitor");
-    // Its queue is bound within a second; what is published before is not its to see.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // What is published before its queue is bound is not its to see: wait for it.
+    let queue = format!("{}.monitor.{}.{}", fx.exchange, fx.host, monitor.id());
+    fx.wait_for_consumer(&queue, Duration::from_secs(20)).await;
     let fx = tokio::task::spawn_blocking(move || {
         fx.instantiate("shop");
         fx

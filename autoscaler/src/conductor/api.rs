@@ -7,12 +7,13 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::group::GroupView;
 use crate::{
     driver::VmStatus,
     messaging::{DropSnapshot, Metrics, Payload, Role},
-    template::Template,
 };
+
+pub use autoscaler_core::group::{GroupView, Phase, VmState};
+pub use autoscaler_core::template::TemplateRecord;
 
 /// Everything the CLI can ask the conductor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -37,18 +38,6 @@ pub enum Request {
 
 impl Payload for Request {
     const KIND: &'static str = "rpc.request";
-}
-
-/// A template as the conductor holds it (and keeps on disk).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TemplateRecord {
-    pub template: Template,
-    /// The file the operator instantiated it from, as they typed it.
-    pub source: String,
-    pub instantiated_at: DateTime<Utc>,
-    /// Destroy was asked: a restarted conductor carries the tear-down on.
-    #[serde(default)]
-    pub destroying: bool,
 }
 
 /// `template show`: the record and how its site is doing.

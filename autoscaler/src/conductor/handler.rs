@@ -8,27 +8,21 @@ use std::collections::BTreeMap;
 
 use super::{
     api::{Request, StatusView, TemplateRecord, TemplateView, VmView},
-    group::{Group, GroupSettings},
+    group::{Group, GroupSettings, RemoveError},
     state::{TemplateStore, VmRegistry},
 };
 use crate::{
-    messaging::{rpc::RemoteError, rpc::RpcReply, DropSnapshot, Heartbeat, Metrics, Priority},
+    messaging::{rpc::RemoteError, rpc::RpcReply, DropSnapshot, Heartbeat, Metrics},
     template::Template,
 };
-
-/// A notification the service should publish after answering.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Event {
-    pub event_type: &'static str,
-    pub priority: Priority,
-    pub payload: serde_json::Value,
-}
+use autoscaler_core::notification::{Notification, VmDeleteStart};
 
 /// What handling a request produced.
 #[derive(Debug)]
 pub struct Handled {
     pub reply: RpcReply,
-    pub events: Vec<Event>,
+    /// Notifications the service publishes after answering.
+    pub events: Vec<Notification>,
 }
 
 /// Facts about this conductor that `status` reports.
@@ -49,8 +43,6 @@ pub struct Conductor {
     /// One per template record, steered by the service's ticks.
     pub groups: BTreeMap<String, Group>,
     pub settings: GroupSettings,
-    /// Each group's last metrics from its splitter.
-    pub metrics: BTreeMap<String, Metrics>,
     pub received_requests: u64,
     pub received_telemetry: u64,
 }
@@ -65,7 +57,7 @@ fn error(kind: &str, message: impl Into<String>) -> Handled {
     }
 }
 
-fn ok(value: impl Serialize, events: Vec<Event>) -> Handled {
+fn ok(value: impl Serialize, events: Vec<Notification>) -> Handled {
     Handled {
         reply: RpcReply::Ok(serde_json::to_value(value).expect("replies serialize to JSON")),
         events,
@@ -95,7 +87,7 @@ impl Conductor {
                 None => self.not_found(&name),
             },
             Request::VmList { template } => ok(self.vm_list(template.as_deref(), now), vec![]),
-            Request::VmDelete { name } => self.delete_vm(&name),
+            Request::VmDelete { name } => self.delete_vm(&name, now),
             Request::Status => ok(
                 StatusView {
                     host: self.identity.host.clone(),
@@ -148,11 +140,7 @@ impl Conductor {
             name,
             Group::new(record.template.clone(), false, self.settings),
         );
-        let event = Event {
-            event_type: "autoscaler.template.instantiated",
-            priority: Priority::Info,
-            payload: serde_json::to_value(&record).expect("records serialize"),
-        };
+        let event = Notification::TemplateInstantiated(record.clone());
         ok(record, vec![event])
     }
 
@@ -169,32 +157,27 @@ impl Conductor {
             group.destroy();
         }
         let record = self.templates.get(name).expect("checked above").clone();
-        let event = Event {
-            event_type: "autoscaler.template.destroy.start",
-            priority: Priority::Info,
-            payload: serde_json::to_value(&record).expect("records serialize"),
-        };
+        let event = Notification::TemplateDestroyStart(record.clone());
         ok(record, vec![event])
     }
 
-    fn delete_vm(&mut self, name: &str) -> Handled {
+    fn delete_vm(&mut self, name: &str, now: DateTime<Utc>) -> Handled {
         let mut refusals = Vec::new();
         for group in self.groups.values_mut() {
-            match group.remove_vm(name) {
+            match group.remove_vm(name, now) {
                 Ok(vm) => {
-                    let event = Event {
-                        event_type: "autoscaler.vm.delete.start",
-                        priority: Priority::Info,
-                        payload: serde_json::json!({"template": group.name(), "vm_name": name}),
-                    };
+                    let event = Notification::VmDeleteStart(VmDeleteStart {
+                        template: group.name().to_owned(),
+                        vm_name: name.to_owned(),
+                    });
                     return ok(vm, vec![event]);
                 }
-                Err(why) if why.starts_with("no VM named") => continue,
+                Err(RemoveError::NotFound { .. }) => continue,
                 Err(why) => refusals.push(why),
             }
         }
         match refusals.pop() {
-            Some(why) => error("conflict", why),
+            Some(why) => error("conflict", why.to_string()),
             None => error(
                 "not_found",
                 format!("no VM named {name:?} in any template (see autoscaler-manage vm list)"),
@@ -203,15 +186,10 @@ impl Conductor {
     }
 
     /// The group of `name` is gone: the template is forgotten.
-    pub fn forget(&mut self, name: &str) -> Vec<Event> {
+    pub fn forget(&mut self, name: &str) -> Vec<Notification> {
         self.groups.remove(name);
-        self.metrics.remove(name);
         match self.templates.remove(name) {
-            Ok(Some(record)) => vec![Event {
-                event_type: "autoscaler.template.destroyed",
-                priority: Priority::Info,
-                payload: serde_json::to_value(&record).expect("records serialize"),
-            }],
+            Ok(Some(record)) => vec![Notification::TemplateDestroyed(record)],
             Ok(None) => vec![],
             Err(e) => {
                 tracing::error!(%e, template = name, "could not forget the template");
@@ -224,7 +202,10 @@ impl Conductor {
         TemplateView {
             record: record.clone(),
             status: self.groups.get(record.template.name()).map(|g| g.view(now)),
-            metrics: self.metrics.get(record.template.name()).cloned(),
+            metrics: self
+                .groups
+                .get(record.template.name())
+                .and_then(|g| g.last_metrics().cloned()),
         }
     }
 
@@ -275,6 +256,15 @@ impl Conductor {
         )
     }
 
+    /// Takes in the splitter's per-second metrics; metrics for a group this conductor
+    /// does not steer are not kept.
+    pub fn metrics(&mut self, metrics: Metrics) {
+        self.received_telemetry += 1;
+        if let Some(group) = self.groups.get_mut(&metrics.group) {
+            group.metrics(metrics);
+        }
+    }
+
     /// Takes in one heartbeat.
     pub fn heard(&mut self, heartbeat: Heartbeat, now: DateTime<Utc>) {
         self.received_telemetry += 1;
@@ -300,8 +290,7 @@ mod tests {
             templates: TemplateStore::open(dir).unwrap(),
             vms: VmRegistry::default(),
             groups: BTreeMap::new(),
-            metrics: BTreeMap::new(),
-            settings: GroupSettings::from_config(&crate::conf::Config::default()),
+            settings: crate::conductor::group_settings(&crate::conf::Config::default()),
             received_requests: 0,
             received_telemetry: 0,
         }
@@ -341,7 +330,7 @@ mod tests {
             handled.reply
         );
         assert_eq!(
-            handled.events[0].event_type,
+            handled.events[0].event_type(),
             "autoscaler.template.instantiated"
         );
         assert_eq!(
@@ -403,14 +392,14 @@ mod tests {
             },
         );
         assert_eq!(
-            destroyed.events[0].event_type,
+            destroyed.events[0].event_type(),
             "autoscaler.template.destroy.start"
         );
         // Destroying: still shown (the group tears down), persisted as such.
         assert!(c.templates.get("shop").unwrap().destroying);
         assert_eq!(
             c.groups["shop"].phase,
-            crate::conductor::group::Phase::Stopping
+            crate::conductor::api::Phase::Stopping
         );
         match call(&mut c, Request::TemplateShow { name: None }).reply {
             RpcReply::Ok(v) => assert_eq!(v[0]["destroying"], true),
@@ -418,7 +407,7 @@ mod tests {
         }
         // The group reports it is gone: forgotten, with the end notification.
         let events = c.forget("shop");
-        assert_eq!(events[0].event_type, "autoscaler.template.destroyed");
+        assert_eq!(events[0].event_type(), "autoscaler.template.destroyed");
         match call(&mut c, Request::TemplateShow { name: None }).reply {
             RpcReply::Ok(v) => assert_eq!(v, serde_json::json!([])),
             other => panic!("{other:?}"),

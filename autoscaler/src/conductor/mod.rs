@@ -3,13 +3,28 @@
 //! oslo-format notifications.
 
 pub mod api;
-pub mod group;
+pub mod delivery;
+/// One group's rules, pure (`autoscaler_core::group`).
+pub use autoscaler_core::group;
 pub mod handler;
 pub mod notifier;
 pub mod service;
 pub mod state;
 pub mod steer;
-pub mod timeseries;
+/// The per-second time series, a format of the core's (`autoscaler_core::timeseries`).
+pub use autoscaler_core::timeseries;
 pub mod vm_spec;
 
 pub use service::{run, ServiceError};
+
+/// The group rules' parameters from `[conductor]`, `[agent]` and `[policy]`.
+pub fn group_settings(config: &crate::conf::Config) -> group::GroupSettings {
+    let timeout = config.conductor.heartbeat_timeout;
+    group::GroupSettings {
+        heartbeat_timeout: timeout,
+        drain_timeout: config.conductor.drain_timeout,
+        boot_timeout: config.conductor.boot_timeout,
+        hearing_window: (config.agent.heartbeat_interval * 2).min(timeout / 2),
+        policy: config.policy,
+    }
+}

@@ -6,12 +6,12 @@ use std::time::Duration;
 use chrono::Utc;
 use tracing::{info, warn};
 
-use super::handler::Event;
 use crate::conf::{Config, NotificationDriver};
 use crate::messaging::{
     link::{LinkHandle, Outgoing},
-    Durability, Notification, Priority, QueueSpec, Topology,
+    Durability, NotificationMessage, Priority, QueueSpec, Topology,
 };
+use autoscaler_core::notification::Notification;
 
 /// How long a notification may wait for the broker before it is given up (and logged).
 const PUBLISH_PATIENCE: Duration = Duration::from_secs(5);
@@ -74,12 +74,16 @@ impl Notifier {
 
     /// Sends `event` through every driver. Failures are logged, never returned: a
     /// notification is a report about work already done, not part of it.
-    pub async fn notify(&self, link: &LinkHandle, event: Event) {
-        let notification = Notification::new(
+    pub async fn notify(&self, link: &LinkHandle, event: Notification) {
+        let payload = event.payload();
+        if matches!(event.priority(), Priority::Error | Priority::Warn) {
+            warn!(template = %event.template(), event_type = event.event_type(), %payload, "attention");
+        }
+        let notification = NotificationMessage::new(
             self.publisher_id.as_str(),
-            event.event_type,
-            event.priority,
-            event.payload,
+            event.event_type(),
+            event.priority(),
+            payload,
             Utc::now(),
         );
         for driver in &self.drivers {

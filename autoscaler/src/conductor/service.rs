@@ -2,39 +2,38 @@
 //! cloud's answers and shutdown.
 //!
 //! The [`Link`] supervisor owns the connection and forwards deliveries into two bounded
-//! channels; this loop takes one message at a time, so a SIGTERM observed between two
-//! `select!` turns always finds the command in hand finished, replied to and
-//! acknowledged. Every `evaluation_interval` the [`Steering`] runs the groups' rules.
+//! channels; this loop takes one message at a time ([`super::delivery`]), so a SIGTERM
+//! observed between two `select!` turns always finds the command in hand finished,
+//! replied to and acknowledged. Every `evaluation_interval` the [`Steering`] runs the
+//! groups' rules.
 
 use std::{collections::BTreeMap, time::Duration};
 
 use chrono::Utc;
-use lapin::{
-    message::Delivery,
-    options::{BasicAckOptions, BasicRejectOptions},
-};
+use lapin::message::Delivery;
 use tokio::{
     sync::{mpsc, watch},
+    task::JoinHandle,
     time::MissedTickBehavior,
 };
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use super::{
-    api::{Request, TemplateRecord},
-    group::{Group, GroupSettings},
+    api::TemplateRecord,
+    delivery::{handle_request, take_telemetry, Reception},
+    group::Group,
+    group_settings,
     handler::{Conductor, Identity},
     notifier::Notifier,
     state::{StateError, TemplateStore, VmRegistry},
-    steer::Steering,
+    steer::{CloudEvent, Outlets, Steering},
 };
 use crate::{
     conf::Config,
     driver::{self, DriverError},
     messaging::{
-        rpc::{RemoteError, ReplyTo, RpcReply},
-        topology::RPC_CONDUCTOR,
-        DropCounts, DropReason, Envelope, Heartbeat, Link, LinkHandle, LinkState, Metrics, PoolAck,
-        QueueSpec, Subscription,
+        topology::RPC_CONDUCTOR, DropCounts, Link, LinkHandle, LinkState, QueueSpec, Subscription,
+        Topology,
     },
     template::metadata,
 };
@@ -47,8 +46,6 @@ const REQUEST_BACKLOG: usize = 8;
 const TELEMETRY_BACKLOG: usize = 1024;
 /// Unacknowledged telemetry the broker may push at once.
 const TELEMETRY_PREFETCH: u16 = 256;
-/// How long a reply may wait for the broker.
-const REPLY_PATIENCE: Duration = Duration::from_secs(5);
 /// How long shutdown waits for the link to close the connection.
 const CLOSE_PATIENCE: Duration = Duration::from_secs(5);
 
@@ -64,23 +61,79 @@ pub enum ServiceError {
     BrokerRefused(String),
 }
 
+/// The broker side of the service: the link, its task and stop signal, and the two
+/// channels its consumers fill.
+struct Connection {
+    link: LinkHandle,
+    task: JoinHandle<()>,
+    /// Sent only after the loop has finished the request in hand: its reply and ack
+    /// still need the connection.
+    stop: watch::Sender<bool>,
+    requests: mpsc::Receiver<Delivery>,
+    telemetry: mpsc::Receiver<Delivery>,
+}
+
 /// Runs the conductor until `shutdown` turns true.
 pub async fn run(config: &Config, shutdown: watch::Receiver<bool>) -> Result<(), ServiceError> {
     let host = config.default.host.clone();
     let sender = format!("autoscaler-conductor.{host}");
     let topology = config.topology();
     let driver = driver::from_config(config)?;
-    let settings = GroupSettings::from_config(config);
+    let mut conductor = restore(config, driver.as_ref()).await?;
+    let notifier = Notifier::from_config(config);
+    let mut connection = connect(config, &topology, &notifier, &sender);
+    info!(%host, exchange = %topology.exchange, broker = %config.default.transport_url, "autoscaler-conductor starting");
+    for param in config.default.transport_url.unknown_query_params() {
+        warn!(
+            param,
+            "transport_url query parameter not used by this service"
+        );
+    }
+    let (mut steering, cloud_events) =
+        Steering::new(driver, config.clone(), sender.clone(), topology.clone());
+    let drops = DropCounts::default();
+    let rx = Reception {
+        out: Outlets {
+            link: &connection.link,
+            notifier: &notifier,
+        },
+        drops: &drops,
+        sender: &sender,
+        max_size: config.default.max_message_size,
+    };
+    let loop_state = Loop {
+        requests: &mut connection.requests,
+        telemetry: &mut connection.telemetry,
+        cloud_events,
+        link_state: connection.link.watch_state(),
+        interval: config.conductor.evaluation_interval,
+    };
+    let refused = serve(loop_state, &mut conductor, &mut steering, &rx, shutdown).await;
+    info!("autoscaler-conductor stopping");
+    let _ = connection.stop.send(true);
+    drop(connection.requests);
+    drop(connection.telemetry);
+    if tokio::time::timeout(CLOSE_PATIENCE, connection.task)
+        .await
+        .is_err()
+    {
+        warn!("the broker connection did not close in time");
+    }
+    info!("autoscaler-conductor stopped");
+    refused.map_or(Ok(()), |reason| Err(ServiceError::BrokerRefused(reason)))
+}
+
+/// A restarted conductor carries on: the recorded templates (and groups the cloud shows
+/// that the state file lost) get their groups back, and each group rebuilds its view
+/// from the cloud at its first tick (its policy adopts the VMs that exist: no duplicate
+/// boots).
+async fn restore(
+    config: &Config,
+    driver: &dyn driver::CloudDriver,
+) -> Result<Conductor, ServiceError> {
+    let settings = group_settings(config);
     let mut templates = TemplateStore::open(&config.default.state_path)?;
-    recover_from_cloud(
-        driver.as_ref(),
-        &mut templates,
-        config.conductor.max_vms_ceiling,
-    )
-    .await;
-    // A restarted conductor carries on: every recorded template gets its group back, and
-    // the group rebuilds its view from the cloud at the first tick (its policy adopts the
-    // VMs that exist: no duplicate boots).
+    recover_from_cloud(driver, &mut templates, config.conductor.max_vms_ceiling).await;
     let groups = templates
         .all()
         .map(|r| {
@@ -88,9 +141,9 @@ pub async fn run(config: &Config, shutdown: watch::Receiver<bool>) -> Result<(),
             (r.template.name().to_owned(), group)
         })
         .collect();
-    let mut conductor = Conductor {
+    Ok(Conductor {
         identity: Identity {
-            host: host.clone(),
+            host: config.default.host.clone(),
             started_at: Utc::now(),
         },
         max_vms_ceiling: config.conductor.max_vms_ceiling,
@@ -98,14 +151,17 @@ pub async fn run(config: &Config, shutdown: watch::Receiver<bool>) -> Result<(),
         vms: VmRegistry::default(),
         groups,
         settings,
-        metrics: Default::default(),
         received_requests: 0,
         received_telemetry: 0,
-    };
-    let notifier = Notifier::from_config(config);
+    })
+}
 
-    let (request_tx, mut requests) = mpsc::channel(REQUEST_BACKLOG);
-    let (telemetry_tx, mut telemetry) = mpsc::channel(TELEMETRY_BACKLOG);
+/// Starts the link: the RPC queue, the conductor's telemetry queue and the notification
+/// queues, each consumer forwarding into its bounded channel.
+fn connect(config: &Config, topology: &Topology, notifier: &Notifier, sender: &str) -> Connection {
+    let (request_tx, requests) = mpsc::channel(REQUEST_BACKLOG);
+    let (telemetry_tx, telemetry) = mpsc::channel(TELEMETRY_BACKLOG);
+    let queue_length = config.conductor.telemetry_queue_length;
     let subscriptions = vec![
         Subscription {
             queue: topology.conductor_rpc_queue(),
@@ -116,14 +172,8 @@ pub async fn run(config: &Config, shutdown: watch::Receiver<bool>) -> Result<(),
             sender: request_tx,
         },
         Subscription {
-            queue: topology.conductor_telemetry_queue(&host),
-            spec: QueueSpec::telemetry(
-                config
-                    .conductor
-                    .telemetry_queue_length
-                    .try_into()
-                    .unwrap_or(u32::MAX),
-            ),
+            queue: topology.conductor_telemetry_queue(&config.default.host),
+            spec: QueueSpec::telemetry(queue_length.try_into().unwrap_or(u32::MAX)),
             bindings: vec![
                 "heartbeat.#".to_owned(),
                 "metrics.#".to_owned(),
@@ -138,76 +188,71 @@ pub async fn run(config: &Config, shutdown: watch::Receiver<bool>) -> Result<(),
         },
     ];
     let mut link = Link::new(
-        config.link_config(sender.clone()),
+        config.link_config(sender.to_owned()),
         topology.clone(),
         subscriptions,
     );
     for (queue, spec, bindings) in notifier.queues() {
         link = link.with_queue(queue, spec, bindings);
     }
-    // The link gets its own stop signal, sent only after the loop below has finished the
-    // request in hand: its reply and ack still need the connection.
-    let (stop_link, link_stopped) = watch::channel(false);
-    let (link, link_task) = link.spawn(link_stopped);
-    let max_size = config.default.max_message_size;
-    let drops = DropCounts::default();
-    info!(%host, exchange = %topology.exchange, broker = %config.default.transport_url, "autoscaler-conductor starting");
-    for param in config.default.transport_url.unknown_query_params() {
-        warn!(
-            param,
-            "transport_url query parameter not used by this service"
-        );
+    let (stop, link_stopped) = watch::channel(false);
+    let (link, task) = link.spawn(link_stopped);
+    Connection {
+        link,
+        task,
+        stop,
+        requests,
+        telemetry,
     }
+}
 
-    let (mut steering, mut cloud_events) =
-        Steering::new(driver, config.clone(), sender.clone(), topology.clone());
-    let mut ticks = tokio::time::interval(config.conductor.evaluation_interval);
+/// What the loop waits on besides shutdown.
+struct Loop<'a> {
+    requests: &'a mut mpsc::Receiver<Delivery>,
+    telemetry: &'a mut mpsc::Receiver<Delivery>,
+    cloud_events: mpsc::Receiver<CloudEvent>,
+    /// Watched for the broker's refusal of a declaration.
+    link_state: watch::Receiver<LinkState>,
+    interval: Duration,
+}
+
+/// The one loop: requests first, then the cloud's answers, the tick, and telemetry. Ends
+/// on shutdown, or with the broker's refusal of a declaration (what it says).
+async fn serve(
+    mut l: Loop<'_>,
+    conductor: &mut Conductor,
+    steering: &mut Steering,
+    rx: &Reception<'_>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Option<String> {
+    let mut ticks = tokio::time::interval(l.interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut shutdown_rx = shutdown.clone();
-    let mut link_state = link.watch_state();
-    let refused = loop {
+    loop {
         tokio::select! {
             biased;
-            _ = shutdown_rx.wait_for(|stop| *stop) => break None,
+            _ = shutdown.wait_for(|stop| *stop) => return None,
             // No retry mends a refused declaration (an upgrade that changed
             // amqp_durable_queues): the operator must.
-            reason = refusal(&mut link_state) => break Some(reason),
-            Some(delivery) = requests.recv() => {
-                handle_request(&mut conductor, &link, &notifier, &drops, &sender, max_size, delivery).await;
-            }
-            Some(event) = cloud_events.recv() => {
-                steering.cloud_event(event, &mut conductor, &link, &notifier).await;
+            reason = refusal(&mut l.link_state) => return Some(reason),
+            Some(delivery) = l.requests.recv() => handle_request(delivery, conductor, rx).await,
+            Some(event) = l.cloud_events.recv() => {
+                steering.cloud_event(event, conductor, &rx.out).await;
             }
             _ = ticks.tick() => {
-                // The tick judges silence: it must see every heartbeat already here (after a
-                // slow tick or a reconnect a backlog waits, and a VM whose heartbeat sits in
-                // it is not silent).
+                // The tick judges silence: it must see every heartbeat already here (after
+                // a slow tick or a reconnect a backlog waits, and a VM whose heartbeat sits
+                // in it is not silent).
                 let mut backlog = 0;
                 while backlog < TELEMETRY_BACKLOG {
-                    let Ok(delivery) = telemetry.try_recv() else { break };
-                    take_telemetry(delivery, &mut conductor, &mut steering, &link, &notifier, &drops, max_size).await;
+                    let Ok(delivery) = l.telemetry.try_recv() else { break };
+                    take_telemetry(delivery, conductor, steering, rx).await;
                     backlog += 1;
                 }
-                steering.tick(&mut conductor, &link, &notifier, Utc::now()).await;
+                steering.tick(conductor, &rx.out, Utc::now()).await;
             }
-            Some(delivery) = telemetry.recv() => {
-                take_telemetry(delivery, &mut conductor, &mut steering, &link, &notifier, &drops, max_size).await;
-            }
+            Some(delivery) = l.telemetry.recv() => take_telemetry(delivery, conductor, steering, rx).await,
         }
-    };
-    info!("autoscaler-conductor stopping");
-    drop(link_state);
-    let _ = stop_link.send(true);
-    drop(requests);
-    drop(telemetry);
-    if tokio::time::timeout(CLOSE_PATIENCE, link_task)
-        .await
-        .is_err()
-    {
-        warn!("the broker connection did not close in time");
     }
-    info!("autoscaler-conductor stopped");
-    refused.map_or(Ok(()), |reason| Err(ServiceError::BrokerRefused(reason)))
 }
 
 /// Resolves when the link reports that the broker refused a declaration: what it says.
@@ -271,179 +316,5 @@ async fn recover_from_cloud(
             Err(error) => warn!(%error, template = group, vms = vms.len(),
                 "VMs of a group the state file does not know, without a usable template in their metadata: left alone; delete them with the cloud's own tools (openstack server delete)"),
         }
-    }
-}
-
-/// Takes in one heartbeat, metrics message or pool acknowledgement, and acknowledges it.
-async fn take_telemetry(
-    delivery: Delivery,
-    conductor: &mut Conductor,
-    steering: &mut Steering,
-    link: &LinkHandle,
-    notifier: &Notifier,
-    drops: &DropCounts,
-    max_size: usize,
-) {
-    match decode_telemetry(&delivery.data, max_size) {
-        Ok(Telemetry::Heartbeat(heartbeat)) => conductor.heard(heartbeat, Utc::now()),
-        Ok(Telemetry::Metrics(metrics)) => {
-            conductor.received_telemetry += 1;
-            steering.metrics(&metrics);
-            conductor.metrics.insert(metrics.group.clone(), metrics);
-        }
-        Ok(Telemetry::PoolAck(ack)) => {
-            conductor.received_telemetry += 1;
-            steering.pool_ack(ack, link, notifier).await;
-        }
-        Err(reason) => {
-            drops.record(&reason);
-            warn!(routing_key = %delivery.routing_key, %reason, "dropped a message");
-        }
-    }
-    if let Err(error) = delivery.acker.ack(BasicAckOptions::default()).await {
-        debug!(%error, "telemetry ack failed (the channel was replaced)");
-    }
-}
-
-/// What the telemetry queue carries.
-#[derive(Debug)]
-pub enum Telemetry {
-    Heartbeat(Heartbeat),
-    Metrics(Metrics),
-    PoolAck(PoolAck),
-}
-
-/// Reads one telemetry message as the conductor's intake does (public for the
-/// simulator's intake benchmark).
-pub fn decode_telemetry(data: &[u8], max_size: usize) -> Result<Telemetry, DropReason> {
-    let raw = Envelope::decode(data, max_size)?;
-    if let Some(heartbeat) = raw.payload_as::<Heartbeat>() {
-        return heartbeat.map(|e| Telemetry::Heartbeat(e.payload));
-    }
-    if let Some(metrics) = raw.payload_as::<Metrics>() {
-        return metrics.map(|e| Telemetry::Metrics(e.payload));
-    }
-    if let Some(ack) = raw.payload_as::<PoolAck>() {
-        return ack.map(|e| Telemetry::PoolAck(e.payload));
-    }
-    Err(raw.unknown())
-}
-
-/// The request's age in milliseconds when it is older than its AMQP expiration (the
-/// CLI's timeout). Relies on the hosts' clocks agreeing, as OpenStack does (NTP).
-fn expired(
-    delivery: &Delivery,
-    sent: chrono::DateTime<Utc>,
-    now: chrono::DateTime<Utc>,
-) -> Option<i64> {
-    let ttl_ms: i64 = delivery
-        .properties
-        .expiration()
-        .as_ref()?
-        .as_str()
-        .parse()
-        .ok()?;
-    let age_ms = (now - sent).num_milliseconds();
-    (age_ms > ttl_ms).then_some(age_ms)
-}
-
-fn broker_of(link: &LinkHandle) -> String {
-    match link.state() {
-        LinkState::Up(broker) => broker,
-        LinkState::Connecting => "(reconnecting)".to_owned(),
-        LinkState::Refused(_) => "(refused)".to_owned(),
-        LinkState::Closed => "(closed)".to_owned(),
-    }
-}
-
-/// Decodes, answers and acknowledges one request. A request that cannot be read is
-/// counted, answered with an `invalid` error when it names a reply address, and rejected
-/// without requeueing (it would fail the same way again).
-async fn handle_request(
-    conductor: &mut Conductor,
-    link: &LinkHandle,
-    notifier: &Notifier,
-    drops: &DropCounts,
-    sender: &str,
-    max_size: usize,
-    delivery: Delivery,
-) {
-    let reply_to = ReplyTo::of(&delivery);
-    let decoded = Envelope::decode(&delivery.data, max_size).and_then(|raw| {
-        match raw.payload_as::<Request>() {
-            Some(request) => request,
-            None => Err(raw.unknown()),
-        }
-    });
-    let request = match decoded {
-        Ok(request) => request,
-        Err(reason) => {
-            drops.record(&reason);
-            warn!(%reason, "dropped a request");
-            if let Some(reply_to) = &reply_to {
-                let reply = RpcReply::Error(RemoteError {
-                    kind: "invalid".into(),
-                    message: format!("the conductor could not read the request: {reason}"),
-                });
-                if let Err(error) = reply_to.send(link, sender, reply, REPLY_PATIENCE).await {
-                    warn!(%error, "could not answer an unreadable request");
-                }
-            }
-            if let Err(error) = delivery
-                .acker
-                .reject(BasicRejectOptions { requeue: false })
-                .await
-            {
-                debug!(%error, "reject failed (the channel was replaced; the broker requeues)");
-            }
-            return;
-        }
-    };
-    debug!(from = %request.sender, request = ?request.payload, "request");
-    if let Some(age) = expired(&delivery, request.time, Utc::now()) {
-        // The CLI has given up and told its operator so; carrying the request out now
-        // would do what the operator was told did not happen.
-        warn!(
-            age_ms = age,
-            "request older than its time-to-live; not carried out"
-        );
-        if let Some(reply_to) = &reply_to {
-            let reply = RpcReply::Error(RemoteError {
-                kind: "expired".into(),
-                message: format!("the request expired before the conductor took it ({age} ms old)"),
-            });
-            let _ = reply_to.send(link, sender, reply, REPLY_PATIENCE).await;
-        }
-        if let Err(error) = delivery
-            .acker
-            .reject(BasicRejectOptions { requeue: false })
-            .await
-        {
-            debug!(%error, "reject failed");
-        }
-        return;
-    }
-    let handled = conductor.handle(
-        request.payload,
-        Utc::now(),
-        &broker_of(link),
-        drops.snapshot(),
-    );
-    if let RpcReply::Error(e) = &handled.reply {
-        info!(kind = %e.kind, message = %e.message, "request refused");
-    }
-    if let Some(reply_to) = reply_to {
-        if let Err(error) = reply_to
-            .send(link, sender, handled.reply, REPLY_PATIENCE)
-            .await
-        {
-            warn!(%error, "could not send a reply");
-        }
-    }
-    for event in handled.events {
-        notifier.notify(link, event).await;
-    }
-    if let Err(error) = delivery.acker.ack(BasicAckOptions::default()).await {
-        debug!(%error, "ack failed (the channel was replaced; the broker redelivers)");
     }
 }

@@ -81,3 +81,23 @@ impl fmt::Display for ConfWarning {
         }
     }
 }
+
+impl From<autoscaler_core::ini::IniError> for ConfError {
+    fn from(error: autoscaler_core::ini::IniError) -> Self {
+        use autoscaler_core::ini::IniError;
+        match error {
+            IniError::Syntax {
+                file,
+                line,
+                message,
+            } => ConfError::Syntax {
+                file,
+                line,
+                message,
+            },
+            IniError::OutsideSection { file, line, option } => {
+                ConfError::OutsideSection { file, line, option }
+            }
+        }
+    }
+}

@@ -187,7 +187,7 @@ impl Accumulator {
         let sections = match ini::parse(file, text, ini::Keys::InSections) {
             Ok(sections) => sections,
             Err(errors) => {
-                self.errors.extend(errors);
+                self.errors.extend(errors.into_iter().map(ConfError::from));
                 return;
             }
         };

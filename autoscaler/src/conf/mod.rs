@@ -12,13 +12,14 @@
 //! bad values are errors naming file, section, option, value and what was expected.
 
 pub mod agent;
+mod cidr;
 pub mod compute;
 pub mod conductor;
 pub mod default;
 mod error;
-pub(crate) mod ini;
+pub(crate) use autoscaler_core::ini;
 mod load;
-pub mod local;
+mod local;
 pub mod notifications;
 pub mod nova;
 mod opt;
@@ -27,6 +28,7 @@ pub mod rabbit;
 mod sample;
 
 pub use agent::AgentOpts;
+pub use cidr::CidrV4;
 pub use compute::{ComputeDriver, ComputeOpts};
 pub use conductor::ConductorOpts;
 pub use default::DefaultOpts;
@@ -35,7 +37,7 @@ pub use load::{
     load, load_from_str, load_from_strs, validate, validate_strs, ConfigSources, Loaded, Report,
     DEFAULT_CONFIG_FILE,
 };
-pub use local::{CidrV4, LocalOpts};
+pub use local::LocalOpts;
 pub use notifications::{NotificationDriver, NotificationOpts};
 pub use nova::{AuthType, NovaOpts, Secret};
 pub use opt::{redact_transport_url, Choice, OptDecl, OptKind, SectionDecl};
@@ -111,7 +113,7 @@ impl Config {
             compute: section(&compute::SECTION, values, ComputeOpts::from_values),
             local: section(&local::SECTION, values, LocalOpts::from_values),
             nova: section(&nova::SECTION, values, NovaOpts::from_values),
-            policy: section(&policy::SECTION, values, PolicyOpts::from_values),
+            policy: section(&policy::SECTION, values, policy::from_values),
         }
     }
 

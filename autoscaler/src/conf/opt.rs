@@ -201,7 +201,7 @@ impl OptKind {
                 .map_err(|e| format!("not a valid transport URL: {e}")),
             // CidrV4's reason already reads "expected ... (why)".
             OptKind::LoopbackNetwork => text
-                .parse::<super::local::CidrV4>()
+                .parse::<super::cidr::CidrV4>()
                 .map(|_| Value::String(text.to_owned())),
         }
     }
@@ -232,7 +232,7 @@ impl OptKind {
             OptKind::TransportUrl | OptKind::OptionalTransportUrl => {
                 "a transport URL such as rabbit://user:pass@host:5672/".to_owned()
             }
-            OptKind::LoopbackNetwork => super::local::CidrV4::EXPECTED
+            OptKind::LoopbackNetwork => super::cidr::CidrV4::EXPECTED
                 .trim_start_matches("expected ")
                 .to_owned(),
         }

@@ -1,7 +1,7 @@
 //! `[policy]`: the knobs of the scaling policy (`doc/policy.md`), and their typed form,
 //! [`PolicyOpts`]. The bounds and the target come from each template.
 
-use std::time::Duration;
+pub use autoscaler_core::policy::PolicyOpts;
 
 use super::opt::{OptDecl, OptKind, SectionDecl, SectionValues};
 
@@ -53,22 +53,12 @@ pub const SECTION: SectionDecl = SectionDecl {
     ],
 };
 
-/// `[policy]`, typed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PolicyOpts {
-    pub target_margin_percent: u32,
-    pub stabilization: Duration,
-    pub scale_in_delay: Duration,
-    pub scale_in_cooldown: Duration,
-}
-
-impl PolicyOpts {
-    pub(super) fn from_values(v: &SectionValues<'_>) -> Self {
-        PolicyOpts {
-            target_margin_percent: v.int("target_margin_percent"),
-            stabilization: v.duration("stabilization"),
-            scale_in_delay: v.duration("scale_in_delay"),
-            scale_in_cooldown: v.duration("scale_in_cooldown"),
-        }
+/// `[policy]`, typed: the core's [`PolicyOpts`], read from the section's values.
+pub(super) fn from_values(v: &SectionValues<'_>) -> PolicyOpts {
+    PolicyOpts {
+        target_margin_percent: v.int("target_margin_percent"),
+        stabilization: v.duration("stabilization"),
+        scale_in_delay: v.duration("scale_in_delay"),
+        scale_in_cooldown: v.duration("scale_in_cooldown"),
     }
 }

@@ -76,7 +76,7 @@ pub fn redeclare(config: &Config, timeout: Duration) -> anyhow::Result<Vec<Redec
             std::process::id()
         );
         let link_config = config.link_config(name);
-        let (connection, _) = tokio::time::timeout(timeout, link::connect(&link_config, 0, false))
+        let (connection, _) = tokio::time::timeout(timeout, link::connect(&link_config, 0))
             .await
             .map_err(|_| {
                 anyhow!(

@@ -7,26 +7,20 @@
 //! RabbitMQ.
 
 pub mod broker;
+mod commands;
 pub mod monitor;
 pub mod output;
+mod tables;
 pub mod wait;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
-use anyhow::{anyhow, Context};
+use anyhow::anyhow;
 use clap::{Parser, Subcommand};
-use serde::de::DeserializeOwned;
 
-use self::{
-    output::{print, Format, Table},
-    wait::Session,
-};
+use self::output::Format;
 use crate::{
     cli_args::ConfigArgs,
-    conductor::{
-        api::{Request, StatusView, TemplateRecord, TemplateView, VmView},
-        group::VmState,
-    },
     conf::{self, Config},
     logging::{self, LogTarget},
     template::{self, Template},
@@ -180,9 +174,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         timeout,
         command,
     } = cli;
-    let wait_timeout = Duration::from_secs(wait_timeout);
-    // Progress lines would spoil JSON output: they go only to people.
-    let quiet = format == Format::Json;
     match &command {
         Category::Config(ConfigAction::Sample) => {
             print!("{}", conf::sample());
@@ -198,143 +189,56 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         eprintln!("WARNING: {warning}");
     }
     let config = loaded.config;
-    let ceiling = config.conductor.max_vms_ceiling;
-    let timeout = timeout.map_or(config.default.rpc_response_timeout, Duration::from_secs);
+    let ctx = Ctx {
+        timeout: timeout.map_or(config.default.rpc_response_timeout, Duration::from_secs),
+        config,
+        format,
+        no_wait,
+        wait_timeout: Duration::from_secs(wait_timeout),
+        // Progress lines would spoil JSON output: they go only to people.
+        quiet: format == Format::Json,
+    };
     match command {
-        Category::Template(TemplateAction::Validate { file }) => {
-            let template = Template::load(&file, ceiling)?;
-            print(format, &template, || template_table(&[&template]));
-            Ok(())
-        }
+        Category::Template(TemplateAction::Validate { file }) => commands::validate(&ctx, &file),
         Category::Template(TemplateAction::Instantiate { file })
-        | Category::InstantiateTemplate { file } => {
-            // Checked here first so a typo is reported without a round trip.
-            Template::load(&file, ceiling)?;
-            let text = std::fs::read_to_string(&file)
-                .with_context(|| format!("cannot read {}", file.display()))?;
-            let source = std::fs::canonicalize(&file)
-                .unwrap_or(file)
-                .display()
-                .to_string();
-            let mut session = Session::connect(&config, timeout)?;
-            let record: TemplateRecord =
-                session.call(&Request::TemplateInstantiate { source, text })?;
-            let name = record.template.name().to_owned();
-            if no_wait {
-                print(format, &record, || {
-                    record_table(std::slice::from_ref(&record))
-                });
-                return Ok(());
-            }
-            if !quiet {
-                println!("template {name}: instantiated; waiting for its site (--no-wait to skip)");
-            }
-            let view = wait::until_ready(&mut session, &name, wait_timeout, quiet)?;
-            match format {
-                Format::Json => print(format, &view, || unreachable!()),
-                Format::Table => println!(
-                    "site ready: {}",
-                    view.status
-                        .as_ref()
-                        .and_then(|s| s.url.as_deref())
-                        .unwrap_or("(the splitter announced no URL)")
-                ),
-            }
-            Ok(())
-        }
+        | Category::InstantiateTemplate { file } => commands::instantiate(&ctx, file),
         Category::Template(TemplateAction::Destroy { target })
-        | Category::DestroyTemplate { file: target } => {
-            let name = name_of(&target)?;
-            let mut session = Session::connect(&config, timeout)?;
-            let record: TemplateRecord = session.call(&Request::TemplateDestroy { name })?;
-            let name = record.template.name().to_owned();
-            if no_wait {
-                print(format, &record, || {
-                    record_table(std::slice::from_ref(&record))
-                });
-                return Ok(());
-            }
-            if !quiet {
-                println!("template {name}: stopping the splitter, then deleting every VM");
-            }
-            wait::until_gone(&mut session, &name, wait_timeout, quiet)?;
-            if format == Format::Json {
-                print(format, &record, || unreachable!());
-            }
-            Ok(())
-        }
-        Category::Template(TemplateAction::Show { name }) => {
-            let views: Vec<TemplateView> = call(&config, timeout, &Request::TemplateShow { name })?;
-            print(format, &views, || {
-                let records: Vec<TemplateRecord> = views.iter().map(|v| v.record.clone()).collect();
-                let mut table = record_table(&records);
-                table.header.push("phase");
-                table.header.push("url");
-                for (row, view) in table.rows.iter_mut().zip(&views) {
-                    let status = view.status.as_ref();
-                    row.push(
-                        status.map_or("-".into(), |s| format!("{:?}", s.phase).to_lowercase()),
-                    );
-                    row.push(
-                        status
-                            .and_then(|s| s.url.clone())
-                            .unwrap_or_else(|| "-".into()),
-                    );
-                }
-                table
-            });
-            Ok(())
-        }
-        Category::Vm(VmAction::List { template }) => {
-            let vms: Vec<VmView> = call(&config, timeout, &Request::VmList { template })?;
-            print(format, &vms, || vm_table(&vms));
-            Ok(())
-        }
-        Category::Vm(VmAction::Delete { name }) => {
-            let mut session = Session::connect(&config, timeout)?;
-            let vm: VmState = session.call(&Request::VmDelete { name: name.clone() })?;
-            if !no_wait {
-                if !quiet {
-                    println!("{name}: draining, then deleting (--no-wait to skip)");
-                }
-                wait::until_vm_gone(&mut session, &name, wait_timeout, quiet)?;
-            }
-            print(format, &vm, || Table {
-                header: vec!["vm", "status"],
-                rows: vec![vec![
-                    vm.name.clone(),
-                    if no_wait {
-                        "draining".into()
-                    } else {
-                        "deleted".into()
-                    },
-                ]],
-            });
-            Ok(())
-        }
+        | Category::DestroyTemplate { file: target } => commands::destroy(&ctx, &name_of(&target)?),
+        Category::Template(TemplateAction::Show { name }) => commands::show(&ctx, name),
+        Category::Vm(VmAction::List { template }) => commands::vm_list(&ctx, template),
+        Category::Vm(VmAction::Delete { name }) => commands::vm_delete(&ctx, &name),
         Category::Monitor { template, seconds } => {
             if let Some(name) = &template {
                 template::validate_name(name)
                     .map_err(|why| anyhow!("{name:?} is not a template name: {why}"))?;
             }
-            monitor::run(
-                &config,
-                monitor::Options {
-                    template,
-                    duration: seconds.map(Duration::from_secs),
-                    format,
-                    connect_timeout: timeout,
-                },
-            )
+            let options = monitor::Options {
+                template,
+                duration: seconds.map(Duration::from_secs),
+                format,
+                connect_timeout: ctx.timeout,
+            };
+            monitor::run(&ctx.config, options)
         }
-        Category::Broker(BrokerAction::Redeclare) => broker::run(&config, timeout, format),
-        Category::Conductor(ConductorAction::Status) => {
-            let status: StatusView = call(&config, timeout, &Request::Status)?;
-            print(format, &status, || status_table(&status));
-            Ok(())
+        Category::Broker(BrokerAction::Redeclare) => {
+            broker::run(&ctx.config, ctx.timeout, ctx.format)
         }
+        Category::Conductor(ConductorAction::Status) => commands::status(&ctx),
         Category::Config(_) => unreachable!("handled before loading the configuration"),
     }
+}
+
+/// What every command that talks to the conductor is given.
+pub(crate) struct Ctx {
+    pub config: Config,
+    pub format: Format,
+    pub no_wait: bool,
+    /// How long `instantiate`, `destroy` and `vm delete` follow their work.
+    pub wait_timeout: Duration,
+    /// How long to wait for the conductor's answer.
+    pub timeout: Duration,
+    /// No progress lines (JSON output).
+    pub quiet: bool,
 }
 
 /// `template destroy` takes a template file (its name is read from it) or a name.
@@ -375,119 +279,5 @@ fn validate_config(args: &ConfigArgs) -> anyhow::Result<()> {
         Ok(())
     } else {
         Err(anyhow!("{} error(s) in {checked}", report.errors.len()))
-    }
-}
-
-/// One request/reply round trip with the conductor, on a connection of its own.
-fn call<T: DeserializeOwned>(
-    config: &Config,
-    timeout: Duration,
-    request: &Request,
-) -> anyhow::Result<T> {
-    Session::connect(config, timeout)?.call(request)
-}
-
-fn template_table(templates: &[&Template]) -> Table {
-    Table {
-        header: vec![
-            "name",
-            "image",
-            "min_vms",
-            "max_vms",
-            "target_response_time",
-            "flavor",
-            "network",
-        ],
-        rows: templates
-            .iter()
-            .map(|t| {
-                vec![
-                    t.name().to_owned(),
-                    t.image().to_owned(),
-                    t.min_vms().to_string(),
-                    t.max_vms().to_string(),
-                    format!("{} s", t.target_response_time().as_secs_f64()),
-                    t.flavor().unwrap_or("-").to_owned(),
-                    t.network().unwrap_or("-").to_owned(),
-                ]
-            })
-            .collect(),
-    }
-}
-
-fn record_table(records: &[TemplateRecord]) -> Table {
-    let mut table = template_table(&records.iter().map(|r| &r.template).collect::<Vec<_>>());
-    table.header.push("instantiated");
-    for (row, record) in table.rows.iter_mut().zip(records) {
-        row.push(
-            record
-                .instantiated_at
-                .format("%Y-%m-%d %H:%M:%S")
-                .to_string(),
-        );
-    }
-    table
-}
-
-fn vm_table(vms: &[VmView]) -> Table {
-    let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
-    Table {
-        header: vec![
-            "vm",
-            "template",
-            "role",
-            "status",
-            "address",
-            "heartbeat age (s)",
-            "in pool",
-            "busy",
-        ],
-        rows: vms
-            .iter()
-            .map(|vm| {
-                vec![
-                    vm.vm_id.clone(),
-                    vm.group.clone(),
-                    or_dash(vm.role.map(|r| r.to_string())),
-                    or_dash(vm.status.map(|s| s.to_string())),
-                    or_dash(vm.address.clone()),
-                    or_dash(vm.heartbeat_age.map(|a| format!("{a:.1}"))),
-                    if vm.in_pool { "yes" } else { "no" }.to_owned(),
-                    or_dash(vm.busy.map(|b| b.to_string())),
-                ]
-            })
-            .collect(),
-    }
-}
-
-fn status_table(s: &StatusView) -> Table {
-    let d = &s.dropped;
-    let rows = [
-        ("host", s.host.clone()),
-        ("version", s.version.clone()),
-        ("started", s.started_at.format("%Y-%m-%d %H:%M:%S UTC").to_string()),
-        ("broker", s.broker.clone()),
-        ("templates", s.templates.join(", ")),
-        ("requests received", s.received_requests.to_string()),
-        ("telemetry received", s.received_telemetry.to_string()),
-        (
-            "dropped",
-            format!(
-                "{} (malformed {}, oversized {}, unknown kind {}, bad payload {}, unsupported version {})",
-                d.total(),
-                d.malformed,
-                d.oversized,
-                d.unknown_kind,
-                d.bad_payload,
-                d.unsupported_version
-            ),
-        ),
-    ];
-    Table {
-        header: vec!["property", "value"],
-        rows: rows
-            .into_iter()
-            .map(|(k, v)| vec![k.to_owned(), v])
-            .collect(),
     }
 }

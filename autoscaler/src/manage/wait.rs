@@ -12,10 +12,7 @@ use anyhow::{anyhow, bail, Context};
 use serde::de::DeserializeOwned;
 
 use crate::{
-    conductor::{
-        api::{Request, TemplateView, VmView},
-        group::{Phase, VmState},
-    },
+    conductor::api::{Phase, Request, TemplateView, VmState, VmView},
     conf::Config,
     driver::VmStatus,
     messaging::rpc::{RpcClient, RpcError},

@@ -7,7 +7,9 @@
 //! aligned with the agent, and the metrics need a moment to arrive), takes the
 //! observations that arrived since its last tick, decides and acts, and writes its row.
 //!
-//! What the conductor does, as `group.rs` does it:
+//! What the conductor does, with the group's own rules (`autoscaler_core::group`: health's
+//! [`judge`], the drain rule [`drained`], the bounds [`boots_within_bounds`], the row
+//! [`build`]):
 //! - VMs are booting from the boot request until they take requests (boot delay drawn
 //!   from [`SimConfig::boot`]); booting VMs count as capacity (the policy applies
 //!   `boot_timeout`);
@@ -36,7 +38,18 @@ use super::{
     vm::{Request, Vm, VmState},
 };
 use crate::{
-    conductor::timeseries::Row,
+    conductor::{
+        group::{
+            drain::drained,
+            health::{judge, Hearing, VmFacts},
+            row::{build, Outcome},
+            sizing::boots_within_bounds,
+            GroupSettings,
+        },
+        group_settings,
+        timeseries::Row,
+    },
+    driver::VmStatus,
     policy::{FleetVm, Inputs, Observation, ScalingPolicy, VmPhase},
 };
 
@@ -111,6 +124,15 @@ impl SimConfig {
             heartbeat_timeout: 3.0,
             faults: Vec::new(),
             tail: 0.0,
+        }
+    }
+
+    /// The group's rules' parameters: the conductor's defaults, with this site's
+    /// `heartbeat_timeout`.
+    pub fn group_settings(&self) -> GroupSettings {
+        GroupSettings {
+            heartbeat_timeout: std::time::Duration::from_secs_f64(self.heartbeat_timeout.max(0.0)),
+            ..group_settings(&crate::conf::Config::default())
         }
     }
 
@@ -441,21 +463,7 @@ impl World<'_> {
 
     fn tick(&mut self, now: f64, policy: &mut dyn ScalingPolicy) {
         let config = self.config;
-        // Health: failed VMs noticed heartbeat_timeout after they failed; drained VMs
-        // deleted.
-        for vm in 0..self.vms.len() {
-            let v = &self.vms[vm];
-            if v.state == VmState::Gone {
-                continue;
-            }
-            let noticed = v
-                .failed_at
-                .is_some_and(|t| now - t >= config.heartbeat_timeout);
-            let drained = v.state == VmState::Draining && v.busy() == 0;
-            if noticed || drained {
-                self.delete(now, vm);
-            }
-        }
+        self.health(now);
 
         let fleet: Vec<FleetVm> = self
             .vms
@@ -491,11 +499,10 @@ impl World<'_> {
         if decision.desired < config.min_vms || decision.desired > max {
             self.violations += 1;
         }
-        let room = max.saturating_sub(fleet.len() as u32);
-        if decision.add > room {
+        let boots = boots_within_bounds(decision.add, max, fleet.len());
+        if boots < decision.add {
             self.violations += 1;
         }
-        let boots = decision.add.min(room);
         for _ in 0..boots {
             let delay = config.boot.sample(&mut self.boots).max(0.0);
             let vm = self.new_vm(now, VmState::Booting);
@@ -517,33 +524,52 @@ impl World<'_> {
 
         self.failed_per_row
             .push(std::mem::take(&mut self.pending_errors));
-        let requests: u64 = observations.iter().map(|o| o.requests).sum();
-        let interval: f64 = observations.iter().map(|o| o.interval).sum();
-        let busy_time: f64 = observations
-            .iter()
-            .map(|o| o.requests as f64 * o.mean)
-            .sum();
-        self.rows.push(Row {
-            time: at(now),
-            group: config.group.clone(),
-            requests,
-            rate: if interval > 0.0 {
-                requests as f64 / interval
-            } else {
-                0.0
-            },
-            mean_response_time: (requests > 0).then(|| busy_time / requests as f64),
-            p95_response_time: (requests > 0)
-                .then(|| observations.iter().map(|o| o.p95).fold(0.0, f64::max)),
-            in_flight: (interval > 0.0).then(|| busy_time / interval),
-            vms_booting: count(VmPhase::Booting) + boots,
-            vms_active: count(VmPhase::Active),
-            vms_draining: count(VmPhase::Draining),
-            desired: decision.desired,
-            target_response_time: config.target_response_time,
-            metric: decision.metric,
-            decision: decision.verdict.as_str().to_owned(),
+        let outcome = Outcome {
+            verdict: decision.verdict.as_str(),
             reason: decision.reason,
-        });
+            desired: Some(decision.desired),
+            metric: decision.metric,
+        };
+        self.rows.push(build(
+            at(now),
+            &config.group,
+            config.target_response_time,
+            &observations,
+            &fleet,
+            boots,
+            outcome,
+        ));
+    }
+
+    /// Health, by the group's rule: a failed VM's heartbeats stop, so it is failed once
+    /// they are older than heartbeat_timeout. Drained VMs are deleted, by the group's
+    /// drain rule (the simulated splitter applies a pool at once).
+    fn health(&mut self, now: f64) {
+        let config = self.config;
+        let settings = config.group_settings();
+        for vm in 0..self.vms.len() {
+            let v = &self.vms[vm];
+            if v.state == VmState::Gone {
+                continue;
+            }
+            let facts = VmFacts {
+                status: VmStatus::Active,
+                age: std::time::Duration::from_secs_f64((now - v.created_at).max(0.0)),
+                heard_before: true,
+                fresh: v
+                    .failed_at
+                    .is_none_or(|t| now - t <= config.heartbeat_timeout),
+                unserving_for: None,
+            };
+            let hearing = Hearing {
+                settled: true,
+                anyone_heard: true,
+            };
+            let failed = judge(&facts, hearing, &settings).is_some();
+            let draining = v.state == VmState::Draining;
+            if failed || (draining && drained(true, v.busy() == 0, false)) {
+                self.delete(now, vm);
+            }
+        }
     }
 }

@@ -2,12 +2,14 @@
 //! exchange, queues, notification topic, optionally an own virtual host) and the real
 //! binaries started as child processes.
 //!
-//! The broker is `AUTOSCALER_TEST_TRANSPORT_URL`, default `rabbit://guest:guest@127.0.0.1:5672/`.
+//! The broker is `AUTOSCALER_TEST_TRANSPORT_URL`, default `rabbit://guest:guest@127.0.0.1:5672/`;
+//! tests that stop or starve the broker run a node of their own (`rabbit_node`).
 
 #![allow(dead_code)] // Each test binary uses its own part of these helpers.
 
 pub mod load;
 pub mod nova;
+pub mod rabbit_node;
 
 use std::{
     path::{Path, PathBuf},
@@ -15,7 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use autoscaler::messaging::{link, LinkConfig, Notification, TransportUrl};
+use autoscaler::messaging::{link, LinkConfig, NotificationMessage, TransportUrl};
 use futures_lite::StreamExt;
 use lapin::{
     options::{BasicConsumeOptions, ExchangeDeleteOptions, QueueDeleteOptions},
@@ -134,8 +136,35 @@ impl Fixture {
         LinkConfig::new(url, format!("test.{}", self.host))
     }
 
+    /// Waits until `queue` exists and has a consumer (a process of the test's has bound
+    /// it and consumes), checking with passive declares; panics after `timeout`.
+    pub async fn wait_for_consumer(&self, queue: &str, timeout: Duration) {
+        let connection = self.connect().await;
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            // A failed passive declare closes the channel: one channel per try.
+            let channel = connection.create_channel().await.expect("a channel");
+            let options = lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            };
+            let declared = channel
+                .queue_declare(queue.into(), options, Default::default())
+                .await;
+            if declared.is_ok_and(|q| q.consumer_count() > 0) {
+                let _ = connection.close(200, "done".into()).await;
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no consumer on {queue} within {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn connect(&self) -> Connection {
-        link::connect(&self.link_config(), 0, false)
+        link::connect(&self.link_config(), 0)
             .await
             .expect("test broker")
             .0
@@ -148,7 +177,7 @@ impl Fixture {
         priority: &str,
         event_type: &str,
         patience: Duration,
-    ) -> Notification {
+    ) -> NotificationMessage {
         let connection = self.connect().await;
         let channel = connection.create_channel().await.expect("a channel");
         let queue = format!("{}.{priority}", self.topic);
@@ -172,7 +201,8 @@ impl Fixture {
                 .unwrap_or_else(|_| panic!("no {event_type} on {queue} within {patience:?}"))
                 .expect("the queue's consumer ended")
                 .expect("a delivery");
-            let notification = Notification::from_bytes(&delivery.data).expect("oslo format");
+            let notification =
+                NotificationMessage::from_bytes(&delivery.data).expect("oslo format");
             if notification.event_type == event_type {
                 let _ = connection.close(200, "done".into()).await;
                 return notification;
@@ -398,7 +428,7 @@ impl Drop for Fixture {
                 .build()
                 .ok()?;
             runtime.block_on(async {
-                let (connection, _) = link::connect(&config, 0, false).await.ok()?;
+                let (connection, _) = link::connect(&config, 0).await.ok()?;
                 for queue in &queues {
                     if let Ok(channel) = connection.create_channel().await {
                         let _ = channel

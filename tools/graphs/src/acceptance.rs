@@ -18,7 +18,7 @@
 
 use std::path::Path;
 
-use autoscaler::conductor::timeseries::{settled_from, Row};
+use autoscaler_core::timeseries::{settled_from, Row};
 use chrono::{DateTime, Duration, Utc};
 
 use crate::data::{Phase, Run};

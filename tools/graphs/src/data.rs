@@ -5,17 +5,17 @@
 
 use std::path::Path;
 
-use autoscaler::conductor::timeseries::{read_rows, Row};
+use autoscaler_core::timeseries::{read_rows, Row};
 use chrono::{DateTime, Utc};
 
 /// One load-test phase, as `autoscaler-loadtest` (or the simulator) records it.
-pub use autoscaler::scenario::PhaseRecord as Phase;
+pub use autoscaler_core::scenario::PhaseRecord as Phase;
 
 /// Why the inputs cannot be drawn.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     #[error(transparent)]
-    TimeSeries(#[from] autoscaler::conductor::timeseries::ReadError),
+    TimeSeries(#[from] autoscaler_core::timeseries::ReadError),
     #[error("cannot read {path}: {source}")]
     Phases { path: String, source: csv::Error },
     #[error("{0}: no row to draw")]

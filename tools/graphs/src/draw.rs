@@ -111,7 +111,7 @@ where
     )?;
 
     // 3. VMs by state.
-    let series = |f: fn(&autoscaler::conductor::timeseries::Row) -> u32| -> Vec<(f64, f64)> {
+    let series = |f: fn(&autoscaler_core::timeseries::Row) -> u32| -> Vec<(f64, f64)> {
         run.rows
             .iter()
             .map(|r| (run.x(r.time), f64::from(f(r))))

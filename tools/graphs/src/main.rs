@@ -87,7 +87,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     );
     if let Some(template) = &args.check {
         // Bounds are what the run was held to; the ceiling was checked when it started.
-        let template = autoscaler::template::Template::load(template, u32::MAX)?;
+        let template = autoscaler_core::template::Template::load(template, u32::MAX)?;
         let mut verdicts = acceptance::check_run(&run, template.min_vms(), template.max_vms());
         verdicts.extend(acceptance::figures(&args.out, args.size));
         let report = acceptance::report(&verdicts);

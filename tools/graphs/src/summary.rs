@@ -5,7 +5,7 @@
 
 use std::fmt::Write;
 
-use autoscaler::conductor::timeseries::{mean_response_time as mean_response, settled_from, Row};
+use autoscaler_core::timeseries::{mean_response_time as mean_response, settled_from, Row};
 use chrono::{DateTime, Utc};
 
 use crate::data::{Phase, Run};

@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use autoscaler::conductor::timeseries::{Row, TimeSeries};
+use autoscaler_core::timeseries::{Row, TimeSeries};
 use chrono::{DateTime, Utc};
 
 fn t(s: i64) -> DateTime<Utc> {

@@ -29,7 +29,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let scenario = match autoscaler::scenario::Scenario::load(&args.scenario) {
+    let scenario = match autoscaler_core::scenario::Scenario::load(&args.scenario) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("ERROR: {e}");

@@ -15,7 +15,7 @@ use std::{
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::ab::{self, AbError, AbReport};
-use autoscaler::scenario::{PhaseRecord, Scenario};
+use autoscaler_core::scenario::{PhaseRecord, Scenario};
 
 /// What a run needs besides the scenario.
 #[derive(Debug, Clone)]

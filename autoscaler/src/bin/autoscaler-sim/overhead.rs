@@ -21,7 +21,7 @@ use std::{
 
 use anyhow::{Context, Result};
 use autoscaler::{
-    conductor::{service::decode_telemetry, state::VmRegistry},
+    conductor::{delivery::decode_telemetry, state::VmRegistry},
     messaging::{
         envelope::encode, link, Durability, Envelope, Heartbeat, LinkConfig, MemberStats, Metrics,
         QueueSpec, Role, Stats, Topology, TransportUrl,
@@ -275,7 +275,7 @@ fn cpu_time() -> Option<Duration> {
 async fn intake(broker: &str, messages: u32) -> Result<()> {
     let url: TransportUrl = broker.parse().context("--broker")?;
     let config = LinkConfig::new(url, "autoscaler-sim-overhead");
-    let (connection, _) = link::connect(&config, 0, false).await?;
+    let (connection, _) = link::connect(&config, 0).await?;
     let id = &uuid::Uuid::new_v4().simple().to_string()[..10];
     let topology = Topology::new(format!("autoscaler-bench-{id}"), Durability::Transient);
     let queue = format!("autoscaler-bench-{id}.telemetry");
@@ -383,7 +383,7 @@ async fn pass(
             .context("no delivery for 30 s")?
             .context("the consumer ended")??;
         if take_in {
-            if let Ok(autoscaler::conductor::service::Telemetry::Heartbeat(hb)) =
+            if let Ok(autoscaler::conductor::delivery::Telemetry::Heartbeat(hb)) =
                 decode_telemetry(&delivery.data, 65_536)
             {
                 registry.heard(hb, Utc::now());

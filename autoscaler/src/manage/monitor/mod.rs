@@ -25,8 +25,8 @@ use crate::{
     conductor::timeseries::Row,
     conf::Config,
     messaging::{
-        link, Envelope, Heartbeat, Link, LinkState, Metrics, Notification, QueueSpec, Subscription,
-        Topology,
+        link, Envelope, Heartbeat, Link, LinkState, Metrics, NotificationMessage, QueueSpec,
+        Subscription, Topology,
     },
 };
 
@@ -67,7 +67,7 @@ fn decode(delivery: &Delivery, max_size: usize) -> Option<Heard> {
         .iter()
         .any(|prefix| key.starts_with(prefix));
     if !ours {
-        return Notification::from_bytes(&delivery.data)
+        return NotificationMessage::from_bytes(&delivery.data)
             .ok()
             .map(Heard::Notification);
     }
@@ -121,18 +121,15 @@ async fn watch_broker(config: &Config, options: Options) -> anyhow::Result<()> {
     let link_config = config.link_config(format!("autoscaler-manage.monitor.{id}"));
     // Fail fast, as every CLI command does, when no broker answers at the start; once
     // watching, the link rides out broker restarts and failovers.
-    let (probe, _) = tokio::time::timeout(
-        options.connect_timeout,
-        link::connect(&link_config, 0, false),
-    )
-    .await
-    .map_err(|_| {
-        anyhow!(
-            "cannot reach the broker at {} within {} s",
-            config.default.transport_url,
-            options.connect_timeout.as_secs()
-        )
-    })??;
+    let (probe, _) = tokio::time::timeout(options.connect_timeout, link::connect(&link_config, 0))
+        .await
+        .map_err(|_| {
+            anyhow!(
+                "cannot reach the broker at {} within {} s",
+                config.default.transport_url,
+                options.connect_timeout.as_secs()
+            )
+        })??;
     let _ = probe.close(200, "probe".into()).await;
     let (stop, stopped) = watch::channel(false);
     let (link, task) = Link::new(
@@ -146,7 +143,7 @@ async fn watch_broker(config: &Config, options: Options) -> anyhow::Result<()> {
     let mut state = link.watch_state();
     let connected = tokio::time::timeout(
         options.connect_timeout,
-        state.wait_for(|s| matches!(s, LinkState::Up(_))),
+        state.wait_for(|s| matches!(s, LinkState::Up { .. })),
     )
     .await
     .is_ok_and(|up| up.is_ok());

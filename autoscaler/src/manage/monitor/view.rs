@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::{
     conductor::timeseries::Row,
-    messaging::{Heartbeat, Metrics, Notification, Role},
+    messaging::{Heartbeat, Metrics, NotificationMessage, Role},
 };
 
 /// A measurement or a tick older than this (seconds) is not shown as current.
@@ -32,7 +32,7 @@ pub enum Heard {
     /// The splitter's measurements of one interval (`metrics.<group>`).
     Metrics(Metrics),
     Heartbeat(Heartbeat),
-    Notification(Notification),
+    Notification(NotificationMessage),
 }
 
 /// A template's second, as shown.
@@ -436,7 +436,7 @@ mod tests {
         view.take(t(0), Heard::Status(row("blog", "hold")));
         assert!(view.second(t(1)).is_empty());
         let note = |template: serde_json::Value| {
-            Heard::Notification(Notification::new(
+            Heard::Notification(NotificationMessage::new(
                 "autoscaler-conductor.node1",
                 "autoscaler.scale.up",
                 Priority::Info,

@@ -29,6 +29,7 @@ use std::{collections::VecDeque, fmt, str::FromStr, time::Duration};
 use chrono::{DateTime, Utc};
 
 use super::{load::Load, world::SimConfig};
+use crate::conductor::group::sizing::policy_settings;
 use crate::policy::{
     carry_out, Decision, FleetVm, LittlePolicy, Observation, PolicySettings, ScalingPolicy,
     Verdict, VmPhase,
@@ -110,19 +111,15 @@ impl PolicyKind {
 }
 
 /// `LittlePolicy`'s settings as the conductor makes them with the default `[policy]` and
-/// `[conductor]` options (`conductor/group.rs`).
+/// `[conductor]` options: the group's own [`policy_settings`].
 pub fn product_settings(config: &SimConfig) -> PolicySettings {
-    let defaults = crate::conf::Config::default();
-    PolicySettings {
-        min_vms: config.min_vms,
-        max_vms: config.max_vms,
-        target_response_time: config.target_response_time,
-        target_margin: f64::from(defaults.policy.target_margin_percent) / 100.0,
-        stabilization: defaults.policy.stabilization,
-        scale_in_delay: defaults.policy.scale_in_delay,
-        scale_in_cooldown: defaults.policy.scale_in_cooldown,
-        boot_timeout: defaults.conductor.boot_timeout,
-    }
+    let settings = config.group_settings();
+    policy_settings(
+        config.min_vms,
+        config.max_vms,
+        config.target_response_time,
+        &settings,
+    )
 }
 
 impl fmt::Display for PolicyKind {

@@ -70,7 +70,7 @@ pub const DIR_NAME: &str = "timeseries";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Row {
     /// When the row was taken; written to the millisecond (finer parts are dropped).
-    #[serde(with = "rfc3339_millis")]
+    #[serde(with = "crate::time_format::rfc3339_millis")]
     pub time: DateTime<Utc>,
     pub group: String,
     /// Requests that ended in the second up to `time`.
@@ -99,7 +99,7 @@ pub struct Row {
     pub reason: String,
 }
 
-impl crate::messaging::envelope::Payload for Row {
+impl crate::payload::Payload for Row {
     const KIND: &'static str = "group_status";
 }
 
@@ -290,24 +290,6 @@ fn one_line<S: serde::Serializer>(text: &str, serializer: S) -> Result<S::Ok, S:
         serializer.serialize_str(&text.replace("\r\n", " ").replace(['\n', '\r'], " "))
     } else {
         serializer.serialize_str(text)
-    }
-}
-
-/// `time` as RFC 3339 in UTC with milliseconds, `2026-11-27T22:05:41.250Z` (also the
-/// phase CSV's, `crate::scenario::PhaseRecord`).
-pub(crate) mod rfc3339_millis {
-    use chrono::{DateTime, SecondsFormat, Utc};
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(time: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&time.to_rfc3339_opts(SecondsFormat::Millis, true))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
-        let text = String::deserialize(d)?;
-        DateTime::parse_from_rfc3339(&text)
-            .map(|t| t.with_timezone(&Utc))
-            .map_err(|e| serde::de::Error::custom(format!("time {text:?}: {e}")))
     }
 }
 

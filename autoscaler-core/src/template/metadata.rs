@@ -1,7 +1,7 @@
 //! A template as cloud metadata, so that a conductor that lost its state rebuilds every
 //! group's template from the cloud alone: the cloud is the source of truth, and every VM
 //! the autoscaler boots carries its template's values next to its group and role (see
-//! `crate::driver`).
+//! `autoscaler::driver`).
 //!
 //! Each key of the template that is set becomes one metadata item `autoscaler:tpl:<key>`
 //! ([`KEY_PREFIX`], keys as in [`VALID_KEYS`]) whose value is spelled as the template file
@@ -22,7 +22,7 @@
 use std::collections::BTreeMap;
 
 use super::{expected, Template, TemplateError, TemplateProblem, SECTION, VALID_KEYS};
-use crate::driver::META_GROUP;
+use crate::cloud::META_GROUP;
 
 /// What every template metadata key starts with; the template key follows.
 pub const KEY_PREFIX: &str = "autoscaler:tpl:";
@@ -114,7 +114,7 @@ mod tests {
     use std::{fs, path::Path, time::Duration};
 
     use super::*;
-    use crate::driver::{META_ROLE, META_TEMPLATE};
+    use crate::cloud::{META_ROLE, META_TEMPLATE};
 
     const CEILING: u32 = 20;
 

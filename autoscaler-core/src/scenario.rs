@@ -78,9 +78,9 @@ pub struct PhaseRecord {
     pub clients: u32,
     /// The phase's planned length.
     pub seconds: u32,
-    #[serde(with = "crate::conductor::timeseries::rfc3339_millis")]
+    #[serde(with = "crate::time_format::rfc3339_millis")]
     pub start: DateTime<Utc>,
-    #[serde(with = "crate::conductor::timeseries::rfc3339_millis")]
+    #[serde(with = "crate::time_format::rfc3339_millis")]
     pub end: DateTime<Utc>,
     pub complete: u64,
     /// All failed requests; the kinds follow (ab's words).

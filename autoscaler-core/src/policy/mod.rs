@@ -17,6 +17,20 @@ mod tests;
 pub use capacity::CapacityModel;
 pub use little::{LittlePolicy, PolicySettings};
 
+/// `[policy]`: the operator's knobs, the same for every group (the bounds and the target
+/// come from each template; `doc/policy.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PolicyOpts {
+    /// The policy aims this many percent under the template's target.
+    pub target_margin_percent: u32,
+    /// Load changes shorter than this never add or remove VMs.
+    pub stabilization: Duration,
+    /// How long the load must need fewer VMs before any is removed.
+    pub scale_in_delay: Duration,
+    /// No VM is removed within this long after a scale-out.
+    pub scale_in_cooldown: Duration,
+}
+
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};

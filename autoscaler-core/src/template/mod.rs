@@ -13,15 +13,17 @@
 
 mod error;
 pub mod metadata;
+mod record;
 #[cfg(test)]
 mod tests;
 
 pub use error::{TemplateError, TemplateProblem};
+pub use record::TemplateRecord;
 
 use std::path::Path;
 use std::time::Duration;
 
-use crate::conf::{ini, ConfError};
+use crate::ini::{self, IniError};
 use serde::{Deserialize, Serialize};
 
 /// The only section a template may have; keys may also stand before any section header.
@@ -254,7 +256,7 @@ fn parse_ini(source: &str, text: &str, ceiling: u32) -> Result<Template, Vec<Tem
             errors
                 .into_iter()
                 .map(|error| match error {
-                    ConfError::Syntax { line, message, .. } => {
+                    IniError::Syntax { line, message, .. } => {
                         TemplateProblem::Syntax { line, message }
                     }
                     other => TemplateProblem::Syntax {

@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::envelope::Payload;
+use crate::payload::Payload;
 
 /// What mod_jk should do with a member.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

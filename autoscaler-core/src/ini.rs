@@ -11,20 +11,41 @@
 //! rust-ini would read more leniently than oslo (a line without `=` swallowing the next
 //! one, a continuation after a blank line or a comment) are refused as oslo refuses them.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use ini::{Ini, ParseOption};
-
-use super::error::ConfError;
 
 /// rust-ini reads a backslash at the very end of a line as a line continuation even with
 /// escapes off; oslo keeps it. Such backslashes are swapped for this private-use
 /// character before parsing and swapped back in the values.
 const TRAILING_BACKSLASH: char = '\u{F8FF}';
 
+/// A line oslo.config's INI syntax does not allow. Messages never quote the line, which
+/// might hold a password.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IniError {
+    /// A line the INI syntax does not allow.
+    #[error("{}: line {line}: {message}", file.display())]
+    Syntax {
+        file: PathBuf,
+        line: usize,
+        message: String,
+    },
+    /// `name = value` before any `[section]` header in a configuration file.
+    #[error(
+        "{}: line {line}: option {option:?} is outside any section (add a [DEFAULT] or other section header above it)",
+        file.display()
+    )]
+    OutsideSection {
+        file: PathBuf,
+        line: usize,
+        option: String,
+    },
+}
+
 /// Whether options may stand before the first `[section]` header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Keys {
+pub enum Keys {
     /// oslo.config's rule for configuration files: every option is in a section.
     InSections,
     /// Templates: options before any header form an unnamed section (name `""`).
@@ -33,7 +54,7 @@ pub(crate) enum Keys {
 
 /// One `[section]` block as written; a section written twice appears twice.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct IniSection {
+pub struct IniSection {
     /// As oslo normalizes group names: `DEFAULT` as is, any other name lowercased; `""`
     /// for options before the first header (only with [`Keys::BeforeSection`]).
     pub name: String,
@@ -43,11 +64,7 @@ pub(crate) struct IniSection {
 
 /// Parses one file's text; `file` only names it in errors. All syntax errors of the file
 /// are returned, in line order.
-pub(crate) fn parse(
-    file: &Path,
-    text: &str,
-    keys: Keys,
-) -> Result<Vec<IniSection>, Vec<ConfError>> {
+pub fn parse(file: &Path, text: &str, keys: Keys) -> Result<Vec<IniSection>, Vec<IniError>> {
     let checked = check_lines(file, text, keys)?;
     let options = ParseOption {
         enabled_quote: false,
@@ -56,7 +73,7 @@ pub(crate) fn parse(
         enabled_preserve_key_leading_whitespace: false,
     };
     let ini = Ini::load_from_str_opt(&checked, options).map_err(|e| {
-        vec![ConfError::Syntax {
+        vec![IniError::Syntax {
             file: file.to_owned(),
             line: e.line,
             message: e.msg.into_owned(),
@@ -105,13 +122,13 @@ fn strip_quotes(value: &str) -> String {
 /// The line pass (oslo's `iniparser.BaseParser.parse`): returns the text to hand to
 /// rust-ini, with trailing backslashes protected, or every bad line. Errors never quote
 /// the line, which might hold a password.
-fn check_lines(file: &Path, text: &str, keys: Keys) -> Result<String, Vec<ConfError>> {
+fn check_lines(file: &Path, text: &str, keys: Keys) -> Result<String, Vec<IniError>> {
     let mut errors = Vec::new();
     let mut protected = String::with_capacity(text.len());
     let mut in_section = keys == Keys::BeforeSection;
     // Whether an indented line here continues a value (oslo: "key is not None").
     let mut in_value = false;
-    let syntax = |line: usize, message: &str| ConfError::Syntax {
+    let syntax = |line: usize, message: &str| IniError::Syntax {
         file: file.to_owned(),
         line,
         message: message.to_owned(),
@@ -165,7 +182,7 @@ fn check_lines(file: &Path, text: &str, keys: Keys) -> Result<String, Vec<ConfEr
                 }
                 Some(sep) if !in_section => {
                     in_value = false;
-                    errors.push(ConfError::OutsideSection {
+                    errors.push(IniError::OutsideSection {
                         file: file.to_owned(),
                         line: number,
                         option: line[..sep].trim().to_owned(),

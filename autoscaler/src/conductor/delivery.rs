@@ -1,0 +1,220 @@
+//! One delivery from the broker, taken in: a telemetry message (heartbeat, metrics, pool
+//! acknowledgement) handed to the conductor's state, or an operator's request decoded,
+//! answered on its reply address and acknowledged. What cannot be read is counted and
+//! dropped.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use lapin::{
+    message::Delivery,
+    options::{BasicAckOptions, BasicRejectOptions},
+};
+use tracing::{debug, info, warn};
+
+use super::{
+    api::Request,
+    handler::Conductor,
+    steer::{Outlets, Steering},
+};
+use crate::messaging::{
+    rpc::{RemoteError, ReplyTo, RpcReply},
+    DropCounts, DropReason, Envelope, Heartbeat, LinkHandle, LinkState, Metrics, PoolAck,
+};
+
+/// How long a reply may wait for the broker.
+const REPLY_PATIENCE: Duration = Duration::from_secs(5);
+
+/// What taking a delivery in needs besides the conductor's state.
+pub(super) struct Reception<'a> {
+    pub out: Outlets<'a>,
+    pub drops: &'a DropCounts,
+    /// The conductor's envelope sender name.
+    pub sender: &'a str,
+    /// `[DEFAULT] max_message_size`.
+    pub max_size: usize,
+}
+
+/// Takes in one heartbeat, metrics message or pool acknowledgement, and acknowledges it.
+pub(super) async fn take_telemetry(
+    delivery: Delivery,
+    conductor: &mut Conductor,
+    steering: &mut Steering,
+    rx: &Reception<'_>,
+) {
+    match decode_telemetry(&delivery.data, rx.max_size) {
+        Ok(Telemetry::Heartbeat(heartbeat)) => conductor.heard(heartbeat, Utc::now()),
+        Ok(Telemetry::Metrics(metrics)) => conductor.metrics(metrics),
+        Ok(Telemetry::PoolAck(ack)) => {
+            conductor.received_telemetry += 1;
+            steering.pool_ack(ack, conductor, &rx.out).await;
+        }
+        Err(reason) => {
+            rx.drops.record(&reason);
+            warn!(routing_key = %delivery.routing_key, %reason, "dropped a message");
+        }
+    }
+    // Not awaited: a connection the broker blocks (resource alarm) writes nothing until it
+    // is unblocked, and the loop must go on meanwhile (ticks, shutdown). At most the
+    // prefetch window (TELEMETRY_PREFETCH) of them wait.
+    let acker = delivery.acker;
+    tokio::spawn(async move {
+        if let Err(error) = acker.ack(BasicAckOptions::default()).await {
+            debug!(%error, "telemetry ack failed (the channel was replaced)");
+        }
+    });
+}
+
+/// What the telemetry queue carries.
+#[derive(Debug)]
+pub enum Telemetry {
+    Heartbeat(Heartbeat),
+    Metrics(Metrics),
+    PoolAck(PoolAck),
+}
+
+/// Reads one telemetry message as the conductor's intake does (public for the
+/// simulator's intake benchmark).
+pub fn decode_telemetry(data: &[u8], max_size: usize) -> Result<Telemetry, DropReason> {
+    let raw = Envelope::decode(data, max_size)?;
+    if let Some(heartbeat) = raw.payload_as::<Heartbeat>() {
+        return heartbeat.map(|e| Telemetry::Heartbeat(e.payload));
+    }
+    if let Some(metrics) = raw.payload_as::<Metrics>() {
+        return metrics.map(|e| Telemetry::Metrics(e.payload));
+    }
+    if let Some(ack) = raw.payload_as::<PoolAck>() {
+        return ack.map(|e| Telemetry::PoolAck(e.payload));
+    }
+    Err(raw.unknown())
+}
+
+/// The request's age in milliseconds when it is older than its AMQP expiration (the
+/// CLI's timeout). Relies on the hosts' clocks agreeing, as OpenStack does (NTP).
+fn expired(
+    delivery: &Delivery,
+    sent: chrono::DateTime<Utc>,
+    now: chrono::DateTime<Utc>,
+) -> Option<i64> {
+    let ttl_ms: i64 = delivery
+        .properties
+        .expiration()
+        .as_ref()?
+        .as_str()
+        .parse()
+        .ok()?;
+    let age_ms = (now - sent).num_milliseconds();
+    (age_ms > ttl_ms).then_some(age_ms)
+}
+
+fn broker_of(link: &LinkHandle) -> String {
+    match link.state() {
+        LinkState::Up { broker, .. } => broker,
+        LinkState::Blocked { broker } => format!("{broker} (publishing blocked: resource alarm)"),
+        LinkState::Connecting => "(reconnecting)".to_owned(),
+        LinkState::Refused(_) => "(refused)".to_owned(),
+        LinkState::Closed => "(closed)".to_owned(),
+    }
+}
+
+/// Decodes, answers and acknowledges one request. A request that cannot be read is
+/// counted, answered with an `invalid` error when it names a reply address, and rejected
+/// without requeueing (it would fail the same way again); so is one older than its
+/// time-to-live.
+pub(super) async fn handle_request(
+    delivery: Delivery,
+    conductor: &mut Conductor,
+    rx: &Reception<'_>,
+) {
+    let reply_to = ReplyTo::of(&delivery);
+    let decoded = Envelope::decode(&delivery.data, rx.max_size).and_then(|raw| {
+        match raw.payload_as::<Request>() {
+            Some(request) => request,
+            None => Err(raw.unknown()),
+        }
+    });
+    let request = match decoded {
+        Ok(request) => request,
+        Err(reason) => {
+            rx.drops.record(&reason);
+            warn!(%reason, "dropped a request");
+            let message = format!("the conductor could not read the request: {reason}");
+            refuse(delivery, reply_to.as_ref(), "invalid", message, rx).await;
+            return;
+        }
+    };
+    debug!(from = %request.sender, request = ?request.payload, "request");
+    if let Some(age) = expired(&delivery, request.time, Utc::now()) {
+        // The CLI has given up and told its operator so; carrying the request out now
+        // would do what the operator was told did not happen.
+        warn!(
+            age_ms = age,
+            "request older than its time-to-live; not carried out"
+        );
+        let message = format!("the request expired before the conductor took it ({age} ms old)");
+        refuse(delivery, reply_to.as_ref(), "expired", message, rx).await;
+        return;
+    }
+    let handled = conductor.handle(
+        request.payload,
+        Utc::now(),
+        &broker_of(rx.out.link),
+        rx.drops.snapshot(),
+    );
+    if let RpcReply::Error(e) = &handled.reply {
+        info!(kind = %e.kind, message = %e.message, "request refused");
+    }
+    if let Some(reply_to) = reply_to {
+        if let Err(error) = reply_to
+            .send(rx.out.link, rx.sender, handled.reply, REPLY_PATIENCE)
+            .await
+        {
+            warn!(%error, "could not send a reply");
+        }
+    }
+    for event in handled.events {
+        rx.out.notifier.notify(rx.out.link, event).await;
+    }
+    // Bounded: a connection the broker blocks (resource alarm) writes nothing until it is
+    // unblocked; lapin still sends the ack then.
+    let ack = delivery.acker.ack(BasicAckOptions::default());
+    match tokio::time::timeout(REPLY_PATIENCE, ack).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => {
+            debug!(%error, "ack failed (the channel was replaced; the broker redelivers)")
+        }
+        Err(_) => {
+            warn!(patience = ?REPLY_PATIENCE, "request ack not written in time (the broker blocks publishing?)")
+        }
+    }
+}
+
+/// Answers a request that is not carried out with an error of `kind`, when it names a
+/// reply address, and rejects it without requeueing.
+async fn refuse(
+    delivery: Delivery,
+    reply_to: Option<&ReplyTo>,
+    kind: &str,
+    message: String,
+    rx: &Reception<'_>,
+) {
+    if let Some(reply_to) = reply_to {
+        let reply = RpcReply::Error(RemoteError {
+            kind: kind.into(),
+            message,
+        });
+        if let Err(error) = reply_to
+            .send(rx.out.link, rx.sender, reply, REPLY_PATIENCE)
+            .await
+        {
+            warn!(%error, "could not answer a request not carried out");
+        }
+    }
+    if let Err(error) = delivery
+        .acker
+        .reject(BasicRejectOptions { requeue: false })
+        .await
+    {
+        debug!(%error, "reject failed (the channel was replaced; the broker requeues)");
+    }
+}

@@ -1,0 +1,112 @@
+//! The tables `autoscaler-manage` prints (`--format table`).
+
+use super::output::Table;
+use crate::{
+    conductor::api::{StatusView, TemplateRecord, VmView},
+    template::Template,
+};
+
+pub(super) fn template_table(templates: &[&Template]) -> Table {
+    Table {
+        header: vec![
+            "name",
+            "image",
+            "min_vms",
+            "max_vms",
+            "target_response_time",
+            "flavor",
+            "network",
+        ],
+        rows: templates
+            .iter()
+            .map(|t| {
+                vec![
+                    t.name().to_owned(),
+                    t.image().to_owned(),
+                    t.min_vms().to_string(),
+                    t.max_vms().to_string(),
+                    format!("{} s", t.target_response_time().as_secs_f64()),
+                    t.flavor().unwrap_or("-").to_owned(),
+                    t.network().unwrap_or("-").to_owned(),
+                ]
+            })
+            .collect(),
+    }
+}
+
+pub(super) fn record_table(records: &[TemplateRecord]) -> Table {
+    let mut table = template_table(&records.iter().map(|r| &r.template).collect::<Vec<_>>());
+    table.header.push("instantiated");
+    for (row, record) in table.rows.iter_mut().zip(records) {
+        row.push(
+            record
+                .instantiated_at
+                .format("%Y-%m-%d %H:%M:%S")
+                .to_string(),
+        );
+    }
+    table
+}
+
+pub(super) fn vm_table(vms: &[VmView]) -> Table {
+    let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    Table {
+        header: vec![
+            "vm",
+            "template",
+            "role",
+            "status",
+            "address",
+            "heartbeat age (s)",
+            "in pool",
+            "busy",
+        ],
+        rows: vms
+            .iter()
+            .map(|vm| {
+                vec![
+                    vm.vm_id.clone(),
+                    vm.group.clone(),
+                    or_dash(vm.role.map(|r| r.to_string())),
+                    or_dash(vm.status.map(|s| s.to_string())),
+                    or_dash(vm.address.clone()),
+                    or_dash(vm.heartbeat_age.map(|a| format!("{a:.1}"))),
+                    if vm.in_pool { "yes" } else { "no" }.to_owned(),
+                    or_dash(vm.busy.map(|b| b.to_string())),
+                ]
+            })
+            .collect(),
+    }
+}
+
+pub(super) fn status_table(s: &StatusView) -> Table {
+    let d = &s.dropped;
+    let rows = [
+        ("host", s.host.clone()),
+        ("version", s.version.clone()),
+        ("started", s.started_at.format("%Y-%m-%d %H:%M:%S UTC").to_string()),
+        ("broker", s.broker.clone()),
+        ("templates", s.templates.join(", ")),
+        ("requests received", s.received_requests.to_string()),
+        ("telemetry received", s.received_telemetry.to_string()),
+        (
+            "dropped",
+            format!(
+                "{} (malformed {}, oversized {}, unknown kind {}, bad payload {}, unsupported version {})",
+                d.total(),
+                d.malformed,
+                d.oversized,
+                d.unknown_kind,
+                d.bad_payload,
+                d.unsupported_version
+            ),
+        ),
+    ];
+    Table {
+        header: vec!["property", "value"],
+        rows: rows
+            .into_iter()
+            .map(|(k, v)| vec![k.to_owned(), v])
+            .collect(),
+    }
+}
