@@ -2,7 +2,7 @@
 //!
 //! The library behind `autoscaler-conductor` and `autoscaler-manage`, one module per part
 //! of the design: [`conf`] (oslo-style configuration), [`template`] (what the operator
-//! asks for), [`conductor`] (the service), [`manage`] (the operator CLI), [`logging`].
+//! asks for), [`conductor`] (the service), [`manage`] (the operator CLI), [`store`] (the database), [`logging`].
 //! The broker protocol lives in the `autoscaler-messaging` crate, shared with the in-VM
 //! agent, and is re-exported as [`messaging`].
 
@@ -13,6 +13,7 @@ pub mod driver;
 pub mod logging;
 pub mod manage;
 pub mod sim;
+pub mod store;
 
 /// The pure core (see `autoscaler-core`), re-exported under the names the rest of the
 /// library and its users have always used.

@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # Shared by the tools/ scripts: install what a fresh Debian machine lacks and start the
-# local RabbitMQ. Sourced, never executed.
+# local RabbitMQ and MariaDB. Sourced, never executed.
 
 log() { printf '==> %s\n' "$*"; }
 
@@ -37,6 +37,51 @@ ensure_rabbitmq() {
     done
     echo "ERROR: RabbitMQ did not start within 60 s" >&2
     exit 1
+}
+
+# A TCP connect to MariaDB's port, as for the broker.
+database_answers() {
+    timeout 2 bash -c '</dev/tcp/127.0.0.1/3306' 2>/dev/null
+}
+
+# ensure_mariadb: MariaDB at 127.0.0.1:3306 with root usable over TCP without a password,
+# as the store tests (autoscaler/tests/store.rs) expect: Debian's mariadb-server,
+# installed and started when nothing answers. Each test creates and drops a database of
+# its own, so nothing else is created here.
+ensure_mariadb() {
+    if ! database_answers; then
+        [ -x /usr/sbin/mariadbd ] || apt_install mariadb-server
+        # The package's postinst may have started it already (sysv init outside systemd).
+        if ! database_answers; then
+            log "starting mariadbd"
+            install -d -o mysql -g mysql /run/mysqld
+            if [ ! -d /var/lib/mysql/mysql ]; then
+                mariadb-install-db --user=mysql --datadir=/var/lib/mysql >/dev/null
+            fi
+            start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd -- \
+                --user=mysql --bind-address=127.0.0.1 --port=3306
+        fi
+        for _ in $(seq 1 60); do
+            if database_answers && mariadb-admin ping >/dev/null 2>&1; then
+                break
+            fi
+            sleep 1
+        done
+        if ! database_answers; then
+            echo "ERROR: MariaDB did not start within 60 s" >&2
+            exit 1
+        fi
+    fi
+    if ! mariadb -h 127.0.0.1 -u root -e 'SELECT 1' >/dev/null 2>&1; then
+        # Debian's root logs in through the unix socket only; the tests come over TCP, as
+        # root@localhost (127.0.0.1 resolves to it) or root@127.0.0.1 (skip-name-resolve).
+        # The password first: sqlx cannot answer the unix_socket plugin.
+        log "letting root in over TCP from 127.0.0.1 without a password"
+        mariadb -u root -e "ALTER USER 'root'@'localhost'
+                IDENTIFIED VIA mysql_native_password USING PASSWORD('') OR unix_socket;
+            CREATE USER IF NOT EXISTS 'root'@'127.0.0.1' IDENTIFIED BY '';
+            GRANT ALL PRIVILEGES ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;"
+    fi
 }
 
 # ensure_build_tools: cargo must exist; a C compiler too (ring, the TLS library, builds C).

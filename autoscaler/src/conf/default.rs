@@ -84,6 +84,16 @@ pub const SECTION: SectionDecl = SectionDecl {
             Some("65536"),
             "Largest incoming message, in bytes; larger messages are dropped and counted.",
         ),
+        OptDecl::new(
+            "service_down_time",
+            OptKind::Integer {
+                min: Some(1),
+                max: Some(3600),
+            },
+            Some("10"),
+            "Seconds since a conductor's last report to the database after which it counts \
+             as down (autoscaler-manage conductor list).",
+        ),
     ],
 };
 
@@ -101,6 +111,7 @@ pub struct DefaultOpts {
     pub rpc_response_timeout: Duration,
     /// Bytes.
     pub max_message_size: usize,
+    pub service_down_time: Duration,
 }
 
 impl DefaultOpts {
@@ -115,6 +126,7 @@ impl DefaultOpts {
             state_path: v.path("state_path"),
             rpc_response_timeout: v.duration("rpc_response_timeout"),
             max_message_size: v.int("max_message_size"),
+            service_down_time: v.duration("service_down_time"),
         }
     }
 

@@ -5,7 +5,7 @@
 //! value)` entries with oslo.config's syntax rules (no `%` interpolation, no escapes);
 //! the declarations check and type them. Each option is declared once, in the file of its
 //! section ([`default`], [`rabbit`], [`notifications`], [`conductor`], [`agent`],
-//! [`compute`], [`local`], [`nova`], [`policy`]): name, kind, default, help, and whether SIGHUP reloads it. The
+//! [`compute`], [`database`], [`local`], [`nova`], [`policy`]): name, kind, default, help, and whether SIGHUP reloads it. The
 //! typed structs, the validation and the [`sample`] all come from those declarations.
 //!
 //! Unknown sections and options are warnings (other OpenStack libraries share the files);
@@ -15,6 +15,7 @@ pub mod agent;
 mod cidr;
 pub mod compute;
 pub mod conductor;
+pub mod database;
 pub mod default;
 mod error;
 pub(crate) use autoscaler_core::ini;
@@ -31,6 +32,7 @@ pub use agent::AgentOpts;
 pub use cidr::CidrV4;
 pub use compute::{ComputeDriver, ComputeOpts};
 pub use conductor::ConductorOpts;
+pub use database::DatabaseOpts;
 pub use default::DefaultOpts;
 pub use error::{ConfError, ConfWarning};
 pub use load::{
@@ -54,6 +56,7 @@ pub const SECTIONS: &[&SectionDecl] = &[
     &agent::SECTION,
     &compute::SECTION,
     &conductor::SECTION,
+    &database::SECTION,
     &local::SECTION,
     &nova::SECTION,
     &notifications::SECTION,
@@ -70,6 +73,7 @@ pub struct Config {
     pub conductor: ConductorOpts,
     pub agent: AgentOpts,
     pub compute: ComputeOpts,
+    pub database: DatabaseOpts,
     pub local: LocalOpts,
     pub nova: NovaOpts,
     pub policy: PolicyOpts,
@@ -111,10 +115,16 @@ impl Config {
             conductor: section(&conductor::SECTION, values, ConductorOpts::from_values),
             agent: section(&agent::SECTION, values, AgentOpts::from_values),
             compute: section(&compute::SECTION, values, ComputeOpts::from_values),
+            database: section(&database::SECTION, values, DatabaseOpts::from_values),
             local: section(&local::SECTION, values, LocalOpts::from_values),
             nova: section(&nova::SECTION, values, NovaOpts::from_values),
             policy: section(&policy::SECTION, values, policy::from_values),
         }
+    }
+
+    /// The database: `[database] connection`, or the SQLite file under `state_path`.
+    pub fn database_url(&self) -> crate::store::DatabaseUrl {
+        self.database.url(&self.default.state_path)
     }
 
     /// The broker link's settings: `[DEFAULT] transport_url` with the
@@ -167,6 +177,9 @@ mod tests {
         assert_eq!(c.default.state_path, PathBuf::from("/var/lib/autoscaler"));
         assert_eq!(c.default.rpc_response_timeout, Duration::from_secs(30));
         assert_eq!(c.default.max_message_size, 65536);
+        assert_eq!(c.default.service_down_time, Duration::from_secs(10));
+        assert_eq!(c.database.connection, None);
+        assert_eq!(c.database.max_pool_size, 5);
         let r = &c.oslo_messaging_rabbit;
         assert_eq!(r.heartbeat_timeout_threshold, Duration::from_secs(60));
         assert_eq!(r.rabbit_retry_interval, Duration::from_secs(1));

@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use crate::messaging::TransportUrl;
+use crate::{messaging::TransportUrl, store::DatabaseUrl};
 
 /// One allowed value of a choice or list option, with the line the sample shows for it.
 #[derive(Debug, Clone, Copy)]
@@ -49,6 +49,9 @@ pub enum OptKind {
     TransportUrl,
     /// A transport URL; empty means unset.
     OptionalTransportUrl,
+    /// An oslo.db database URL (`[database] connection`); empty means unset. Never
+    /// echoed with its password.
+    OptionalDatabaseUrl,
     /// An IPv4 network inside 127.0.0.0/8 in CIDR notation (`[local] address_pool`).
     LoopbackNetwork,
 }
@@ -105,7 +108,9 @@ impl OptDecl {
     /// The value as an error may show it: a transport URL loses its passwords.
     pub fn shown_value(&self, text: &str) -> String {
         match self.kind {
-            OptKind::TransportUrl | OptKind::OptionalTransportUrl => redact_transport_url(text),
+            OptKind::TransportUrl
+            | OptKind::OptionalTransportUrl
+            | OptKind::OptionalDatabaseUrl => redact_transport_url(text),
             OptKind::Secret => "***".to_owned(),
             _ => text.to_owned(),
         }
@@ -138,6 +143,7 @@ pub(super) enum Value {
     Unset,
     List(Vec<String>),
     TransportUrl(TransportUrl),
+    DatabaseUrl(DatabaseUrl),
 }
 
 impl OptKind {
@@ -199,6 +205,12 @@ impl OptKind {
                 .parse::<TransportUrl>()
                 .map(Value::TransportUrl)
                 .map_err(|e| format!("not a valid transport URL: {e}")),
+            OptKind::OptionalDatabaseUrl if text.is_empty() => Ok(Value::Unset),
+            // UrlError never quotes the text, so the password stays out of the message.
+            OptKind::OptionalDatabaseUrl => text
+                .parse::<DatabaseUrl>()
+                .map(Value::DatabaseUrl)
+                .map_err(|e| format!("not a valid database URL: {e}")),
             // CidrV4's reason already reads "expected ... (why)".
             OptKind::LoopbackNetwork => text
                 .parse::<super::cidr::CidrV4>()
@@ -232,6 +244,11 @@ impl OptKind {
             OptKind::TransportUrl | OptKind::OptionalTransportUrl => {
                 "a transport URL such as rabbit://user:pass@host:5672/".to_owned()
             }
+            OptKind::OptionalDatabaseUrl => {
+                "a database URL such as sqlite:////var/lib/autoscaler/autoscaler.sqlite or \
+                 mysql+pymysql://user:password@host/autoscaler"
+                    .to_owned()
+            }
             OptKind::LoopbackNetwork => super::cidr::CidrV4::EXPECTED
                 .trim_start_matches("expected ")
                 .to_owned(),
@@ -251,7 +268,9 @@ impl OptKind {
             | OptKind::Path
             | OptKind::OptionalPath
             | OptKind::Choice { .. }
-            | OptKind::LoopbackNetwork => "string",
+            | OptKind::LoopbackNetwork
+            // oslo.db declares `connection` a (secret) string option.
+            | OptKind::OptionalDatabaseUrl => "string",
             OptKind::List { .. } => "list",
             OptKind::TransportUrl | OptKind::OptionalTransportUrl => "uri",
         }
@@ -467,6 +486,14 @@ impl<'a> SectionValues<'a> {
             None | Some(Value::Unset) => None,
             Some(Value::TransportUrl(url)) => Some(url),
             Some(other) => self.mismatch(name, "an optional transport URL", &other),
+        }
+    }
+
+    pub(super) fn optional_database_url(&self, name: &str) -> Option<DatabaseUrl> {
+        match self.value(name) {
+            None | Some(Value::Unset) => None,
+            Some(Value::DatabaseUrl(url)) => Some(url),
+            Some(other) => self.mismatch(name, "an optional database URL", &other),
         }
     }
 

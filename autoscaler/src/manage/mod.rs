@@ -3,11 +3,12 @@
 //! `autoscaler-manage [--config-file F]... [--config-dir D] [--debug] [--format table|json]
 //! <category> <action>`. Exit codes, for every command: 0 done, 1 error (one line on
 //! stderr starting `ERROR:`), 2 usage error. `config` commands work without a broker;
-//! `broker` and `monitor` need the broker only; the others ask the conductor over
-//! RabbitMQ.
+//! `db` commands and `conductor list` use the database ([`db`]); `broker` and `monitor`
+//! need the broker only; the others ask the conductor over RabbitMQ.
 
 pub mod broker;
 mod commands;
+pub mod db;
 pub mod monitor;
 pub mod output;
 mod tables;
@@ -69,6 +70,9 @@ enum Category {
     /// The configuration files.
     #[command(subcommand)]
     Config(ConfigAction),
+    /// The database: create or upgrade its schema, show its version.
+    #[command(subcommand)]
+    Db(db::DbAction),
     /// The broker's exchange and queues (no conductor needed).
     #[command(subcommand)]
     Broker(BrokerAction),
@@ -122,6 +126,8 @@ enum VmAction {
 enum ConductorAction {
     /// The conductor's broker link and message counters.
     Status,
+    /// Every conductor known to the database: up or down, last seen, its templates.
+    List,
 }
 
 #[derive(Debug, Subcommand)]
@@ -199,6 +205,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         quiet: format == Format::Json,
     };
     match command {
+        Category::Db(action) => db::run(&ctx.config, action, format),
+        Category::Conductor(ConductorAction::List) => db::conductor_list(&ctx.config, format),
         Category::Template(TemplateAction::Validate { file }) => commands::validate(&ctx, &file),
         Category::Template(TemplateAction::Instantiate { file })
         | Category::InstantiateTemplate { file } => commands::instantiate(&ctx, file),
