@@ -23,7 +23,9 @@ mod web;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
-use autoscaler_messaging::{AgentConfig, Link, LinkConfig, QueueSpec, Subscription, Topology};
+use autoscaler_messaging::{
+    AgentConfig, Durability, Link, LinkConfig, QueueSpec, Subscription, Topology,
+};
 use clap::{Parser, Subcommand};
 use settings::RoleSettings;
 use tokio::{
@@ -126,7 +128,10 @@ async fn run(config: AgentConfig, role: RoleSettings, address: Option<std::net::
         }
     };
     let name = format!("autoscaler-agent.{}", config.vm_id);
-    let topology = Topology::new(config.control_exchange.clone());
+    let topology = Topology::new(
+        config.control_exchange.clone(),
+        Durability::from_amqp_durable_queues(config.amqp_durable_queues),
+    );
 
     // The splitter's mod_jk, read before anything starts: a file the agent cannot use is
     // a bad setting (exit 1), not something to find out at the first pool update.

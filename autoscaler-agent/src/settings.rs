@@ -39,6 +39,10 @@ pub struct RunArgs {
     /// Without --config-file or --user-data: seconds a heartbeat may wait on the broker.
     #[arg(long, default_value = "10")]
     pub telemetry_ttl: String,
+    /// Without --config-file or --user-data: declare the exchange durable, as a conductor
+    /// with `[oslo_messaging_rabbit] amqp_durable_queues = true` does.
+    #[arg(long)]
+    pub amqp_durable_queues: bool,
     /// Web role: the local URL whose answer the heartbeat reports (`serving`: 200 within
     /// 1 s). Without it the web agent heartbeats without `serving`.
     #[arg(long, value_name = "URL")]
@@ -204,7 +208,7 @@ pub fn agent_config(args: &RunArgs) -> Result<AgentConfig, String> {
     }
     // Reuse the INI parser's validation so flags and files accept the same values.
     let ini = format!(
-        "[agent]\ntransport_url = {}\ncontrol_exchange = {}\ngroup = {}\nrole = {}\nvm_id = {}\nheartbeat_interval = {}\ntelemetry_ttl = {}\n",
+        "[agent]\ntransport_url = {}\ncontrol_exchange = {}\ngroup = {}\nrole = {}\nvm_id = {}\nheartbeat_interval = {}\ntelemetry_ttl = {}\namqp_durable_queues = {}\n",
         args.transport_url.as_deref().ok_or_else(|| missing("--transport-url"))?,
         args.exchange,
         args.group.as_deref().ok_or_else(|| missing("--group"))?,
@@ -212,6 +216,7 @@ pub fn agent_config(args: &RunArgs) -> Result<AgentConfig, String> {
         args.vm_id.as_deref().ok_or_else(|| missing("--vm-id"))?,
         args.heartbeat_interval,
         args.telemetry_ttl,
+        args.amqp_durable_queues,
     );
     AgentConfig::from_ini("command line", &ini).map_err(|e| e.to_string())
 }

@@ -7,7 +7,9 @@ use std::{
     time::Duration,
 };
 
-use autoscaler_messaging::{link, Envelope, Heartbeat, LinkConfig, QueueSpec, Role, Topology};
+use autoscaler_messaging::{
+    link, Durability, Envelope, Heartbeat, LinkConfig, QueueSpec, Role, Topology,
+};
 use futures_lite::StreamExt;
 use lapin::{
     options::{BasicConsumeOptions, ExchangeDeleteOptions, QueueDeleteOptions},
@@ -27,7 +29,7 @@ async fn heartbeats_arrive_in_order_with_ttl_and_sigterm_stops_the_agent() {
     let config = LinkConfig::new(broker_url().parse().unwrap(), "agent-test");
     let (connection, _) = link::connect(&config, 0).await.unwrap();
     let channel = connection.create_channel().await.unwrap();
-    let topology = Topology::new(exchange.clone());
+    let topology = Topology::new(exchange.clone(), Durability::Transient);
     topology.declare_exchange(&channel).await.unwrap();
     topology
         .declare_queue(
@@ -182,6 +184,7 @@ fn write_files_materializes_the_user_data_config() {
         vm_id: "shop-web-1".into(),
         heartbeat_interval: Duration::from_secs(1),
         telemetry_ttl: Duration::from_secs(10),
+        amqp_durable_queues: false,
     };
     let user_data = dir.path().join("user-data");
     std::fs::write(&user_data, config.to_user_data()).unwrap();

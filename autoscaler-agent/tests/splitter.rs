@@ -19,8 +19,8 @@ use std::{
 };
 
 use autoscaler_messaging::{
-    link, AgentConfig, Envelope, Heartbeat, LinkConfig, MemberState, Metrics, PoolAck, PoolMember,
-    PoolOutcome, PoolUpdate, QueueSpec, Role, Topology,
+    link, AgentConfig, Durability, Envelope, Heartbeat, LinkConfig, MemberState, Metrics, PoolAck,
+    PoolMember, PoolOutcome, PoolUpdate, QueueSpec, Role, Topology,
 };
 use chrono::Utc;
 use futures_lite::StreamExt;
@@ -167,6 +167,7 @@ fn agent_config(exchange: &str, vm_id: &str, role: Role) -> AgentConfig {
         vm_id: vm_id.into(),
         heartbeat_interval: Duration::from_millis(500),
         telemetry_ttl: Duration::from_secs(10),
+        amqp_durable_queues: false,
     }
 }
 
@@ -279,7 +280,7 @@ async fn the_splitter_applies_pools_measures_and_drains_on_real_mod_jk() {
     let started = Instant::now();
     let id = uuid::Uuid::new_v4().simple().to_string();
     let exchange = format!("autoscaler-test-{}", &id[..10]);
-    let topology = Topology::new(exchange.clone());
+    let topology = Topology::new(exchange.clone(), Durability::Transient);
     let config = LinkConfig::new(broker_url().parse().unwrap(), "splitter-test");
     let (connection, _) = link::connect(&config, 0).await.unwrap();
     let channel = connection.create_channel().await.unwrap();

@@ -148,43 +148,6 @@ pub struct MemberStats {
 mod tests {
     use super::*;
 
-    fn metrics() -> Metrics {
-        let stats = Stats {
-            requests: 4,
-            errors: 1,
-            mean: 0.05,
-            p50: 0.04,
-            p95: 0.09,
-            p99: 0.09,
-            max: 0.09,
-        };
-        Metrics {
-            group: "shop".into(),
-            vm_id: "vm-0".into(),
-            start: "2026-11-27T19:27:10Z".parse().unwrap(),
-            interval: 1.0,
-            site: stats,
-            members: vec![MemberStats {
-                member: "worker1".into(),
-                stats,
-                busy: Some(2),
-            }],
-            malformed_lines: 0,
-            modjk_messages: 3,
-        }
-    }
-
-    #[test]
-    fn metrics_round_trip_with_flat_member_stats() {
-        let sent = metrics();
-        let value = serde_json::to_value(&sent).unwrap();
-        let member = &value["members"][0];
-        assert_eq!(member["member"], "worker1");
-        assert_eq!(member["p95"], 0.09);
-        assert_eq!(member["busy"], 2);
-        assert_eq!(serde_json::from_value::<Metrics>(value).unwrap(), sent);
-    }
-
     #[test]
     fn busy_may_be_absent_or_null() {
         let json = r#"{"member":"worker2","requests":0,"errors":0,"mean":0.0,"p50":0.0,

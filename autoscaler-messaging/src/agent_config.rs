@@ -30,6 +30,10 @@ pub struct AgentConfig {
     pub vm_id: String,
     pub heartbeat_interval: Duration,
     pub telemetry_ttl: Duration,
+    /// The conductor's `[oslo_messaging_rabbit] amqp_durable_queues`: the agent declares
+    /// the exchange as the conductor does (RabbitMQ refuses a declaration that differs).
+    /// Absent from the file: false, oslo.messaging's and the conductor's default.
+    pub amqp_durable_queues: bool,
 }
 
 /// An agent configuration that cannot be used.
@@ -125,6 +129,7 @@ impl AgentConfig {
             self.heartbeat_interval.as_secs_f64()
         );
         let _ = writeln!(out, "telemetry_ttl = {}", self.telemetry_ttl.as_secs_f64());
+        let _ = writeln!(out, "amqp_durable_queues = {}", self.amqp_durable_queues);
         out
     }
 
@@ -176,6 +181,15 @@ impl AgentConfig {
                 },
             }
         };
+        // oslo.config's boolean spellings, as the conductor's option takes them.
+        let amqp_durable_queues = match values.get("amqp_durable_queues") {
+            None => false,
+            Some(v) => match v.to_ascii_lowercase().as_str() {
+                "true" | "yes" | "on" | "1" => true,
+                "false" | "no" | "off" | "0" => false,
+                _ => return Err(bad("amqp_durable_queues", v, "true or false")),
+            },
+        };
         let transport_url = get("transport_url")?;
         if transport_url.parse::<TransportUrl>().is_err() {
             // The value is not repeated: it may hold a password.
@@ -207,6 +221,7 @@ impl AgentConfig {
             vm_id: non_empty("vm_id")?,
             heartbeat_interval: seconds("heartbeat_interval", 1.0)?,
             telemetry_ttl: seconds("telemetry_ttl", 10.0)?,
+            amqp_durable_queues,
         })
     }
 
@@ -260,7 +275,32 @@ mod tests {
             vm_id: "shop-splitter-1".into(),
             heartbeat_interval: Duration::from_millis(500),
             telemetry_ttl: Duration::from_secs(10),
+            amqp_durable_queues: true,
         }
+    }
+
+    #[test]
+    fn durability_is_carried_and_defaults_to_oslos() {
+        let ini = sample().to_ini();
+        assert!(ini.contains("amqp_durable_queues = true\n"), "{ini}");
+        let without = ini.replace("amqp_durable_queues = true\n", "");
+        assert!(
+            !AgentConfig::from_ini("a", &without)
+                .unwrap()
+                .amqp_durable_queues
+        );
+        let yes = ini.replace("= true\n", "= Yes\n");
+        assert!(
+            AgentConfig::from_ini("a", &yes)
+                .unwrap()
+                .amqp_durable_queues
+        );
+        assert_eq!(
+            AgentConfig::from_ini("a", &ini.replace("= true\n", "= maybe\n"))
+                .unwrap_err()
+                .to_string(),
+            "a: [agent] amqp_durable_queues = \"maybe\": expected true or false"
+        );
     }
 
     #[test]

@@ -20,5 +20,5 @@ pub use link::{Link, LinkConfig, LinkHandle, LinkState, Outgoing, Subscription};
 pub use notification::{NotificationMessage, Priority};
 pub use payload::{Heartbeat, MemberStats, Metrics, Role, Stats};
 pub use pool::{member_name, MemberState, PoolAck, PoolMember, PoolOutcome, PoolUpdate};
-pub use topology::{QueueSpec, Topology};
+pub use topology::{Durability, QueueSpec, Topology};
 pub use transport_url::{BrokerHost, TransportUrl, TransportUrlError};

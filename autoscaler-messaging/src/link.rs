@@ -32,6 +32,14 @@
 //! patience. Nothing piles up in memory, and the conductor does not mistake the silence
 //! of blocked agents for dead VMs: a blocked link is not [`LinkState::Up`], and `Up`
 //! carries since when, so a block or a reconnect between two ticks is seen too.
+//!
+//! **Refused declarations.** A broker that answers but refuses a declaration
+//! (`PRECONDITION_FAILED`: the exchange or a queue exists with other arguments, such as
+//! the other durability) is not down: retrying cannot help until someone changes the
+//! broker or the configuration. The link reports it as [`LinkState::Refused`] with what
+//! to do ([`topology::explain_refusal`]) and keeps trying at the longest interval, so an
+//! agent recovers once the operator has acted; the conductor stops on it instead (exit
+//! 1), where the operator sees it at once.
 
 use std::{
     hash::{BuildHasher, Hasher},
@@ -51,10 +59,10 @@ use tokio::{
     task::JoinSet,
     time::{sleep, timeout, timeout_at, Instant, MissedTickBehavior},
 };
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::{
-    topology::{QueueSpec, Topology},
+    topology::{self, QueueSpec, Topology},
     TransportUrl,
 };
 
@@ -203,6 +211,9 @@ pub enum LinkState {
     /// Connected to `broker`, which blocks this connection's publishing (a memory or disk
     /// alarm: `connection.blocked`): deliveries may still arrive, nothing leaves.
     Blocked { broker: String },
+    /// A broker answered but refused a declaration (`PRECONDITION_FAILED`); the text says
+    /// which object, why and what to do. The link keeps trying, at its longest interval.
+    Refused(String),
     /// The link was shut down.
     Closed,
 }
@@ -212,7 +223,7 @@ impl LinkState {
     pub fn broker(&self) -> Option<&str> {
         match self {
             LinkState::Up { broker, .. } | LinkState::Blocked { broker } => Some(broker),
-            LinkState::Connecting | LinkState::Closed => None,
+            LinkState::Connecting | LinkState::Refused(_) | LinkState::Closed => None,
         }
     }
 
@@ -430,6 +441,20 @@ struct SessionError {
     message: String,
     /// No broker of the URL listens: try again soon, it costs nothing.
     nobody_listening: bool,
+    /// The broker refused a declaration (`message` says which and what to do): only
+    /// someone changing the broker or the configuration mends it.
+    refused: bool,
+}
+
+/// The broker's text when `error` is its refusal of a declaration (406
+/// `PRECONDITION_FAILED`, which closes the channel).
+pub fn refusal(error: &lapin::Error) -> Option<String> {
+    match error.kind() {
+        lapin::ErrorKind::ProtocolError(amqp) if amqp.get_id() == 406 => {
+            Some(amqp.get_message().to_string())
+        }
+        _ => None,
+    }
 }
 
 impl Link {
@@ -485,6 +510,16 @@ impl Link {
             };
             let mut session = match opened {
                 Ok(session) => session,
+                Err(error) if error.refused => {
+                    let delay = jittered(self.config.interval_max, random_u64());
+                    error!(reason = %error.message, retry_in = ?delay, "the broker refused a declaration");
+                    let _ = state_tx.send(LinkState::Refused(error.message));
+                    host += 1;
+                    tokio::select! {
+                        _ = sleep(delay) => continue,
+                        _ = shutdown.wait_for(|stop| *stop) => break,
+                    }
+                }
                 Err(error) => {
                     let longest = self
                         .config
@@ -536,6 +571,7 @@ impl Link {
                 .map_err(|error| SessionError {
                     message: error.to_string(),
                     nobody_listening: error.nobody_listening,
+                    refused: false,
                 })?;
         match self.set_up(&connection).await {
             Ok((confirmed, telemetry, consumers)) => Ok(Session {
@@ -547,9 +583,18 @@ impl Link {
             }),
             Err(error) => {
                 let _ = timeout(CLOSE_PATIENCE, connection.close(200, "setup failed".into())).await;
+                let broker = &self.config.url.hosts[index];
+                let refused = refusal(&error);
                 Err(SessionError {
-                    message: format!("setting up on {}: {error}", self.config.url.hosts[index]),
+                    message: match &refused {
+                        Some(text) => format!(
+                            "{broker}: {}",
+                            topology::explain_refusal(text, self.topology.durability)
+                        ),
+                        None => format!("setting up on {broker}: {error}"),
+                    },
                     nobody_listening: false,
+                    refused: refused.is_some(),
                 })
             }
         }

@@ -86,7 +86,7 @@ mod tests {
             .unwrap()
             .with_timezone(&Utc);
         let n = NotificationMessage::new(
-            "autoscaler-conductor.node1",
+            "autoscaler.node1",
             "autoscaler.template.instantiate.end",
             Priority::Info,
             serde_json::json!({"template": "shop"}),

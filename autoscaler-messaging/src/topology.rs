@@ -1,5 +1,5 @@
-//! The AMQP topology: one durable topic exchange, the routing keys by kind and group, and
-//! the queues the conductor and operators' consumers read.
+//! The AMQP topology: one topic exchange, the routing keys by kind and group, and the
+//! queues the conductor and operators' consumers read.
 //!
 //! | what | routing key | delivery |
 //! |---|---|---|
@@ -15,9 +15,19 @@
 //! tests) that use different exchanges on one broker never share them. Notification
 //! queues are the exception: they are named `<topic>.<priority>` as oslo.messaging names
 //! them, which is what notification consumers expect; give each deployment its own
-//! `[oslo_messaging_notifications] topics` to keep them apart. The exchange and the
-//! notification queues are durable, so an oslo.messaging listener must run with
-//! `[oslo_messaging_rabbit] amqp_durable_queues = true` to declare them the same way.
+//! `[oslo_messaging_notifications] topics` to keep them apart.
+//!
+//! # Durability
+//!
+//! Whoever declares an exchange or a queue must declare it as it exists, or RabbitMQ
+//! closes the channel (`PRECONDITION_FAILED - inequivalent arg 'durable'`). oslo.messaging
+//! declares the exchange and the `<topic>.<priority>` queues durable only with
+//! `[oslo_messaging_rabbit] amqp_durable_queues = true` (default false, `impl_rabbit.py`:
+//! `Connection.durable`, `declare_topic_consumer`, `notify_send`), so the exchange, the
+//! conductors' request queue and the notification queues are declared with the
+//! deployment's [`Durability`] (the same option, the same default), by every process that
+//! declares them: a stock oslo.messaging listener then reads them unchanged.
+//! [`explain_refusal`] turns the broker's refusal into what to do about it.
 
 use lapin::{
     options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions},
@@ -28,16 +38,54 @@ use lapin::{
 /// Routing key of the conductor's request queue.
 pub const RPC_CONDUCTOR: &str = "rpc.conductor";
 
-/// Names derived from the exchange (`[DEFAULT] control_exchange`).
+/// Whether the exchange and the lasting queues survive a broker restart:
+/// `[oslo_messaging_rabbit] amqp_durable_queues`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// oslo.messaging's default: gone with a broker restart, declared again by the first
+    /// process that reconnects.
+    Transient,
+    /// Survives a broker restart, with the persistent messages in its queues.
+    Durable,
+}
+
+impl Durability {
+    /// From the option's value.
+    pub fn from_amqp_durable_queues(durable: bool) -> Self {
+        if durable {
+            Durability::Durable
+        } else {
+            Durability::Transient
+        }
+    }
+
+    pub fn is_durable(self) -> bool {
+        self == Durability::Durable
+    }
+
+    /// The option's value: `true` or `false`.
+    pub fn as_option(self) -> &'static str {
+        if self.is_durable() {
+            "true"
+        } else {
+            "false"
+        }
+    }
+}
+
+/// Names derived from the exchange (`[DEFAULT] control_exchange`), and how the exchange and
+/// the lasting queues are declared.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topology {
     pub exchange: String,
+    pub durability: Durability,
 }
 
 impl Topology {
-    pub fn new(exchange: impl Into<String>) -> Self {
+    pub fn new(exchange: impl Into<String>, durability: Durability) -> Self {
         Topology {
             exchange: exchange.into(),
+            durability,
         }
     }
 
@@ -74,7 +122,7 @@ impl Topology {
         format!("{topic}.{}", priority.to_ascii_lowercase())
     }
 
-    /// The durable queue every conductor consumes CLI requests from.
+    /// The queue every conductor consumes CLI requests from ([`QueueSpec::lasting`]).
     pub fn conductor_rpc_queue(&self) -> String {
         format!("{}.conductor.rpc", self.exchange)
     }
@@ -84,14 +132,15 @@ impl Topology {
         format!("{}.conductor.telemetry.{host}", self.exchange)
     }
 
-    /// Declares the exchange (durable topic; idempotent).
+    /// Declares the exchange: a topic exchange, durable as [`Topology::durability`] says,
+    /// not auto-deleted (oslo's `amqp_auto_delete` default); idempotent.
     pub async fn declare_exchange(&self, channel: &Channel) -> lapin::Result<()> {
         channel
             .exchange_declare(
                 ShortString::from(self.exchange.as_str()),
                 ExchangeKind::Topic,
                 ExchangeDeclareOptions {
-                    durable: true,
+                    durable: self.durability.is_durable(),
                     ..ExchangeDeclareOptions::default()
                 },
                 FieldTable::default(),
@@ -143,6 +192,67 @@ impl Topology {
     }
 }
 
+/// What to do about the broker's refusal of a declaration, from its text (RabbitMQ's
+/// `PRECONDITION_FAILED - inequivalent arg 'durable' for exchange 'autoscaler' in vhost
+/// '/': received 'false' but current is 'true'`), for a process that declares with
+/// `durability`. A durability mismatch names the option's two ways out; any other
+/// refusal is given as the broker said it.
+pub fn explain_refusal(text: &str, durability: Durability) -> String {
+    let Some(found) = DurabilityRefusal::parse(text) else {
+        return format!("the broker refused a declaration: {text}");
+    };
+    let DurabilityRefusal { kind, name, vhost } = found;
+    let existing = if durability.is_durable() {
+        "transient"
+    } else {
+        "durable"
+    };
+    let other = Durability::from_amqp_durable_queues(!durability.is_durable());
+    let delete = match kind {
+        "queue" => format!("rabbitmqctl delete_queue -p '{vhost}' '{name}'"),
+        _ => format!("rabbitmqadmin --vhost='{vhost}' delete exchange name='{name}'"),
+    };
+    format!(
+        "the broker refused a declaration: {text}. The {kind} {name:?} exists {existing}, \
+         and [oslo_messaging_rabbit] amqp_durable_queues = {} declares it otherwise. \
+         Either set amqp_durable_queues = {} to keep it (and configure your oslo.messaging \
+         consumers the same), or stop every conductor and run `autoscaler-manage broker \
+         redeclare`, which deletes what differs and declares it again (by hand: {delete}); \
+         see \"Durability\" in doc/messaging.md",
+        durability.as_option(),
+        other.as_option(),
+    )
+}
+
+/// Whether the broker's refusal `text` is about durability (the object exists with the
+/// other one).
+pub fn is_durability_refusal(text: &str) -> bool {
+    DurabilityRefusal::parse(text).is_some()
+}
+
+/// The parts of RabbitMQ's durability refusal.
+#[derive(Debug, PartialEq, Eq)]
+struct DurabilityRefusal<'a> {
+    /// `exchange` or `queue`.
+    kind: &'a str,
+    name: &'a str,
+    vhost: &'a str,
+}
+
+impl<'a> DurabilityRefusal<'a> {
+    fn parse(text: &'a str) -> Option<Self> {
+        let rest = text.split_once("inequivalent arg 'durable' for ")?.1;
+        let (kind, rest) = rest.split_once(" '")?;
+        if kind != "exchange" && kind != "queue" {
+            return None;
+        }
+        // Names may hold quotes; the vhost part is what follows the name.
+        let (name, rest) = rest.rsplit_once("' in vhost '")?;
+        let (vhost, _) = rest.rsplit_once("':")?;
+        Some(DurabilityRefusal { kind, name, vhost })
+    }
+}
+
 /// How a queue is declared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueSpec {
@@ -153,12 +263,16 @@ pub struct QueueSpec {
 }
 
 impl QueueSpec {
-    /// Survives broker restarts: commands and notifications.
-    pub const DURABLE: QueueSpec = QueueSpec {
-        durable: true,
-        auto_delete: false,
-        max_length: None,
-    };
+    /// Outlives its consumers, durable as the deployment says: the conductors' requests
+    /// and the notifications (oslo.messaging declares its topic queues so, with
+    /// `amqp_durable_queues` and `amqp_auto_delete` = false).
+    pub fn lasting(durability: Durability) -> QueueSpec {
+        QueueSpec {
+            durable: durability.is_durable(),
+            auto_delete: false,
+            max_length: None,
+        }
+    }
 
     /// Lives while its consumer does, bounded: heartbeats and metrics.
     pub fn telemetry(max_length: u32) -> QueueSpec {
@@ -174,9 +288,62 @@ impl QueueSpec {
 mod tests {
     use super::*;
 
+    /// Issue 15: the conductor's error says which object, which way it differs and the
+    /// two ways out.
+    #[test]
+    fn issue_15_a_durability_refusal_says_what_to_do() {
+        let refused = "PRECONDITION_FAILED - inequivalent arg 'durable' for exchange \
+                       'autoscaler' in vhost '/': received 'false' but current is 'true'";
+        let text = explain_refusal(refused, Durability::Transient);
+        assert_eq!(
+            text,
+            format!(
+                "the broker refused a declaration: {refused}. The exchange \"autoscaler\" \
+                 exists durable, and [oslo_messaging_rabbit] amqp_durable_queues = false \
+                 declares it otherwise. Either set amqp_durable_queues = true to keep it (and \
+                 configure your oslo.messaging consumers the same), or stop every conductor \
+                 and run `autoscaler-manage broker redeclare`, which deletes what differs and \
+                 declares it again (by hand: rabbitmqadmin --vhost='/' delete exchange \
+                 name='autoscaler'); see \"Durability\" in doc/messaging.md"
+            )
+        );
+        let queue = "PRECONDITION_FAILED - inequivalent arg 'durable' for queue \
+                     'autoscaler.conductor.rpc' in vhost 'prod': received 'true' but current \
+                     is 'false'";
+        let text = explain_refusal(queue, Durability::Durable);
+        assert!(
+            text.contains("The queue \"autoscaler.conductor.rpc\" exists transient, and [oslo_messaging_rabbit] amqp_durable_queues = true"),
+            "{text}"
+        );
+        assert!(
+            text.contains("set amqp_durable_queues = false to keep it"),
+            "{text}"
+        );
+        assert!(
+            text.contains("rabbitmqctl delete_queue -p 'prod' 'autoscaler.conductor.rpc'"),
+            "{text}"
+        );
+        let other = "PRECONDITION_FAILED - inequivalent arg 'x-max-length' for queue 'q' in \
+                     vhost '/': received the value '100' of type 'long' but current is none";
+        assert_eq!(
+            explain_refusal(other, Durability::Transient),
+            format!("the broker refused a declaration: {other}")
+        );
+    }
+
+    #[test]
+    fn durability_follows_the_option() {
+        let t = Topology::new("x", Durability::from_amqp_durable_queues(false));
+        assert_eq!(t.durability, Durability::Transient);
+        assert!(!QueueSpec::lasting(t.durability).durable);
+        assert!(QueueSpec::lasting(Durability::Durable).durable);
+        assert!(!QueueSpec::lasting(Durability::Durable).auto_delete);
+        assert_eq!(Durability::Durable.as_option(), "true");
+    }
+
     #[test]
     fn keys_and_queue_names() {
-        let t = Topology::new("autoscaler");
+        let t = Topology::new("autoscaler", Durability::Transient);
         assert_eq!(
             Topology::heartbeat_key("shop", "vm-3"),
             "heartbeat.shop.vm-3"

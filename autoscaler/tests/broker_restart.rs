@@ -16,8 +16,8 @@ use std::{
 
 use autoscaler::conductor::timeseries::read_rows;
 use autoscaler::messaging::{
-    link::PublishError, Link, LinkConfig, LinkHandle, LinkState, Outgoing, QueueSpec, Subscription,
-    Topology,
+    link::PublishError, Durability, Link, LinkConfig, LinkHandle, LinkState, Outgoing, QueueSpec,
+    Subscription, Topology,
 };
 use chrono::{DateTime, Utc};
 use common::{
@@ -67,8 +67,12 @@ fn test_link(
         sender,
     };
     let (stop, stopped) = watch::channel(false);
-    let (link, _task) =
-        Link::new(config, Topology::new(exchange), vec![subscription]).spawn(stopped);
+    let (link, _task) = Link::new(
+        config,
+        Topology::new(exchange, Durability::Transient),
+        vec![subscription],
+    )
+    .spawn(stopped);
     (link, deliveries, stop)
 }
 

@@ -1,11 +1,14 @@
 //! The CLI and the conductor over the real RabbitMQ: round trips, notifications, bad
-//! messages, the broker closing connections, and no conductor at all.
+//! messages, the broker closing connections, no conductor at all, and an exchange
+//! declared otherwise on the broker (issue 15).
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use autoscaler::messaging::{envelope, Heartbeat, NotificationMessage, Priority, Role};
+use autoscaler::messaging::{
+    envelope, Durability, Heartbeat, NotificationMessage, Priority, Role, Topology,
+};
 use chrono::Utc;
 use common::{rabbitmqctl, stderr, stdout, Fixture};
 use futures_lite::StreamExt;
@@ -236,10 +239,7 @@ async fn instantiate_publishes_an_oslo_notification() {
     let notification = NotificationMessage::from_bytes(&delivery.data).unwrap();
     assert_eq!(notification.event_type, "autoscaler.template.instantiated");
     assert_eq!(notification.priority, Priority::Info);
-    assert_eq!(
-        notification.publisher_id,
-        format!("autoscaler-conductor.{}", fx.host)
-    );
+    assert_eq!(notification.publisher_id, format!("autoscaler.{}", fx.host));
     assert_eq!(notification.payload["template"]["name"], "shop");
     assert_eq!(delivery.routing_key.as_str(), queue);
     connection.close(200, "done".into()).await.unwrap();
@@ -402,13 +402,13 @@ async fn the_cli_times_out_when_the_conductor_does_not_answer() {
     let connection = fx.connect().await;
     let channel = connection.create_channel().await.unwrap();
     let queue = format!("{}.conductor.rpc", fx.exchange);
-    let topology = autoscaler::messaging::Topology::new(fx.exchange.clone());
+    let topology = Topology::new(fx.exchange.clone(), Durability::Transient);
     topology.declare_exchange(&channel).await.unwrap();
     topology
         .declare_queue(
             &channel,
             &queue,
-            &autoscaler::messaging::QueueSpec::DURABLE,
+            &autoscaler::messaging::QueueSpec::lasting(topology.durability),
             &["rpc.conductor".to_owned()],
         )
         .await
@@ -694,4 +694,121 @@ fn vms_that_fail_before_they_are_heard_are_replaced_with_backoff() {
             k + 2
         );
     }
+}
+
+/// Issue 15: what an earlier version left on the broker: the exchange declared durable.
+async fn declare_durable_exchange(fx: &Fixture) {
+    let connection = fx.connect().await;
+    let channel = connection.create_channel().await.unwrap();
+    Topology::new(fx.exchange.clone(), Durability::Durable)
+        .declare_exchange(&channel)
+        .await
+        .unwrap();
+    connection.close(200, "done".into()).await.unwrap();
+}
+
+/// Waits for the conductor started last to exit on its own; its status.
+fn conductor_exit(fx: &mut Fixture, patience: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = fx.conductor_try_wait() {
+            return status;
+        }
+        assert!(
+            start.elapsed() < patience,
+            "the conductor still runs after {patience:?}:\n{}",
+            fx.conductor_log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_15_an_exchange_left_durable_stops_the_conductor_with_what_to_do() {
+    let mut fx = Fixture::new();
+    declare_durable_exchange(&fx).await;
+
+    // The default (oslo's: transient) against the durable exchange: exit 1, saying which
+    // exchange, why, and both ways out.
+    fx.start_conductor();
+    let fx = tokio::task::spawn_blocking(move || {
+        let status = conductor_exit(&mut fx, Duration::from_secs(30));
+        assert_eq!(status.code(), Some(1), "{}", fx.conductor_log());
+        let log = fx.conductor_log();
+        let error = log
+            .lines()
+            .find(|l| l.starts_with("ERROR: "))
+            .unwrap_or_else(|| panic!("no ERROR line:\n{log}"));
+        eprintln!("{error}");
+        for part in [
+            "PRECONDITION_FAILED - inequivalent arg 'durable'".to_owned(),
+            format!("The exchange \"{}\" exists durable", fx.exchange),
+            "amqp_durable_queues = false declares it otherwise".to_owned(),
+            "Either set amqp_durable_queues = true to keep it".to_owned(),
+            "stop every conductor and run `autoscaler-manage broker redeclare`".to_owned(),
+            format!(
+                "rabbitmqadmin --vhost='/' delete exchange name='{}'",
+                fx.exchange
+            ),
+        ] {
+            assert!(error.contains(&part), "{part:?} not in {error}");
+        }
+
+        // Way out 1: keep it durable.
+        fx.write_config("\n[oslo_messaging_rabbit]\namqp_durable_queues = true\n");
+        fx.start_conductor();
+        fx.wait_for_conductor(Duration::from_secs(20));
+
+        // Way out 2: back to oslo's default with `broker redeclare`, which refuses while
+        // a conductor runs, then deletes and declares again what differs, once.
+        fx.write_config("");
+        let out = fx.manage(&["broker", "redeclare"]);
+        assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+        assert!(
+            stderr(&out).starts_with(&format!(
+                "ERROR: 1 conductor(s) consume {}.conductor.rpc: stop every conductor first",
+                fx.exchange
+            )),
+            "{}",
+            stderr(&out)
+        );
+        assert!(fx.stop_conductor(Duration::from_secs(10)).success());
+        let redeclare = |fx: &Fixture| {
+            let out = fx.manage(&["--format", "json", "broker", "redeclare"]);
+            assert!(out.status.success(), "{}", stderr(&out));
+            let done = json(&out);
+            eprintln!("broker redeclare: {done}");
+            done.as_array().unwrap().clone()
+        };
+        let done = redeclare(&fx);
+        let names: Vec<&str> = done.iter().filter_map(|d| d["name"].as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                fx.exchange.clone(),
+                format!("{}.conductor.rpc", fx.exchange),
+                format!("{}.info", fx.topic),
+                format!("{}.warn", fx.topic),
+                format!("{}.error", fx.topic),
+            ]
+        );
+        assert!(
+            done.iter()
+                .all(|d| d["replaced"] == true && d["durable"] == false),
+            "{done:?}"
+        );
+        assert!(redeclare(&fx).iter().all(|d| d["replaced"] == false));
+        fx.start_conductor();
+        fx.wait_for_conductor(Duration::from_secs(20));
+        let durable = rabbitmqctl(&["list_exchanges", "name", "durable"]);
+        let line = stdout(&durable)
+            .lines()
+            .find(|l| l.starts_with(&format!("{}\t", fx.exchange)))
+            .map(str::to_owned);
+        assert_eq!(line, Some(format!("{}\tfalse", fx.exchange)));
+        fx
+    })
+    .await
+    .unwrap();
+    drop(fx);
 }

@@ -786,8 +786,9 @@ async fn nova_driver_conforms() {
     );
 }
 
-/// Issue 7: an unknown image or flavor is a clear error naming it, and nothing is left
-/// behind in Nova.
+/// Issue 7: an unknown image, flavor or network is a clear error naming it, and nothing is
+/// left behind in Nova. (Issue 15: images from the image service and networks from the
+/// network service, through the openstack crate.)
 #[tokio::test]
 async fn nova_unknown_image_or_flavor_is_named_and_leaves_nothing_behind() {
     let Some(cloud) = NovaCloud::new() else {
@@ -816,7 +817,7 @@ async fn nova_unknown_image_or_flavor_is_named_and_leaves_nothing_behind() {
     let err = driver.boot(bad_image.clone()).await.unwrap_err();
     let text = err.to_string();
     assert!(
-        text.starts_with("unknown image \"no-such-image\": Nova (Glance) has no image of that name or id; images: "),
+        text.starts_with("unknown image \"no-such-image\": the image service (Glance) has no image of that name or id; images: "),
         "{text}"
     );
     assert!(text.contains(&images.ok), "{text}");
@@ -824,6 +825,18 @@ async fn nova_unknown_image_or_flavor_is_named_and_leaves_nothing_behind() {
     bad_image.image = uuid::Uuid::new_v4().to_string();
     let err = driver.boot(bad_image).await.unwrap_err();
     assert!(matches!(err, DriverError::UnknownImage { .. }), "{err}");
+
+    // A network name the network service does not know (the fixture's Neutron stand-in
+    // knows none).
+    let mut bad_network = spec("shop-web-4", &images.ok, "shop");
+    bad_network.flavor = Some(FLAVOR.into());
+    bad_network.network = Some("no-such-network".into());
+    let err = driver.boot(bad_network).await.unwrap_err();
+    assert!(matches!(err, DriverError::UnknownNetwork { .. }), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "unknown network \"no-such-network\": the network service has no network of that name"
+    );
 
     let mut no_flavor = spec("shop-web-3", &images.ok, "shop");
     no_flavor.network = Some("none".into());

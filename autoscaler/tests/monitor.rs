@@ -11,7 +11,7 @@ use std::{
 };
 
 use autoscaler::messaging::{
-    envelope, link::Outgoing, Heartbeat, LinkHandle, Metrics, Role, Stats, Topology,
+    envelope, link::Outgoing, Durability, Heartbeat, LinkHandle, Metrics, Role, Stats, Topology,
 };
 use chrono::Utc;
 use common::{stderr, stdout, Fixture};
@@ -83,7 +83,7 @@ async fn the_monitor_shows_the_site_from_the_broker_alone() {
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let (link, task) = autoscaler::messaging::Link::new(
         fx.link_config(),
-        Topology::new(fx.exchange.clone()),
+        Topology::new(fx.exchange.clone(), Durability::Transient),
         vec![],
     )
     .spawn(stopped);

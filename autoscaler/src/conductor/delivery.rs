@@ -112,6 +112,7 @@ fn broker_of(link: &LinkHandle) -> String {
         LinkState::Up { broker, .. } => broker,
         LinkState::Blocked { broker } => format!("{broker} (publishing blocked: resource alarm)"),
         LinkState::Connecting => "(reconnecting)".to_owned(),
+        LinkState::Refused(_) => "(refused)".to_owned(),
         LinkState::Closed => "(closed)".to_owned(),
     }
 }

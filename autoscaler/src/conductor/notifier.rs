@@ -6,10 +6,10 @@ use std::time::Duration;
 use chrono::Utc;
 use tracing::{info, warn};
 
-use crate::conf::NotificationDriver;
+use crate::conf::{Config, NotificationDriver};
 use crate::messaging::{
     link::{LinkHandle, Outgoing},
-    NotificationMessage, Priority, QueueSpec, Topology,
+    Durability, NotificationMessage, Priority, QueueSpec, Topology,
 };
 use autoscaler_core::notification::Notification;
 
@@ -24,11 +24,32 @@ pub const EMITTED_PRIORITIES: [Priority; 3] = [Priority::Info, Priority::Warn, P
 pub struct Notifier {
     pub publisher_id: String,
     pub exchange: String,
+    /// How the notification queues are declared: as the exchange.
+    pub durability: Durability,
     pub drivers: Vec<NotificationDriver>,
     pub topics: Vec<String>,
 }
 
 impl Notifier {
+    /// OpenStack's `<service>.<host>`, with the service named as the event types begin
+    /// (Nova: `compute.<host>` for `compute.instance.*`; Glance: `image.<host>`):
+    /// `autoscaler.<host>`.
+    pub fn publisher_id(host: &str) -> String {
+        format!("autoscaler.{host}")
+    }
+
+    /// The notifier `[oslo_messaging_notifications]` describes, for this conductor.
+    pub fn from_config(config: &Config) -> Notifier {
+        let topology = config.topology();
+        Notifier {
+            publisher_id: Notifier::publisher_id(&config.default.host),
+            exchange: topology.exchange,
+            durability: topology.durability,
+            drivers: config.oslo_messaging_notifications.driver.clone(),
+            topics: config.oslo_messaging_notifications.topics.clone(),
+        }
+    }
+
     /// The queues to declare: `<topic>.<priority>` for each topic and emitted priority,
     /// when a broker driver is on.
     pub fn queues(&self) -> Vec<(String, QueueSpec, Vec<String>)> {
@@ -45,7 +66,7 @@ impl Notifier {
             .flat_map(|topic| {
                 EMITTED_PRIORITIES.iter().map(move |p| {
                     let key = Topology::notification_key(topic, p.as_str());
-                    (key.clone(), QueueSpec::DURABLE, vec![key])
+                    (key.clone(), QueueSpec::lasting(self.durability), vec![key])
                 })
             })
             .collect()

@@ -32,7 +32,8 @@ use crate::{
     conf::Config,
     driver::{self, DriverError},
     messaging::{
-        topology::RPC_CONDUCTOR, DropCounts, Link, LinkHandle, QueueSpec, Subscription, Topology,
+        topology::RPC_CONDUCTOR, DropCounts, Link, LinkHandle, LinkState, QueueSpec, Subscription,
+        Topology,
     },
     template::metadata,
 };
@@ -55,6 +56,9 @@ pub enum ServiceError {
     State(#[from] StateError),
     #[error(transparent)]
     Driver(#[from] DriverError),
+    /// The broker refused the exchange's or a queue's declaration: what and what to do.
+    #[error("{0}")]
+    BrokerRefused(String),
 }
 
 /// The broker side of the service: the link, its task and stop signal, and the two
@@ -73,15 +77,10 @@ struct Connection {
 pub async fn run(config: &Config, shutdown: watch::Receiver<bool>) -> Result<(), ServiceError> {
     let host = config.default.host.clone();
     let sender = format!("autoscaler-conductor.{host}");
-    let topology = Topology::new(config.default.control_exchange.clone());
+    let topology = config.topology();
     let driver = driver::from_config(config)?;
     let mut conductor = restore(config, driver.as_ref()).await?;
-    let notifier = Notifier {
-        publisher_id: sender.clone(),
-        exchange: topology.exchange.clone(),
-        drivers: config.oslo_messaging_notifications.driver.clone(),
-        topics: config.oslo_messaging_notifications.topics.clone(),
-    };
+    let notifier = Notifier::from_config(config);
     let mut connection = connect(config, &topology, &notifier, &sender);
     info!(%host, exchange = %topology.exchange, broker = %config.default.transport_url, "autoscaler-conductor starting");
     for param in config.default.transport_url.unknown_query_params() {
@@ -106,9 +105,10 @@ pub async fn run(config: &Config, shutdown: watch::Receiver<bool>) -> Result<(),
         requests: &mut connection.requests,
         telemetry: &mut connection.telemetry,
         cloud_events,
+        link_state: connection.link.watch_state(),
         interval: config.conductor.evaluation_interval,
     };
-    serve(loop_state, &mut conductor, &mut steering, &rx, shutdown).await;
+    let refused = serve(loop_state, &mut conductor, &mut steering, &rx, shutdown).await;
     info!("autoscaler-conductor stopping");
     let _ = connection.stop.send(true);
     drop(connection.requests);
@@ -120,7 +120,7 @@ pub async fn run(config: &Config, shutdown: watch::Receiver<bool>) -> Result<(),
         warn!("the broker connection did not close in time");
     }
     info!("autoscaler-conductor stopped");
-    Ok(())
+    refused.map_or(Ok(()), |reason| Err(ServiceError::BrokerRefused(reason)))
 }
 
 /// A restarted conductor carries on: the recorded templates (and groups the cloud shows
@@ -165,7 +165,7 @@ fn connect(config: &Config, topology: &Topology, notifier: &Notifier, sender: &s
     let subscriptions = vec![
         Subscription {
             queue: topology.conductor_rpc_queue(),
-            spec: QueueSpec::DURABLE,
+            spec: QueueSpec::lasting(topology.durability),
             bindings: vec![RPC_CONDUCTOR.to_owned()],
             prefetch: 1,
             ack: true,
@@ -211,23 +211,29 @@ struct Loop<'a> {
     requests: &'a mut mpsc::Receiver<Delivery>,
     telemetry: &'a mut mpsc::Receiver<Delivery>,
     cloud_events: mpsc::Receiver<CloudEvent>,
+    /// Watched for the broker's refusal of a declaration.
+    link_state: watch::Receiver<LinkState>,
     interval: Duration,
 }
 
-/// The one loop: requests first, then the cloud's answers, the tick, and telemetry.
+/// The one loop: requests first, then the cloud's answers, the tick, and telemetry. Ends
+/// on shutdown, or with the broker's refusal of a declaration (what it says).
 async fn serve(
     mut l: Loop<'_>,
     conductor: &mut Conductor,
     steering: &mut Steering,
     rx: &Reception<'_>,
     mut shutdown: watch::Receiver<bool>,
-) {
+) -> Option<String> {
     let mut ticks = tokio::time::interval(l.interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             biased;
-            _ = shutdown.wait_for(|stop| *stop) => break,
+            _ = shutdown.wait_for(|stop| *stop) => return None,
+            // No retry mends a refused declaration (an upgrade that changed
+            // amqp_durable_queues): the operator must.
+            reason = refusal(&mut l.link_state) => return Some(reason),
             Some(delivery) = l.requests.recv() => handle_request(delivery, conductor, rx).await,
             Some(event) = l.cloud_events.recv() => {
                 steering.cloud_event(event, conductor, &rx.out).await;
@@ -246,6 +252,15 @@ async fn serve(
             }
             Some(delivery) = l.telemetry.recv() => take_telemetry(delivery, conductor, steering, rx).await,
         }
+    }
+}
+
+/// Resolves when the link reports that the broker refused a declaration: what it says.
+async fn refusal(state: &mut watch::Receiver<LinkState>) -> String {
+    let refused = state.wait_for(|s| matches!(s, LinkState::Refused(_))).await;
+    match refused.as_deref() {
+        Ok(LinkState::Refused(reason)) => reason.clone(),
+        _ => "the broker link ended unexpectedly".to_owned(),
     }
 }
 

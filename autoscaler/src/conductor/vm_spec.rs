@@ -48,6 +48,7 @@ pub fn vm_spec(config: &Config, template: &Template, role: Role) -> VmSpec {
         vm_id: name.clone(),
         heartbeat_interval: config.agent.heartbeat_interval,
         telemetry_ttl: config.agent.telemetry_ttl,
+        amqp_durable_queues: config.oslo_messaging_rabbit.amqp_durable_queues,
     };
     // The template's values ride along, so a conductor that lost its state rebuilds the
     // group from the cloud (see `service::recover_from_cloud`).

@@ -26,8 +26,9 @@ pub const SECTION: SectionDecl = SectionDecl {
             "control_exchange",
             OptKind::String,
             Some("autoscaler"),
-            "The durable topic exchange all autoscaler messages go through: heartbeats, \
-             metrics, pool updates, RPC and notifications.",
+            "The topic exchange all autoscaler messages go through: heartbeats, metrics, \
+             pool updates, RPC and notifications (durable as [oslo_messaging_rabbit] \
+             amqp_durable_queues says).",
         ),
         OptDecl::new(
             "host",

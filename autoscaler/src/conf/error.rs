@@ -17,24 +17,10 @@ pub enum ConfError {
     #[error("{}: cannot read the config directory: {error}", path.display())]
     ReadDir { path: PathBuf, error: io::Error },
 
-    /// A line the INI syntax does not allow.
-    #[error("{}: line {line}: {message}", file.display())]
-    Syntax {
-        file: PathBuf,
-        line: usize,
-        message: String,
-    },
-
-    /// `name = value` before any `[section]` header; oslo.config refuses these too.
-    #[error(
-        "{}: line {line}: option {option:?} is outside any section (add a [DEFAULT] or other section header above it)",
-        file.display()
-    )]
-    OutsideSection {
-        file: PathBuf,
-        line: usize,
-        option: String,
-    },
+    /// A line oslo.config's INI syntax does not allow (a line without `=`, an option
+    /// outside any section, ...), with its file and line.
+    #[error(transparent)]
+    Ini(#[from] autoscaler_core::ini::IniError),
 
     /// A value its option's type does not accept. For `transport_url`, `value` is
     /// redacted (no passwords).
@@ -78,26 +64,6 @@ impl fmt::Display for ConfWarning {
                 "{}: [{section}] unknown option {option:?} ignored",
                 file.display()
             ),
-        }
-    }
-}
-
-impl From<autoscaler_core::ini::IniError> for ConfError {
-    fn from(error: autoscaler_core::ini::IniError) -> Self {
-        use autoscaler_core::ini::IniError;
-        match error {
-            IniError::Syntax {
-                file,
-                line,
-                message,
-            } => ConfError::Syntax {
-                file,
-                line,
-                message,
-            },
-            IniError::OutsideSection { file, line, option } => {
-                ConfError::OutsideSection { file, line, option }
-            }
         }
     }
 }

@@ -47,7 +47,7 @@ pub use policy::PolicyOpts;
 pub use rabbit::RabbitOpts;
 pub use sample::sample;
 
-use crate::messaging::LinkConfig;
+use crate::messaging::{LinkConfig, Topology};
 use opt::{SectionValues, Values};
 
 /// Every section, in the order of the sample (oslo's: `DEFAULT`, then alphabetical).
@@ -138,6 +138,15 @@ impl Config {
             interval_max: rabbit.rabbit_interval_max,
             ..LinkConfig::new(self.default.transport_url.clone(), connection_name)
         }
+    }
+
+    /// The exchange (`[DEFAULT] control_exchange`) and its declarations' durability
+    /// (`[oslo_messaging_rabbit] amqp_durable_queues`).
+    pub fn topology(&self) -> Topology {
+        Topology::new(
+            self.default.control_exchange.clone(),
+            self.oslo_messaging_rabbit.durability(),
+        )
     }
 }
 

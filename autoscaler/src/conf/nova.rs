@@ -3,7 +3,8 @@
 //! `username`, `password`, `project_name`, `user_domain_name`, `project_domain_name`,
 //! `region_name`, `interface`, `endpoint_override`; `endpoint` and `token` of its
 //! `admin_token` plugin; `cafile`, `timeout`, `connect_retries`, `status_code_retries` of its
-//! session and adapter), so the DevStack plugin writes this section with `iniset` as DevStack
+//! session and adapter; `image_endpoint_override` and `network_endpoint_override` as
+//! openstacksdk's clouds.yaml spells them), so the DevStack plugin writes this section with `iniset` as DevStack
 //! writes nova.conf's `[placement]` or `[cinder]` (`cafile` with tls-proxy). `cloud` picks a
 //! clouds.yaml entry
 //! instead. Which options a given `auth_type` needs is checked when the driver is built
@@ -164,6 +165,23 @@ pub const SECTION: SectionDecl = SectionDecl {
              catalog); endpoint_override, when set, wins.",
         ),
         OptDecl::new(
+            "image_endpoint_override",
+            OptKind::OptionalString,
+            None,
+            "The image service's (Glance's) URL, e.g. http://127.0.0.1:9292, used instead \
+             of the catalog's to find images by name; required with auth_type admin_token \
+             or none, which have no catalog.",
+        ),
+        OptDecl::new(
+            "network_endpoint_override",
+            OptKind::OptionalString,
+            None,
+            "The network service's (Neutron's) URL, e.g. http://127.0.0.1:9696, used \
+             instead of the catalog's to find a template's network by name. With \
+             auth_type admin_token or none and no value, templates must give network ids \
+             (or none, auto).",
+        ),
+        OptDecl::new(
             "token",
             OptKind::Secret,
             None,
@@ -260,6 +278,8 @@ pub struct NovaOpts {
     pub interface: String,
     pub endpoint_override: Option<String>,
     pub endpoint: Option<String>,
+    pub image_endpoint_override: Option<String>,
+    pub network_endpoint_override: Option<String>,
     pub token: Option<Secret>,
     /// CA certificates trusted besides the built-in roots.
     pub cafile: Option<PathBuf>,
@@ -286,6 +306,8 @@ impl NovaOpts {
             interface: v.string("interface"),
             endpoint_override: v.optional_string("endpoint_override"),
             endpoint: v.optional_string("endpoint"),
+            image_endpoint_override: v.optional_string("image_endpoint_override"),
+            network_endpoint_override: v.optional_string("network_endpoint_override"),
             token: v.optional_string("token").map(Secret),
             cafile: v.optional_path("cafile"),
             timeout: v.duration("timeout"),

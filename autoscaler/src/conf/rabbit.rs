@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use super::opt::{OptDecl, OptKind, SectionDecl, SectionValues};
+use crate::messaging::Durability;
 
 pub const SECTION: SectionDecl = SectionDecl {
     name: "oslo_messaging_rabbit",
@@ -47,6 +48,18 @@ pub const SECTION: SectionDecl = SectionDecl {
             Some("30"),
             "Longest wait between two attempts to reconnect, in seconds.",
         ),
+        OptDecl::new(
+            "amqp_durable_queues",
+            OptKind::Bool,
+            Some("false"),
+            "Declare the control exchange, the conductors' request queue and the \
+             notification queues durable, so that they and their persistent messages survive \
+             a broker restart. oslo.messaging declares them with its option of the same \
+             name and default, and RabbitMQ refuses a declaration that differs: keep it \
+             equal to what your oslo.messaging notification consumers (Ceilometer, \
+             listeners) use. The agents get it through their user data. Changing it on a \
+             running deployment: see doc/messaging.md, Durability.",
+        ),
     ],
 };
 
@@ -58,6 +71,7 @@ pub struct RabbitOpts {
     pub rabbit_retry_interval: Duration,
     pub rabbit_retry_backoff: Duration,
     pub rabbit_interval_max: Duration,
+    pub amqp_durable_queues: bool,
 }
 
 impl RabbitOpts {
@@ -67,7 +81,13 @@ impl RabbitOpts {
             rabbit_retry_interval: v.duration("rabbit_retry_interval"),
             rabbit_retry_backoff: v.duration("rabbit_retry_backoff"),
             rabbit_interval_max: v.duration("rabbit_interval_max"),
+            amqp_durable_queues: v.bool("amqp_durable_queues"),
         }
+    }
+
+    /// How the exchange and the lasting queues are declared.
+    pub fn durability(&self) -> Durability {
+        Durability::from_amqp_durable_queues(self.amqp_durable_queues)
     }
 
     /// The heartbeat as AMQP negotiates it: whole seconds, 0 = off.

@@ -315,6 +315,15 @@ mod tests {
         config.nova.auth_type = crate::conf::AuthType::AdminToken;
         config.nova.endpoint = Some("http://127.0.0.1:8774/v2.1".into());
         config.nova.token = Some(crate::conf::Secret::new("admin:admin"));
+        // No catalog: the image service must be given.
+        let err = from_config(&config).err().unwrap();
+        assert!(
+            err.to_string().starts_with(
+                "[nova] image_endpoint_override = \"\": auth_type = admin_token needs it"
+            ),
+            "{err}"
+        );
+        config.nova.image_endpoint_override = Some("http://127.0.0.1:9292".into());
         assert_eq!(from_config(&config).unwrap().name(), "nova");
     }
 

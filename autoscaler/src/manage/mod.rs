@@ -3,9 +3,10 @@
 //! `autoscaler-manage [--config-file F]... [--config-dir D] [--debug] [--format table|json]
 //! <category> <action>`. Exit codes, for every command: 0 done, 1 error (one line on
 //! stderr starting `ERROR:`), 2 usage error. `config` commands work without a broker;
-//! `db` commands and `conductor list` use the database ([`db`]); the others ask the
-//! conductor over RabbitMQ.
+//! `db` commands and `conductor list` use the database ([`db`]); `broker` and `monitor`
+//! need the broker only; the others ask the conductor over RabbitMQ.
 
+pub mod broker;
 mod commands;
 pub mod db;
 pub mod monitor;
@@ -72,6 +73,9 @@ enum Category {
     /// The database: create or upgrade its schema, show its version.
     #[command(subcommand)]
     Db(db::DbAction),
+    /// The broker's exchange and queues (no conductor needed).
+    #[command(subcommand)]
+    Broker(BrokerAction),
     /// Watch the sites live from the broker: each second the splitter's requests and
     /// response times, the VMs by state, the conductor's decision and why; notifications
     /// as they come. Needs only the broker, not the conductor's files.
@@ -124,6 +128,16 @@ enum ConductorAction {
     Status,
     /// Every conductor known to the database: up or down, last seen, its templates.
     List,
+}
+
+#[derive(Debug, Subcommand)]
+enum BrokerAction {
+    /// Declare the control exchange, the conductors' request queue and the notification
+    /// queues as [oslo_messaging_rabbit] amqp_durable_queues says, deleting first those
+    /// the broker holds with the other durability (their messages are lost). Stop every
+    /// conductor first; destroy the templates first too (the running VMs' agents lose
+    /// their bindings with the exchange).
+    Redeclare,
 }
 
 #[derive(Debug, Subcommand)]
@@ -213,6 +227,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 connect_timeout: ctx.timeout,
             };
             monitor::run(&ctx.config, options)
+        }
+        Category::Broker(BrokerAction::Redeclare) => {
+            broker::run(&ctx.config, ctx.timeout, ctx.format)
         }
         Category::Conductor(ConductorAction::Status) => commands::status(&ctx),
         Category::Config(_) => unreachable!("handled before loading the configuration"),

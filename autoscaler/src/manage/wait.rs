@@ -15,10 +15,7 @@ use crate::{
     conductor::api::{Phase, Request, TemplateView, VmState, VmView},
     conf::Config,
     driver::VmStatus,
-    messaging::{
-        rpc::{RpcClient, RpcError},
-        Topology,
-    },
+    messaging::rpc::{RpcClient, RpcError},
 };
 
 /// How often a wait asks the conductor.
@@ -43,7 +40,7 @@ impl Session {
             std::process::id()
         );
         let link = config.link_config(name.clone());
-        let topology = Topology::new(config.default.control_exchange.clone());
+        let topology = config.topology();
         let client = runtime.block_on(RpcClient::connect(&link, topology, name))?;
         Ok(Session {
             runtime,

@@ -241,6 +241,12 @@ impl Fixture {
         self.children.last().expect("a conductor was started").id()
     }
 
+    /// The exit status of the conductor started last, if it has exited.
+    pub fn conductor_try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        let child = self.children.last_mut().expect("a conductor was started");
+        child.try_wait().expect("the conductor's status")
+    }
+
     /// Waits until the conductor answers `conductor status`; returns how long that took.
     pub fn wait_for_conductor(&self, patience: Duration) -> Duration {
         let start = Instant::now();

@@ -3,8 +3,9 @@
 //! servers), the flavor and images a test needs, and a stand-in hypervisor
 //! ([`Hypervisor`]) that gives each `ACTIVE` fake server the software a real VM would run.
 //!
-//! Where: `AUTOSCALER_TEST_NOVA_URL` (default `http://127.0.0.1:8774/v2.1`) and
-//! `AUTOSCALER_TEST_GLANCE_URL` (default `http://127.0.0.1:9292`). `tools/test` starts the
+//! Where: `AUTOSCALER_TEST_NOVA_URL` (default `http://127.0.0.1:8774/v2.1`),
+//! `AUTOSCALER_TEST_GLANCE_URL` (default `http://127.0.0.1:9292`) and
+//! `AUTOSCALER_TEST_NEUTRON_URL` (default `http://127.0.0.1:9696`). `tools/test` starts the
 //! fixture and sets the first: then, and whenever `CI` is set, a Nova that does not answer
 //! fails the test. Otherwise (a developer's `cargo test` without the fixture) the Nova
 //! tests say so and pass without running.
@@ -44,6 +45,8 @@ use serde_json::{json, Value};
 
 pub const DEFAULT_NOVA_URL: &str = "http://127.0.0.1:8774/v2.1";
 pub const DEFAULT_GLANCE_URL: &str = "http://127.0.0.1:9292";
+/// The fixture's Neutron stand-in (it knows no network).
+pub const DEFAULT_NEUTRON_URL: &str = "http://127.0.0.1:9696";
 /// The flavor every Nova test boots.
 pub const FLAVOR: &str = "autoscaler.test";
 /// How often the hypervisor looks at Nova.
@@ -56,6 +59,7 @@ pub const GRACE: Duration = Duration::from_millis(300);
 pub struct NovaFixture {
     pub compute: String,
     pub glance: String,
+    pub neutron: String,
     pub project: String,
 }
 
@@ -106,9 +110,12 @@ impl NovaFixture {
         let compute = given.unwrap_or_else(|| DEFAULT_NOVA_URL.to_owned());
         let glance = std::env::var("AUTOSCALER_TEST_GLANCE_URL")
             .unwrap_or_else(|_| DEFAULT_GLANCE_URL.to_owned());
+        let neutron = std::env::var("AUTOSCALER_TEST_NEUTRON_URL")
+            .unwrap_or_else(|_| DEFAULT_NEUTRON_URL.to_owned());
         let fixture = NovaFixture {
             compute: compute.trim_end_matches('/').to_owned(),
             glance: glance.trim_end_matches('/').to_owned(),
+            neutron: neutron.trim_end_matches('/').to_owned(),
             project: format!(
                 "as-test-{}",
                 &uuid::Uuid::new_v4().simple().to_string()[..12]
@@ -138,13 +145,17 @@ impl NovaFixture {
         format!("autoscaler:{}", self.project)
     }
 
-    /// The `[compute]` and `[nova]` sections for this project.
+    /// The `[compute]` and `[nova]` sections for this project (noauth2 has no catalog:
+    /// the image and network services are given).
     pub fn config(&self) -> String {
         format!(
             "[compute]\ndriver = nova\n\n[nova]\nauth_type = admin_token\nendpoint = {}\n\
-             token = {}\ntimeout = 20\ndelete_timeout = 60\n",
+             token = {}\nimage_endpoint_override = {}\nnetwork_endpoint_override = {}\n\
+             timeout = 20\ndelete_timeout = 60\n",
             self.compute,
-            self.user_token()
+            self.user_token(),
+            self.glance,
+            self.neutron
         )
     }
 

@@ -23,8 +23,8 @@ use anyhow::{Context, Result};
 use autoscaler::{
     conductor::{delivery::decode_telemetry, state::VmRegistry},
     messaging::{
-        envelope::encode, link, Envelope, Heartbeat, LinkConfig, MemberStats, Metrics, QueueSpec,
-        Role, Stats, Topology, TransportUrl,
+        envelope::encode, link, Durability, Envelope, Heartbeat, LinkConfig, MemberStats, Metrics,
+        QueueSpec, Role, Stats, Topology, TransportUrl,
     },
     policy::{FleetVm, Inputs, LittlePolicy, Observation, ScalingPolicy, VmPhase},
     sim::{
@@ -277,7 +277,7 @@ async fn intake(broker: &str, messages: u32) -> Result<()> {
     let config = LinkConfig::new(url, "autoscaler-sim-overhead");
     let (connection, _) = link::connect(&config, 0).await?;
     let id = &uuid::Uuid::new_v4().simple().to_string()[..10];
-    let topology = Topology::new(format!("autoscaler-bench-{id}"));
+    let topology = Topology::new(format!("autoscaler-bench-{id}"), Durability::Transient);
     let queue = format!("autoscaler-bench-{id}.telemetry");
     let channel = connection.create_channel().await?;
     topology.declare_exchange(&channel).await?;

@@ -1,9 +1,9 @@
-//! What a spec names, as ids Nova takes: the image (found by name or id through Nova's
-//! image proxy, see [`IMAGE_PROXY_MICROVERSION`]), the flavor (the openstack crate's
-//! `Cloud::get_flavor`, by id or name), and the network (`none`, `auto`, an id, or a name
-//! found through the network service of the catalog). Found ids are kept for
-//! [`CACHE_TTL`], so a steady boot costs one request, the create. An unknown image or
-//! flavor is an error naming it and listing what exists, before anything is created.
+//! What a spec names, as ids Nova takes, found through the openstack crate: the image in
+//! the image service (Glance v2: by name, the newest of that name, else by id), the
+//! flavor (`Cloud::get_flavor`, by id or name), and the network (`none`, `auto`, an id, or
+//! a name in the network service). Found ids are kept for [`CACHE_TTL`], so a steady boot
+//! costs one request, the create. An unknown image or flavor is an error naming it and
+//! listing what exists, before anything is created.
 
 use std::{
     collections::HashMap,
@@ -11,14 +11,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use osauth::services::NETWORK;
-use serde::Deserialize;
+use openstack::{image::ImageSortKey, Sort};
+use osauth::ErrorKind;
 
 use super::{
-    protocol::{
-        FlavorsPage, ImageRoot, ImagesPage, NetworkUuid, Networks, IMAGE_PROXY_MICROVERSION,
-    },
-    session::{Call, Compute},
+    protocol::{NetworkUuid, Networks},
+    session::{osauth_error, Compute, Retry},
 };
 use crate::driver::DriverError;
 
@@ -69,52 +67,55 @@ impl Resolver {
             .clear();
     }
 
-    /// The image's id: by name (`GET /images?name=`), else by id (`GET /images/{id}`);
-    /// unknown: [`DriverError::UnknownImage`] with the images there are (`GET /images`).
-    /// Of several images with one name, the first Nova lists (Glance's newest).
+    /// The image's id: by name (`GET /v2/images?name=&sort=created_at:desc&limit=1`: the
+    /// newest of that name), else by id (`GET /v2/images/{id}`); unknown:
+    /// [`DriverError::UnknownImage`] with the images there are (`GET /v2/images`, every
+    /// page: the crate asks for pages until one is empty).
     pub async fn image(&self, compute: &Compute, image: &str) -> Result<String, DriverError> {
         if let Some(id) = self.cached(Kind::Image, image) {
             return Ok(id);
         }
-        let by_name = Call::get(&["images"])
-            .query("name", image)
-            .version(IMAGE_PROXY_MICROVERSION);
-        let answer = compute.call(&by_name).await?;
-        if !answer.is_success() {
-            return Err(answer.error(&by_name));
-        }
-        let found: ImagesPage = answer.json(&by_name)?;
-        if let Some(first) = found.images.first() {
-            self.remember(Kind::Image, image, &first.id);
-            return Ok(first.id.clone());
+        let cloud = compute.cloud();
+        let label = format!("GET /v2/images?name={image}");
+        let found = compute
+            .crate_call(&label, Retry::Idempotent, || {
+                cloud
+                    .find_images()
+                    .with_name(image)
+                    .sort_by(Sort::Desc(ImageSortKey::CreatedAt))
+                    // One page of one: the crate would otherwise ask for a next page.
+                    .with_limit(1)
+                    .all()
+            })
+            .await
+            .map_err(|e| osauth_error(label, &e))?;
+        if let Some(newest) = found.first() {
+            self.remember(Kind::Image, image, newest.id());
+            return Ok(newest.id().clone());
         }
         if looks_like_uuid(image) {
-            let by_id = Call::get(&["images", image]).version(IMAGE_PROXY_MICROVERSION);
-            let answer = compute.call(&by_id).await?;
-            if answer.is_success() {
-                let root: ImageRoot = answer.json(&by_id)?;
-                self.remember(Kind::Image, image, &root.image.id);
-                return Ok(root.image.id);
-            }
-            if answer.status != 404 {
-                return Err(answer.error(&by_id));
+            let label = format!("GET /v2/images/{image}");
+            match compute
+                .crate_call(&label, Retry::Idempotent, || cloud.get_image(image))
+                .await
+            {
+                Ok(found) => {
+                    self.remember(Kind::Image, image, found.id());
+                    return Ok(found.id().clone());
+                }
+                Err(e) if e.kind() == ErrorKind::ResourceNotFound => {}
+                Err(e) => return Err(osauth_error(label, &e)),
             }
         }
-        let all = Call::get(&["images"]).version(IMAGE_PROXY_MICROVERSION);
-        let answer = compute.call(&all).await?;
-        let available = match answer.is_success() {
-            true => names(
-                answer
-                    .json::<ImagesPage>(&all)?
-                    .images
-                    .into_iter()
-                    .map(|i| i.name),
-            ),
-            false => Vec::new(),
-        };
+        let available = compute
+            .crate_call("GET /v2/images", Retry::Idempotent, || cloud.list_images())
+            .await
+            .map(|all| names(all.iter().map(|i| i.name().clone())))
+            .unwrap_or_default();
         Err(DriverError::UnknownImage {
             image: image.to_owned(),
-            looked_in: "Nova (Glance) has no image of that name or id; images".to_owned(),
+            looked_in: "the image service (Glance) has no image of that name or id; images"
+                .to_owned(),
             available,
         })
     }
@@ -126,44 +127,34 @@ impl Resolver {
         if let Some(id) = self.cached(Kind::Flavor, flavor) {
             return Ok(id);
         }
-        let cloud = openstack::Cloud::from(compute.session.clone());
+        let cloud = compute.cloud();
         let label = format!("GET /flavors/{flavor}");
-        let found = tokio::time::timeout(compute.timeout * 3, cloud.get_flavor(flavor))
+        match compute
+            .crate_call(&label, Retry::Idempotent, || cloud.get_flavor(flavor))
             .await
-            .map_err(|_| DriverError::Unreachable {
-                call: label.clone(),
-                reason: format!("no answer within {} s", (compute.timeout * 3).as_secs()),
-            })?;
-        match found {
+        {
             Ok(f) => {
                 self.remember(Kind::Flavor, flavor, f.id());
                 Ok(f.id().clone())
             }
-            Err(e) if e.kind() == osauth::ErrorKind::ResourceNotFound => {
-                let list = Call::get(&["flavors"]);
-                let answer = compute.call(&list).await?;
-                let available = match answer.is_success() {
-                    true => names(
-                        answer
-                            .json::<FlavorsPage>(&list)?
-                            .flavors
-                            .into_iter()
-                            .map(|f| f.name),
-                    ),
-                    false => Vec::new(),
-                };
+            Err(e) if e.kind() == ErrorKind::ResourceNotFound => {
+                let available = compute
+                    .crate_call("GET /flavors", Retry::Idempotent, || cloud.list_flavors())
+                    .await
+                    .map(|all| names(all.iter().map(|f| f.name().clone())))
+                    .unwrap_or_default();
                 Err(DriverError::UnknownFlavor {
                     flavor: flavor.to_owned(),
                     available,
                 })
             }
-            Err(e) => Err(super::session::osauth_error(label, &e)),
+            Err(e) => Err(osauth_error(label, &e)),
         }
     }
 
     /// The `networks` of the create request: `none` and `auto` as Nova takes them (no
-    /// network: `auto`, Nova's choice), an id as it is, a name through the catalog's
-    /// network service (`GET /v2.0/networks?name=`).
+    /// network: `auto`, Nova's choice), an id as it is, a name through the network
+    /// service, with the openstack crate (`GET /v2.0/networks?name=`).
     pub async fn networks(
         &self,
         compute: &Compute,
@@ -183,40 +174,37 @@ impl Resolver {
         if let Some(id) = self.cached(Kind::Network, network) {
             return Ok(Networks::Uuids(vec![NetworkUuid { uuid: id }]));
         }
-        #[derive(Deserialize)]
-        struct Found {
-            networks: Vec<super::protocol::NamedRef>,
-        }
         let unknown = |reason: String| DriverError::UnknownNetwork {
             network: network.to_owned(),
             reason,
         };
-        let found: Found = compute
-            .session
-            .get(NETWORK, &["networks"])
-            .query(&[("name", network)])
-            .timeout(compute.timeout)
-            .fetch()
+        let cloud = compute.cloud();
+        let label = format!("GET /v2.0/networks?name={network}");
+        // One page of at most two, to tell one from several. (The crate's `one()` would
+        // send both its `limit=2` and its pagination's `limit=50`.)
+        let found = compute
+            .crate_call(&label, Retry::Idempotent, || {
+                cloud.find_networks().with_name(network).with_limit(2).all()
+            })
             .await
             .map_err(|e| {
                 unknown(format!(
                     "cannot ask the network service ({e}); give the network's id instead"
                 ))
             })?;
-        match found.networks.as_slice() {
+        match found.as_slice() {
             [one] => {
-                self.remember(Kind::Network, network, &one.id);
+                self.remember(Kind::Network, network, one.id());
                 Ok(Networks::Uuids(vec![NetworkUuid {
-                    uuid: one.id.clone(),
+                    uuid: one.id().clone(),
                 }]))
             }
             [] => Err(unknown(
                 "the network service has no network of that name".into(),
             )),
-            several => Err(unknown(format!(
-                "{} networks have that name; give the id of one",
-                several.len()
-            ))),
+            _ => Err(unknown(
+                "several networks have that name; give the id of one".into(),
+            )),
         }
     }
 }

@@ -1,6 +1,20 @@
 //! The `nova` cloud driver: a VM is an OpenStack Nova server, booted, found and deleted
-//! through the compute API with the openstack crate's session ([`session`]), at compute
-//! microversion 2.52 ([`protocol::MICROVERSION`]).
+//! through the compute API, with the openstack crate (0.6) wherever it can serve and
+//! hand-written JSON over the same session where it cannot ([`session`]).
+//!
+//! # What the openstack crate 0.6 does, and what it cannot
+//!
+//! Through the crate: flavors (`Cloud::get_flavor`, `list_flavors`), images in the image
+//! service (`find_images`, `get_image`, `list_images`; [`image`]), networks in the network
+//! service (`find_networks`), and the server's delete (`Server::delete`). Hand-written
+//! ([`protocol`], at compute microversion 2.52, [`protocol::MICROVERSION`]), because the
+//! crate 0.6 cannot:
+//! - **create**: its `NewServer` has no `tags` and sends no microversion (tags in a create
+//!   need 2.52), and its networks are a list (no `"none"` or `"auto"`, 2.37);
+//! - **list**: its `ServerQuery` has no `tags` filter (2.26), the way a group is found;
+//! - **get**: its `Server` (read at 2.47 at most) carries no `tags`, `fault` or
+//!   `OS-EXT-STS:task_state`, which say whose the server is, why it failed and that it is
+//!   being deleted (and its `get_server` falls back to a look-up by name on a 404).
 //!
 //! # A VM in Nova
 //!
@@ -41,13 +55,14 @@
 //!
 //! | Operation | Calls |
 //! |---|---|
-//! | `boot` | `POST /servers` (2.52). Before it, when not found in the last 60 s: `GET /images?name=N` (2.35, Nova's image proxy; `GET /images/{id}` when N is a UUID and no name matched; `GET /images` for the error when unknown); the crate's `Cloud::get_flavor`: `GET /flavors/{ref}` (404: `GET /flavors`, then `GET /flavors/{id}`), with its version discovery `GET /` of the endpoint, once per session; a network name: `GET /v2.0/networks?name=` (network service). After a lost answer: `GET /servers/detail?name=^NAME$&tags=autoscaler`. |
+//! | `boot` | `POST /servers` (2.52). Before it, when not found in the last 60 s, through the crate: the image service's `GET /v2/images?name=N&limit=1&sort=created_at:desc` (`GET /v2/images/{id}` when N is a UUID and no name matched; `GET /v2/images` pages for the error when unknown); `GET /flavors/{ref}` (404: `GET /flavors`, then `GET /flavors/{id}`); a network name: the network service's `GET /v2.0/networks?name=N&limit=2`; each service's version discovery (`GET` of its endpoint) once per session. After a lost answer: `GET /servers/detail?name=^NAME$&tags=autoscaler`. |
 //! | `get` | `GET /servers/{id}` |
 //! | `list` | `GET /servers/detail?tags=autoscaler,group:GROUP&limit=1000`, and one more per further page (`marker=`) |
 //! | `list_all` | `GET /servers/detail?tags=autoscaler&limit=1000`, and one more per page |
-//! | `delete` | `GET /servers/{id}` (a server that is not the autoscaler's is left alone), `DELETE /servers/{id}`, then `GET /servers/{id}` every 250 ms until 404 (the `DELETE` again every 5 s if Nova no longer shows the delete under way) |
+//! | `delete` | `GET /servers/{id}` (a server that is not the autoscaler's is left alone), then through the crate `GET /servers/{id}` (2.47) and `DELETE /servers/{id}`, then `GET /servers/{id}` every 250 ms until 404 (the crate's two again every 5 s if Nova no longer shows the delete under way) |
 //!
-//! Every call may be repeated by the session's retries (GET and DELETE only).
+//! Every call may be repeated by the driver's retries (GET and DELETE only): the
+//! hand-written ones by `Compute::call`, the crate's by `Compute::crate_call`.
 
 pub mod image;
 pub mod protocol;
@@ -215,6 +230,31 @@ impl NovaDriver {
     }
 }
 
+/// Asks Nova to delete server `id`, through the openstack crate: its `Server::delete`,
+/// on the server the crate loads first (`GET /servers/{id}` at 2.47; the crate has no
+/// delete by id). Gone already: `Ok`.
+async fn send_delete(compute: &Compute, id: &VmId) -> Result<(), DriverError> {
+    let cloud = compute.cloud();
+    let label = format!("DELETE /servers/{}", id.0);
+    let server = match compute
+        .crate_call(&label, Retry::Idempotent, || cloud.get_server(&id.0))
+        .await
+    {
+        Ok(server) => server,
+        Err(e) if e.kind() == osauth::ErrorKind::ResourceNotFound => return Ok(()),
+        Err(e) => return Err(session::osauth_error(label, &e)),
+    };
+    match compute
+        .crate_call(&label, Retry::Idempotent, || server.clone().delete())
+        .await
+    {
+        // The crate's waiter is not used: `delete` polls with the driver's own rules.
+        Ok(_waiter) => Ok(()),
+        Err(e) if e.kind() == osauth::ErrorKind::ResourceNotFound => Ok(()),
+        Err(e) => Err(session::osauth_error(label, &e)),
+    }
+}
+
 /// `text` with every character but letters, digits, `-` and `_` escaped, for Nova's
 /// name filter (a regular expression).
 pub fn regex_escape(text: &str) -> String {
@@ -350,18 +390,7 @@ impl CloudDriver for NovaDriver {
             return Ok(());
         }
         let compute = self.compute().await?;
-        let delete = Call {
-            method: Method::DELETE,
-            ..Call::get(&["servers", &id.0])
-        };
-        let send = || async {
-            let answer = compute.call(&delete).await?;
-            match answer.status {
-                404 => Ok(()),
-                _ if answer.is_success() => Ok(()),
-                _ => Err(answer.error(&delete)),
-            }
-        };
+        let send = || send_delete(compute, id);
         send().await?;
         let start = Instant::now();
         let mut last_sent = start;
@@ -409,10 +438,22 @@ mod tests {
                     r#"{"computeFault": {"message": "gateway timeout"}}"#.into(),
                 ));
             }
-            if line.starts_with("GET /v2.1/images?") {
+            // The image service: its version document, then the look-up by name.
+            if line.starts_with("GET /image ") {
+                return Some((
+                    300,
+                    r#"{"versions": [{"id": "v2.9", "status": "CURRENT",
+                        "links": [{"rel": "self", "href": "{origin}/image/v2/"}]}]}"#
+                        .into(),
+                ));
+            }
+            if line.starts_with("GET /image/v2/images?") && line.contains("name=web") {
                 return Some((
                     200,
-                    r#"{"images": [{"id": "img-1", "name": "web"}]}"#.into(),
+                    r#"{"images": [{"id": "img-1", "name": "web", "status": "active",
+                        "visibility": "public", "created_at": "2026-12-02T04:35:35Z",
+                        "updated_at": "2026-12-02T04:35:35Z"}]}"#
+                        .into(),
                 ));
             }
             if line.starts_with("GET /v2.1/flavors/small ") {
@@ -440,7 +481,11 @@ mod tests {
         .await;
         let config = crate::conf::load_from_str(
             "a.conf",
-            &format!("[nova]\nauth_type = admin_token\nendpoint = {base}\ntoken = a:b\nstatus_code_retries = 3\n"),
+            &format!(
+                "[nova]\nauth_type = admin_token\nendpoint = {base}\ntoken = a:b\n\
+                 status_code_retries = 3\nimage_endpoint_override = {}/image\n",
+                base.trim_end_matches("/v2.1")
+            ),
         )
         .unwrap()
         .config;

@@ -1,8 +1,9 @@
-//! The compute API's JSON, as far as the driver reads and writes it, at the microversion it
-//! pins ([`MICROVERSION`]): server create, server details (with `fault`, `tags`, the
-//! `OS-EXT-STS` fields and, for admins, `OS-EXT-SRV-ATTR:user_data`), pages of servers,
-//! flavors, images (Nova's image proxy) and error bodies. Pure: serde types and the
-//! functions that read an error body.
+//! The compute API's JSON that the openstack crate (0.6) cannot write or read, as far as
+//! the driver needs it, at the microversion it pins ([`MICROVERSION`]): server create
+//! (with `tags`, and `networks` as `none` or `auto`), server details (with `fault`, `tags`,
+//! the `OS-EXT-STS` fields and, for admins, `OS-EXT-SRV-ATTR:user_data`), pages of
+//! servers and error bodies. Flavors, images, networks and server deletes go through the
+//! crate. Pure: serde types and the functions that read an error body.
 //!
 //! Sources: the compute API reference (servers, flavors, images) and the answers of the
 //! Zed Nova of `tools/nova-fixture`, checked by the integration tests.
@@ -17,11 +18,6 @@ use serde::{Deserialize, Serialize};
 /// since Queens. At 2.52 details carry `tags`, `fault` (for `ERROR`), and, for admins,
 /// `OS-EXT-SRV-ATTR:user_data` (2.3).
 pub const MICROVERSION: (u16, u16) = (2, 52);
-
-/// Nova's image proxy (`GET /images`) answers up to 2.35 only (it is deprecated, not gone:
-/// a request at 2.35 gets it in every release). Through it the driver finds images by name
-/// without a Glance endpoint of its own, which test deployments without a catalog lack.
-pub const IMAGE_PROXY_MICROVERSION: (u16, u16) = (2, 35);
 
 /// `POST /servers`.
 #[derive(Debug, Clone, Serialize)]
@@ -148,37 +144,6 @@ pub struct Fault {
     /// Admins only: the traceback or the reason in full.
     #[serde(default)]
     pub details: Option<String>,
-}
-
-/// `GET /flavors`.
-#[derive(Debug, Clone, Deserialize)]
-pub struct FlavorsPage {
-    pub flavors: Vec<NamedRef>,
-}
-
-/// `GET /flavors/{id}`.
-#[derive(Debug, Clone, Deserialize)]
-pub struct FlavorRoot {
-    pub flavor: NamedRef,
-}
-
-/// `GET /images` (the proxy).
-#[derive(Debug, Clone, Deserialize)]
-pub struct ImagesPage {
-    pub images: Vec<NamedRef>,
-}
-
-/// `GET /images/{id}` (the proxy).
-#[derive(Debug, Clone, Deserialize)]
-pub struct ImageRoot {
-    pub image: NamedRef,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct NamedRef {
-    pub id: String,
-    #[serde(default)]
-    pub name: String,
 }
 
 /// The message of a compute error body, `{"badRequest": {"code": 400, "message": "..."}}`

@@ -1,7 +1,9 @@
-//! The driver's link to the compute API: the openstack crate's session built from `[nova]`
-//! ([`settings`] checks `[nova]`, [`open`] builds: a clouds.yaml cloud, Keystone v3 password, keystoneauth's `admin_token`, or
-//! `none`), and every compute request sent through it ([`Compute::call`]) with the
-//! retries and the error mapping the driver contract asks for.
+//! The driver's link to OpenStack: the openstack crate's session built from `[nova]`
+//! ([`settings`] checks `[nova]`, [`open`] builds: a clouds.yaml cloud, Keystone v3
+//! password, keystoneauth's `admin_token`, or `none`), the crate's requests run through it
+//! ([`Compute::crate_call`]) and the hand-written compute requests the crate cannot make
+//! ([`Compute::call`]), both with the timeout, the retries and the error mapping the
+//! driver contract asks for.
 //!
 //! # Retries
 //!
@@ -14,12 +16,17 @@
 //! repeated here; the caller's error says whether it may succeed later
 //! ([`DriverError::is_retryable`]).
 //!
-//! # admin_token
+//! # admin_token and none
 //!
 //! keystoneauth's `admin_token` plugin sends a fixed token as `X-Auth-Token` to a fixed
 //! endpoint, with no Keystone. osauth has no such plugin (its `Token` exchanges a token
-//! with Keystone), so [`AdminToken`] implements osauth's `AuthType` for it: Nova's noauth2
-//! takes `user:project` as that token.
+//! with Keystone), so [`FixedEndpoint`] implements osauth's `AuthType` for it (Nova's
+//! noauth2 takes `user:project` as that token), and for `none` (no token). Having no
+//! catalog, it knows the compute endpoint only: the image and network services are
+//! `[nova] image_endpoint_override` and `network_endpoint_override` (session endpoint
+//! overrides, which osauth asks before the auth), and without them a request to those
+//! services fails naming the option, rather than going to Nova's URL as osauth's
+//! `NoAuth` would send it.
 
 use std::{
     path::{Path, PathBuf},
@@ -27,7 +34,10 @@ use std::{
 };
 
 use async_trait::async_trait;
-use osauth::{services::COMPUTE, ApiVersion, AuthType, EndpointFilters, ErrorKind, Session};
+use osauth::{
+    services::{ServiceType, COMPUTE, IMAGE, NETWORK},
+    ApiVersion, AuthType, EndpointFilters, ErrorKind, Session,
+};
 use reqwest::{
     header::{HeaderValue, CONTENT_TYPE},
     Client, Method, RequestBuilder, Url,
@@ -43,21 +53,29 @@ use crate::{
 const BACKOFF_FIRST: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(8);
 
-/// keystoneauth's `admin_token`: a fixed token to a fixed endpoint.
+/// keystoneauth's `admin_token` (a fixed token to a fixed endpoint) and `none` (no token):
+/// no catalog, the compute endpoint only.
 #[derive(Debug, Clone)]
-pub struct AdminToken {
+pub struct FixedEndpoint {
+    /// The compute API.
     endpoint: Url,
-    token: Secret,
+    /// `None` for `auth_type = none`.
+    token: Option<Secret>,
+    /// `admin_token` or `none`, for errors.
+    auth_type: &'static str,
 }
 
 #[async_trait]
-impl AuthType for AdminToken {
+impl AuthType for FixedEndpoint {
     async fn authenticate(
         &self,
         _client: &Client,
         request: RequestBuilder,
     ) -> Result<RequestBuilder, osauth::Error> {
-        let mut value = HeaderValue::from_str(self.token.expose()).map_err(|_| {
+        let Some(token) = &self.token else {
+            return Ok(request);
+        };
+        let mut value = HeaderValue::from_str(token.expose()).map_err(|_| {
             osauth::Error::new(
                 ErrorKind::InvalidInput,
                 "[nova] token holds a character not allowed in an HTTP header",
@@ -70,10 +88,20 @@ impl AuthType for AdminToken {
     async fn get_endpoint(
         &self,
         _client: &Client,
-        _service_type: &str,
+        service_type: &str,
         _filters: &EndpointFilters,
     ) -> Result<Url, osauth::Error> {
-        Ok(self.endpoint.clone())
+        if service_type == COMPUTE.catalog_type() {
+            return Ok(self.endpoint.clone());
+        }
+        Err(osauth::Error::new(
+            ErrorKind::EndpointNotFound,
+            format!(
+                "auth_type = {} has no catalog to find the {service_type} service in: set \
+                 [nova] {service_type}_endpoint_override",
+                self.auth_type
+            ),
+        ))
     }
 
     async fn refresh(&self, _client: &Client) -> Result<(), osauth::Error> {
@@ -134,6 +162,13 @@ pub enum Credentials {
     },
 }
 
+impl Credentials {
+    /// Whether a catalog gives the image and network endpoints.
+    fn has_catalog(&self) -> bool {
+        matches!(self, Credentials::Cloud(_) | Credentials::Password { .. })
+    }
+}
+
 /// `[nova]`, checked, for [`open`].
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -141,6 +176,10 @@ pub struct Settings {
     pub region_name: Option<String>,
     pub interface: osauth::InterfaceType,
     pub endpoint_override: Option<Url>,
+    /// The image service (Glance), instead of the catalog's.
+    pub image_endpoint_override: Option<Url>,
+    /// The network service (Neutron), instead of the catalog's.
+    pub network_endpoint_override: Option<Url>,
     /// `[nova] cafile`: CA certificates trusted besides the built-in roots.
     pub cafile: Option<PathBuf>,
 }
@@ -152,6 +191,16 @@ pub fn settings(opts: &NovaOpts) -> Result<Settings, DriverError> {
         .endpoint_override
         .as_deref()
         .map(|e| url("endpoint_override", e))
+        .transpose()?;
+    let image_endpoint_override = opts
+        .image_endpoint_override
+        .as_deref()
+        .map(|e| url("image_endpoint_override", e))
+        .transpose()?;
+    let network_endpoint_override = opts
+        .network_endpoint_override
+        .as_deref()
+        .map(|e| url("network_endpoint_override", e))
         .transpose()?;
     let fixed_endpoint = |auth: &str| -> Result<Url, DriverError> {
         match &endpoint_override {
@@ -189,6 +238,18 @@ pub fn settings(opts: &NovaOpts) -> Result<Settings, DriverError> {
             endpoint: fixed_endpoint("none")?,
         },
     };
+    // Every boot looks its image up in the image service: without a catalog, say now.
+    if !credentials.has_catalog() && image_endpoint_override.is_none() {
+        let auth = match credentials {
+            Credentials::AdminToken { .. } => "admin_token",
+            _ => "none",
+        };
+        return Err(invalid(
+            "image_endpoint_override",
+            "",
+            format!("auth_type = {auth} needs it (no catalog to find the image service in)"),
+        ));
+    }
     Ok(Settings {
         credentials,
         region_name: opts.region_name.clone(),
@@ -198,6 +259,8 @@ pub fn settings(opts: &NovaOpts) -> Result<Settings, DriverError> {
             _ => osauth::InterfaceType::Public,
         },
         endpoint_override,
+        image_endpoint_override,
+        network_endpoint_override,
         cafile: opts.cafile.clone(),
     })
 }
@@ -262,20 +325,24 @@ pub async fn open(settings: &Settings) -> Result<Session, DriverError> {
         }
         Credentials::AdminToken { endpoint, token } => Session::new_with_client(
             client()?,
-            AdminToken {
+            FixedEndpoint {
                 endpoint: endpoint.clone(),
-                token: token.clone(),
+                token: Some(token.clone()),
+                auth_type: "admin_token",
             },
         )
         .await
         .map_err(session_error("endpoint", endpoint.as_str()))?,
-        Credentials::None { endpoint } => {
-            let auth = osauth::NoAuth::new(endpoint.as_str())
-                .map_err(session_error("endpoint", endpoint.as_str()))?;
-            Session::new_with_client(client()?, auth)
-                .await
-                .map_err(session_error("endpoint", endpoint.as_str()))?
-        }
+        Credentials::None { endpoint } => Session::new_with_client(
+            client()?,
+            FixedEndpoint {
+                endpoint: endpoint.clone(),
+                token: None,
+                auth_type: "none",
+            },
+        )
+        .await
+        .map_err(session_error("endpoint", endpoint.as_str()))?,
     };
     if let Some(region) = &settings.region_name {
         session.set_region(region.clone());
@@ -283,6 +350,12 @@ pub async fn open(settings: &Settings) -> Result<Session, DriverError> {
     session.set_endpoint_interface(settings.interface);
     if let Some(endpoint) = &settings.endpoint_override {
         session.set_endpoint_override(COMPUTE, endpoint.clone());
+    }
+    if let Some(endpoint) = &settings.image_endpoint_override {
+        session.set_endpoint_override(IMAGE, endpoint.clone());
+    }
+    if let Some(endpoint) = &settings.network_endpoint_override {
+        session.set_endpoint_override(NETWORK, endpoint.clone());
     }
     Ok(session)
 }
@@ -438,6 +511,60 @@ impl Compute {
     }
 }
 
+impl Compute {
+    /// The openstack crate over this session (its version discovery is cached in the
+    /// session, shared by clones).
+    pub fn cloud(&self) -> openstack::Cloud {
+        openstack::Cloud::from(self.session.clone())
+    }
+
+    /// Runs one operation of the openstack crate (`attempt` starts it afresh for each try)
+    /// with the `[nova]` limits the crate does not apply itself: [`CRATE_CALL_REQUESTS`]
+    /// times `timeout` for the operation, and, when `retry` allows, the retries of
+    /// [`Compute::call`] (no answer: `connect_retries`; a 5xx: `status_code_retries`).
+    /// `label` names the call in logs and in the timeout's error.
+    pub async fn crate_call<T, F, Fut>(
+        &self,
+        label: &str,
+        retry: Retry,
+        attempt: F,
+    ) -> Result<T, osauth::Error>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, osauth::Error>>,
+    {
+        let patience = self.timeout * CRATE_CALL_REQUESTS;
+        let mut failures = 0u32;
+        loop {
+            let outcome = tokio::time::timeout(patience, attempt())
+                .await
+                .unwrap_or_else(|_| {
+                    Err(osauth::Error::new(
+                        ErrorKind::OperationTimedOut,
+                        format!("no answer within {} s", patience.as_secs_f64()),
+                    ))
+                });
+            let limit = match &outcome {
+                Err(e) if e.kind() == ErrorKind::InternalServerError => self.status_code_retries,
+                Err(e) if is_transport(e) => self.connect_retries,
+                _ => return outcome,
+            };
+            if retry == Retry::Never || failures >= limit {
+                return outcome;
+            }
+            if let Err(e) = &outcome {
+                debug!(call = label, error = %e, failures, "no good answer; trying again");
+            }
+            tokio::time::sleep(backoff(failures)).await;
+            failures += 1;
+        }
+    }
+}
+
+/// Requests one operation of the openstack crate may make (a look-up by id, then by name,
+/// after the service's version discovery): its time limit is this many `[nova] timeout`s.
+pub const CRATE_CALL_REQUESTS: u32 = 3;
+
 /// An osauth error of a request that got no HTTP answer: unreachable (retryable) or a
 /// failure of the session itself (authentication, catalog: not retryable).
 pub fn osauth_error(call: String, e: &osauth::Error) -> DriverError {
@@ -470,8 +597,9 @@ pub fn backoff(failures: u32) -> Duration {
 
 /// A compute API on a loopback port for tests: the version document at `/v2.1`, and for
 /// every other request what `respond` says of its head (request line and headers):
-/// `(status, JSON body)`, or `None` to close the connection without an answer. Its
-/// endpoint, `http://127.0.0.1:PORT/v2.1`.
+/// `(status, JSON body)`, with `{origin}` in the body replaced by `http://127.0.0.1:PORT`,
+/// or `None` to close the connection without an answer. Its endpoint,
+/// `http://127.0.0.1:PORT/v2.1`.
 #[cfg(test)]
 pub(crate) async fn fake_nova(
     respond: impl Fn(&str) -> Option<(u16, String)> + Send + Sync + 'static,
@@ -480,6 +608,7 @@ pub(crate) async fn fake_nova(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}/v2.1", listener.local_addr().unwrap());
     let root = base.clone();
+    let origin = base.trim_end_matches("/v2.1").to_owned();
     tokio::spawn(async move {
         loop {
             let Ok((mut socket, _)) = listener.accept().await else {
@@ -505,6 +634,7 @@ pub(crate) async fn fake_nova(
             let Some((status, body)) = answer else {
                 continue; // dropped: no answer at all
             };
+            let body = body.replace("{origin}", &origin);
             let text = format!(
                 "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
                  Connection: close\r\n\r\n{body}",
@@ -593,7 +723,8 @@ mod tests {
 
     async fn compute_at(endpoint: &str, retries: u32) -> Compute {
         let opts = nova(&format!(
-            "[nova]\nauth_type = admin_token\nendpoint = {endpoint}\ntoken = a:b\n"
+            "[nova]\nauth_type = admin_token\nendpoint = {endpoint}\ntoken = a:b\n\
+             image_endpoint_override = {endpoint}\n"
         ));
         Compute {
             session: open(&settings(&opts).unwrap()).await.unwrap(),
@@ -704,7 +835,8 @@ Z8CvP1KLvpLSAU0NkgYHXeLwiQ==\n\
         std::fs::write(&empty, "not a certificate\n").unwrap();
         let with_cafile = |path: &Path| {
             nova(&format!(
-                "[nova]\nauth_type = none\nendpoint = https://127.0.0.1:1/v2.1\ncafile = {}\n",
+                "[nova]\nauth_type = none\nendpoint = https://127.0.0.1:1/v2.1\ncafile = {}\n\
+                 image_endpoint_override = https://127.0.0.1:1/\n",
                 path.display()
             ))
         };
@@ -731,16 +863,56 @@ Z8CvP1KLvpLSAU0NkgYHXeLwiQ==\n\
     #[tokio::test]
     async fn a_token_session_needs_no_keystone() {
         let opts = nova(
-            "[nova]\nauth_type = admin_token\nendpoint = http://127.0.0.1:1/v2.1\ntoken = a:b\n",
+            "[nova]\nauth_type = admin_token\nendpoint = http://127.0.0.1:1/v2.1\ntoken = a:b\n\
+             image_endpoint_override = http://127.0.0.1:1/\n",
         );
         assert!(open(&settings(&opts).unwrap()).await.is_ok());
         let dump = format!(
             "{:?}",
-            AdminToken {
+            FixedEndpoint {
                 endpoint: Url::parse("http://x/").unwrap(),
-                token: Secret::new("a:b"),
+                token: Some(Secret::new("a:b")),
+                auth_type: "admin_token",
             }
         );
         assert!(!dump.contains("a:b"), "{dump}");
+    }
+
+    /// Issue 15: without a catalog the image service must be given, and a service that is
+    /// not is an error naming the option, not a request to Nova's URL.
+    #[tokio::test]
+    async fn issue_15_without_a_catalog_the_other_services_are_given_or_named() {
+        let err = settings(&nova(
+            "[nova]\nauth_type = none\nendpoint = http://127.0.0.1:1/v2.1\n",
+        ))
+        .err()
+        .unwrap();
+        assert_eq!(
+            err.to_string(),
+            "[nova] image_endpoint_override = \"\": auth_type = none needs it (no catalog to \
+             find the image service in)"
+        );
+        let session = open(
+            &settings(&nova(
+                "[nova]\nauth_type = none\nendpoint = http://127.0.0.1:1/v2.1\n\
+                 image_endpoint_override = http://127.0.0.1:2/\n",
+            ))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            session.endpoint_overrides().get("image").map(Url::as_str),
+            Some("http://127.0.0.1:2/")
+        );
+        let err = session
+            .get_endpoint(NETWORK, &["networks"])
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("set [nova] network_endpoint_override"),
+            "{err}"
+        );
     }
 }

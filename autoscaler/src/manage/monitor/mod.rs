@@ -134,7 +134,7 @@ async fn watch_broker(config: &Config, options: Options) -> anyhow::Result<()> {
     let (stop, stopped) = watch::channel(false);
     let (link, task) = Link::new(
         link_config,
-        Topology::new(exchange.clone()),
+        Topology::new(exchange.clone(), config.oslo_messaging_rabbit.durability()),
         vec![subscription],
     )
     .spawn(stopped);
