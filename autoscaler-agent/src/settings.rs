@@ -56,6 +56,12 @@ pub struct RunArgs {
     /// Splitter role: mod_jk's status worker, e.g. http://127.0.1.2:8000/jkmanager/.
     #[arg(long, value_name = "URL")]
     pub jkstatus_url: Option<String>,
+    /// Splitter role: the URL path clients reach the site at, when Apache maps it onto the
+    /// balancer's `JkMount` path (the image's `SITE_PATH`, from the template's
+    /// `site_path`); it goes into the site URL the heartbeats announce. Default: the
+    /// balancer's `JkMount` path.
+    #[arg(long, value_name = "PATH")]
+    pub site_path: Option<String>,
     /// Splitter role: Apache's configuration, for `apache2 -f FILE -t|-k graceful`.
     #[arg(long, value_name = "FILE")]
     pub httpd_config: Option<PathBuf>,
@@ -90,6 +96,8 @@ pub struct SplitterPaths {
     pub jkstatus_url: HttpUrl,
     pub httpd_config: PathBuf,
     pub httpd: PathBuf,
+    /// `--site-path`: starts and ends with `/`, no blank or control character.
+    pub site_path: Option<String>,
 }
 
 /// The address the heartbeats announce: `--address`, else the host of the role's local
@@ -114,7 +122,9 @@ pub fn role_settings(args: &RunArgs, role: Role) -> Result<RoleSettings, String>
     ];
     match role {
         Role::Web => {
-            if let Some((flag, _)) = splitter_flags.iter().find(|(_, given)| *given) {
+            let site_path = [("--site-path", args.site_path.is_some())];
+            let mut given = splitter_flags.iter().chain(&site_path);
+            if let Some((flag, _)) = given.find(|(_, given)| *given) {
                 return Err(format!(
                     "{flag} is for the splitter role; this agent's role is web"
                 ));
@@ -152,8 +162,24 @@ pub fn role_settings(args: &RunArgs, role: Role) -> Result<RoleSettings, String>
                     .map_err(|e| format!("--jkstatus-url: {e}"))?,
                 httpd_config: args.httpd_config.clone().unwrap_or_default(),
                 httpd: args.httpd.clone(),
+                site_path: args.site_path.as_deref().map(site_path).transpose()?,
             }))
         }
+    }
+}
+
+/// `--site-path`, checked: a URL path that starts and ends with `/` (the template's rule,
+/// `site_path`, is stricter; this keeps the announced URL well formed).
+fn site_path(path: &str) -> Result<String, String> {
+    let well_formed = path.starts_with('/')
+        && path.ends_with('/')
+        && !path.chars().any(|c| c.is_whitespace() || c.is_control());
+    if well_formed {
+        Ok(path.to_owned())
+    } else {
+        Err(format!(
+            "--site-path {path:?}: expected a URL path that starts and ends with '/', without blanks"
+        ))
     }
 }
 
@@ -263,6 +289,21 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        let mut with_path = SPLITTER.to_vec();
+        with_path.extend(["--site-path", "/shop/"]);
+        match role_settings(&args(&with_path), Role::Splitter).unwrap() {
+            RoleSettings::Splitter(paths) => assert_eq!(paths.site_path.as_deref(), Some("/shop/")),
+            other => panic!("{other:?}"),
+        }
+        let bad = [SPLITTER, &["--site-path", "/a b/"]].concat();
+        assert_eq!(
+            role_settings(&args(&bad), Role::Splitter).unwrap_err(),
+            "--site-path \"/a b/\": expected a URL path that starts and ends with '/', without blanks"
+        );
+        assert_eq!(
+            role_settings(&args(&["--site-path", "/"]), Role::Web).unwrap_err(),
+            "--site-path is for the splitter role; this agent's role is web"
+        );
         let web = args(&["--check-url", "http://127.0.1.11:8180/webserver/index.jsp"]);
         assert!(matches!(
             role_settings(&web, Role::Web).unwrap(),

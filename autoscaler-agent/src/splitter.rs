@@ -246,6 +246,8 @@ pub(crate) struct ModJk {
     apache: Apache,
     jkstatus: JkStatus,
     jkstatus_url: HttpUrl,
+    /// `--site-path`: where clients reach the site when Apache maps it onto the mount.
+    site_path: Option<String>,
 }
 
 impl ModJk {
@@ -262,6 +264,7 @@ impl ModJk {
             apache,
             jkstatus,
             jkstatus_url: paths.jkstatus_url.clone(),
+            site_path: paths.site_path.clone(),
         })
     }
 
@@ -270,9 +273,13 @@ impl ModJk {
         LocalCheck::new(self.jkstatus.properties_url())
     }
 
-    /// The site's URL: Apache's address (jkstatus's) and the balancer's `JkMount` path.
+    /// The site's URL: Apache's address (jkstatus's) and the site's path (`--site-path`,
+    /// else the balancer's `JkMount` path).
     pub(crate) fn site_url(&self) -> Option<String> {
-        let path = self.apache.mount_of(self.file.balancer())?;
+        let path = match &self.site_path {
+            Some(path) => path.as_str(),
+            None => self.apache.mount_of(self.file.balancer())?,
+        };
         Some(self.jkstatus_url.with_path(path).to_string())
     }
 }

@@ -46,6 +46,28 @@ impl Kind {
     }
 }
 
+impl Kind {
+    /// The kind of each phase given as `(clients, label)`: the label when it is `high` or
+    /// `low` (any case), otherwise high when the clients are above the midpoint of the
+    /// fewest and most clients of all the phases. The one rule for scenario files and for
+    /// the phases of a load script's log (`autoscaler-loadtest phases-from`).
+    pub fn of_phases<'a>(phases: impl Iterator<Item = (u32, &'a str)> + Clone) -> Vec<Kind> {
+        let fewest = phases.clone().map(|p| p.0).min().unwrap_or(0);
+        let most = phases.clone().map(|p| p.0).max().unwrap_or(0);
+        let midpoint = (f64::from(fewest) + f64::from(most)) / 2.0;
+        phases
+            .map(
+                |(clients, label)| match label.to_ascii_lowercase().as_str() {
+                    "high" => Kind::High,
+                    "low" => Kind::Low,
+                    _ if f64::from(clients) > midpoint => Kind::High,
+                    _ => Kind::Low,
+                },
+            )
+            .collect()
+    }
+}
+
 impl fmt::Display for Kind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -156,24 +178,18 @@ impl Scenario {
                 source_name: source_name.to_owned(),
             });
         }
-        let fewest = raw.iter().map(|p| p.1).min().unwrap_or(0);
-        let most = raw.iter().map(|p| p.1).max().unwrap_or(0);
-        let midpoint = (f64::from(fewest) + f64::from(most)) / 2.0;
+        let kinds = Kind::of_phases(
+            raw.iter()
+                .map(|(_, clients, label)| (*clients, label.as_str())),
+        );
         let phases = raw
             .into_iter()
-            .map(|(seconds, clients, label)| {
-                let kind = match label.to_ascii_lowercase().as_str() {
-                    "high" => Kind::High,
-                    "low" => Kind::Low,
-                    _ if f64::from(clients) > midpoint => Kind::High,
-                    _ => Kind::Low,
-                };
-                Phase {
-                    seconds,
-                    clients,
-                    label,
-                    kind,
-                }
+            .zip(kinds)
+            .map(|((seconds, clients, label), kind)| Phase {
+                seconds,
+                clients,
+                label,
+                kind,
             })
             .collect();
         Ok(Scenario { phases })

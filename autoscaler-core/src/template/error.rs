@@ -122,6 +122,14 @@ pub enum TemplateProblem {
     )]
     SecondsOutOfRange { value: String },
 
+    #[error(
+        "splitter_port: {value:?} is not a TCP port (expected a whole number from 1 to 65535)"
+    )]
+    BadPort { value: String },
+
+    #[error("site_path: {value:?} is not a path the splitter can serve the site at: {reason} (expected a URL path that starts and ends with '/', such as / or /shop/)")]
+    BadSitePath { value: String, reason: String },
+
     #[error("name: {value:?} is not a valid name: {reason}")]
     BadName { value: String, reason: String },
 
@@ -148,6 +156,8 @@ impl TemplateProblem {
             MinAboveMax { .. } => Some("min_vms"),
             NotPositiveSeconds { .. } | SecondsOutOfRange { .. } => Some("target_response_time"),
             BadName { .. } | NameFromFileName { .. } => Some("name"),
+            BadPort { .. } => Some("splitter_port"),
+            BadSitePath { .. } => Some("site_path"),
         }
     }
 }

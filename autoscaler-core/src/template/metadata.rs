@@ -12,12 +12,13 @@
 //! # Nova's limits
 //!
 //! Nova accepts at most 128 metadata items per server, keys and values of at most 255
-//! characters. The keys are at most 34 characters and at most 11 of them, so at most 14
+//! characters. The keys are at most 34 characters and at most 13 of them, so at most 16
 //! items with the driver's own three. Of the values, `name` is at most 63 characters
-//! ([`super::NAME_MAX_LEN`]), the counts at most 10 digits and `target_response_time` at most
-//! 15 characters, but `image`, `flavor`, `network`, `splitter_image` and `key_name` have no
-//! length bound in template validation: a value longer than 255 characters passes here and
-//! makes Nova refuse the boot.
+//! ([`super::NAME_MAX_LEN`]), the counts at most 10 digits, `target_response_time` at most
+//! 15 characters and `site_path` at most 128 ([`super::SITE_PATH_MAX_LEN`]), but `image`,
+//! `flavor`, `network`, `splitter_image` and `key_name` have no length bound in template
+//! validation: a value longer than 255 characters passes here and makes Nova refuse the
+//! boot.
 
 use std::collections::BTreeMap;
 
@@ -131,6 +132,8 @@ splitter_image = modjk-splitter
 key_name = ops=key;#1
 web_service_time_ms = 50
 web_threads = 4294967295
+splitter_port = 65535
+site_path = /a.b/c_d/~e-f/
 ";
 
     /// The driver's own items, which a VM carries beside the template's.
@@ -202,7 +205,9 @@ web_threads = 4294967295
                 ("autoscaler:tpl:min_vms", "0"),
                 ("autoscaler:tpl:name", "shop.v2"),
                 ("autoscaler:tpl:network", "private net"),
+                ("autoscaler:tpl:site_path", "/a.b/c_d/~e-f/"),
                 ("autoscaler:tpl:splitter_image", "modjk-splitter"),
+                ("autoscaler:tpl:splitter_port", "65535"),
                 ("autoscaler:tpl:target_response_time", "0.000000001"),
                 ("autoscaler:tpl:web_service_time_ms", "50"),
                 ("autoscaler:tpl:web_threads", "4294967295"),

@@ -43,11 +43,20 @@ pub const VALID_KEYS: &[&str] = &[
     "key_name",
     "web_service_time_ms",
     "web_threads",
+    "splitter_port",
+    "site_path",
 ];
 
 /// Longest template name. It becomes part of VM names (hostnames: labels of at most 63
 /// characters) and of AMQP routing keys.
 pub const NAME_MAX_LEN: usize = 63;
+
+/// Longest accepted `site_path`: a path, not a document.
+pub const SITE_PATH_MAX_LEN: usize = 128;
+
+/// The path the splitter's status worker (jkstatus) is mounted at, which the splitter's
+/// agent reads: a site cannot take it.
+pub const STATUS_PATH: &str = "/jkmanager/";
 
 /// Longest accepted `target_response_time`. Anything longer is surely a typo, and up to
 /// here the nanosecond count survives the trip through an f64 of seconds (JSON) exactly.
@@ -76,6 +85,12 @@ pub struct Template {
     web_service_time_ms: Option<u32>,
     /// Local images only: Tomcat threads per web VM, overriding the image's `THREADS`.
     web_threads: Option<u32>,
+    /// The TCP port the splitter serves the site on; the splitter image's default when
+    /// `None` (8000 on the local cloud, 80 on the Nova image).
+    splitter_port: Option<u16>,
+    /// The URL path the splitter serves the site at, valid by [`check_site_path`]; the
+    /// image's default (`/webserver/`, the web application's own path) when `None`.
+    site_path: Option<String>,
 }
 
 impl Template {
@@ -149,6 +164,14 @@ impl Template {
         self.web_threads
     }
 
+    pub fn splitter_port(&self) -> Option<u16> {
+        self.splitter_port
+    }
+
+    pub fn site_path(&self) -> Option<&str> {
+        self.site_path.as_deref()
+    }
+
     /// The template written back as INI text; `parse` of it gives back an equal template.
     pub fn to_ini(&self) -> String {
         let mut lines = vec![format!("[{SECTION}]")];
@@ -195,6 +218,12 @@ impl Template {
                 entries.push((key, value.to_string()));
             }
         }
+        if let Some(port) = self.splitter_port {
+            entries.push(("splitter_port", port.to_string()));
+        }
+        if let Some(path) = &self.site_path {
+            entries.push(("site_path", path.clone()));
+        }
         entries
     }
 }
@@ -240,6 +269,8 @@ fn expected(key: &str) -> &'static str {
         "key_name" => "a key pair name",
         "web_service_time_ms" => "milliseconds, a whole number >= 1",
         "web_threads" => "a whole number >= 1",
+        "splitter_port" => "a TCP port, a whole number from 1 to 65535",
+        "site_path" => "a URL path that starts and ends with '/', such as / or /shop/",
         _ => "a value",
     }
 }
@@ -324,6 +355,14 @@ fn parse_ini(source: &str, text: &str, ceiling: u32) -> Result<Template, Vec<Tem
     };
     let web_service_time_ms = emulation("web_service_time_ms");
     let web_threads = emulation("web_threads");
+    let splitter_port = match given.lookup("splitter_port") {
+        Lookup::Given(value) => port(value, &mut problems),
+        Lookup::Absent | Lookup::Duplicate => None,
+    };
+    let site_path = match given.lookup("site_path") {
+        Lookup::Given(value) => site_path(value, &mut problems),
+        Lookup::Absent | Lookup::Duplicate => None,
+    };
     if let (Some(min), Some(max)) = (&min_vms, &max_vms) {
         check_vm_counts(min, max, Some(ceiling), &mut problems);
     }
@@ -347,6 +386,8 @@ fn parse_ini(source: &str, text: &str, ceiling: u32) -> Result<Template, Vec<Tem
                 key_name,
                 web_service_time_ms,
                 web_threads,
+                splitter_port,
+                site_path,
             })
         }
         _ => {
@@ -522,6 +563,73 @@ fn check_text(
     None
 }
 
+/// `splitter_port`: a whole number from 1 to 65535.
+fn port(text: &str, problems: &mut Vec<TemplateProblem>) -> Option<u16> {
+    match text.parse::<u16>() {
+        Ok(port) if port >= 1 && text.bytes().all(|b| b.is_ascii_digit()) => Some(port),
+        _ => {
+            problems.push(TemplateProblem::BadPort {
+                value: text.to_owned(),
+            });
+            None
+        }
+    }
+}
+
+/// `site_path`, checked by [`check_site_path`].
+fn site_path(text: &str, problems: &mut Vec<TemplateProblem>) -> Option<String> {
+    match check_site_path(text) {
+        Ok(()) => Some(text.to_owned()),
+        Err(reason) => {
+            problems.push(TemplateProblem::BadSitePath {
+                value: text.to_owned(),
+                reason,
+            });
+            None
+        }
+    }
+}
+
+/// Checks a `site_path`: it starts and ends with `/`; its segments are non-empty runs of
+/// letters, digits, `.`, `_`, `~` and `-` (unreserved URL characters: the splitter writes
+/// the path into Apache's configuration and a rewrite pattern, and clients type it as
+/// is), none of them `.` or `..`; at most [`SITE_PATH_MAX_LEN`] characters; and not under
+/// [`STATUS_PATH`], which the splitter's agent needs. The error says what is wrong.
+pub fn check_site_path(path: &str) -> Result<(), String> {
+    if !path.starts_with('/') || !path.ends_with('/') {
+        return Err("it must start and end with '/'".into());
+    }
+    if path.len() > SITE_PATH_MAX_LEN {
+        return Err(format!(
+            "it is {} characters long: at most {SITE_PATH_MAX_LEN} are allowed",
+            path.len()
+        ));
+    }
+    if let Some(bad) = path
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "/._~-".contains(*c)))
+    {
+        return Err(format!(
+            "it contains {bad:?}: only letters, digits, '/', '.', '_', '~' and '-' are allowed"
+        ));
+    }
+    if path.len() > 1 {
+        let inner = &path[1..path.len() - 1];
+        if inner
+            .split('/')
+            .any(|s| s.is_empty() || s == "." || s == "..")
+        {
+            return Err("it has an empty, '.' or '..' segment".into());
+        }
+    }
+    if path.starts_with(STATUS_PATH) {
+        return Err(format!(
+            "{STATUS_PATH} is the splitter's status worker, which its agent reads"
+        ));
+    }
+    Ok(())
+}
+
 fn check_name(name: &str, problems: &mut Vec<TemplateProblem>) -> Option<String> {
     match validate_name(name) {
         Ok(()) => Some(name.to_owned()),
@@ -573,6 +681,10 @@ struct RawTemplate {
     web_service_time_ms: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     web_threads: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    splitter_port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    site_path: Option<String>,
 }
 
 /// Names a deserialized template in its errors, which have no file to name.
@@ -613,6 +725,14 @@ impl TryFrom<RawTemplate> for Template {
                 });
             }
         }
+        if raw.splitter_port == Some(0) {
+            problems.push(TemplateProblem::BadPort {
+                value: "0".to_owned(),
+            });
+        }
+        let site_path = raw
+            .site_path
+            .and_then(|path| self::site_path(&path, &mut problems));
         let count = |n: u32| (u64::from(n), n.to_string());
         check_vm_counts(
             &count(raw.min_vms),
@@ -635,6 +755,8 @@ impl TryFrom<RawTemplate> for Template {
                     key_name,
                     web_service_time_ms: raw.web_service_time_ms,
                     web_threads: raw.web_threads,
+                    splitter_port: raw.splitter_port,
+                    site_path,
                 })
             }
             _ => Err(TemplateError::new(SERIALIZED_SOURCE, problems)),
@@ -656,6 +778,8 @@ impl From<Template> for RawTemplate {
             key_name: template.key_name,
             web_service_time_ms: template.web_service_time_ms,
             web_threads: template.web_threads,
+            splitter_port: template.splitter_port,
+            site_path: template.site_path,
         }
     }
 }

@@ -222,7 +222,7 @@ fn each_error_names_the_file_the_key_and_the_value() {
                 "max_vm",
                 "max_vm = 5",
                 &["shop.template: unknown key \"max_vm\": valid keys are image, min_vms, max_vms, \
-                   target_response_time, name, flavor, network, splitter_image, key_name, web_service_time_ms, web_threads"],
+                   target_response_time, name, flavor, network, splitter_image, key_name, web_service_time_ms, web_threads, splitter_port, site_path"],
             )
         },
         Case {
@@ -313,7 +313,8 @@ max_vm = 5
     let rendered = err.to_string();
     let expected = [
         "shop.template: unknown key \"max_vm\": valid keys are image, min_vms, max_vms, target_response_time, \
-         name, flavor, network, splitter_image, key_name, web_service_time_ms, web_threads",
+         name, flavor, network, splitter_image, key_name, web_service_time_ms, web_threads, \
+         splitter_port, site_path",
         "shop.template: image: required key is missing (expected an image name or id)",
         "shop.template: target_response_time: \"abc\" is not a number of seconds > 0 (such as 0.25)",
         "shop.template: name: \"my shop\" is not a valid name: it contains ' ': only letters, digits, '_', '.' \
@@ -664,6 +665,8 @@ proptest! {
             key_name: None,
             web_service_time_ms: None,
             web_threads: None,
+            splitter_port: None,
+            site_path: None,
         }).unwrap();
         prop_assert_eq!(template.target_response_time(), Duration::from_nanos(nanos));
         let json = serde_json::to_string(&template).unwrap();
@@ -696,4 +699,110 @@ fn capacity_overrides_for_local_images() {
         err.contains("shop.template: web_service_time_ms: \"fast\" is not a whole number >= 1"),
         "{err}"
     );
+}
+
+#[test]
+fn the_splitter_port_and_site_path_are_optional_and_round_trip() {
+    let template = parse(MINIMAL).unwrap();
+    assert_eq!(
+        (template.splitter_port(), template.site_path()),
+        (None, None)
+    );
+    for (port, path) in [("80", "/"), ("8088", "/shop/"), ("65535", "/a.b/c_d/~e-f/")] {
+        let text = format!("{MINIMAL}splitter_port = {port}\nsite_path = {path}\n");
+        let template = parse(&text).unwrap();
+        assert_eq!(template.splitter_port(), Some(port.parse().unwrap()));
+        assert_eq!(template.site_path(), Some(path));
+        assert_eq!(parse(&template.to_ini()).unwrap(), template);
+        let json = serde_json::to_string(&template).unwrap();
+        assert_eq!(serde_json::from_str::<Template>(&json).unwrap(), template);
+        let metadata = metadata::to_metadata(&template);
+        assert_eq!(metadata["autoscaler:tpl:splitter_port"], port);
+        assert_eq!(metadata["autoscaler:tpl:site_path"], path);
+    }
+}
+
+#[test]
+fn a_bad_splitter_port_is_named_with_its_file_and_key() {
+    for bad in [
+        "0",
+        "65536",
+        "80.0",
+        "-1",
+        "+80",
+        "http",
+        "99999999999999999999",
+    ] {
+        let err = parse_err(
+            "shop.template",
+            &format!("{MINIMAL}splitter_port = {bad}\n"),
+            CEILING,
+        );
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "shop.template: splitter_port: {bad:?} is not a TCP port (expected a whole number from 1 to 65535)"
+            )
+        );
+        assert_eq!(err.problems()[0].key(), Some("splitter_port"));
+    }
+    let json = r#"{"name":"shop","image":"i","min_vms":0,"max_vms":1,"target_response_time":1,"splitter_port":0}"#;
+    let err = serde_json::from_str::<Template>(json)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("splitter_port: \"0\" is not a TCP port"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_bad_site_path_says_what_is_wrong() {
+    for (bad, reason) in [
+        ("shop/", "it must start and end with '/'"),
+        ("/shop", "it must start and end with '/'"),
+        ("", "it must start and end with '/'"),
+        ("/a b/", "it contains ' ': only letters"),
+        ("/shop%20x/", "it contains '%'"),
+        ("/$1/", "it contains '$'"),
+        ("/a//b/", "it has an empty, '.' or '..' segment"),
+        ("//", "it has an empty, '.' or '..' segment"),
+        ("/../", "it has an empty, '.' or '..' segment"),
+        ("/a/./", "it has an empty, '.' or '..' segment"),
+        ("/jkmanager/", "/jkmanager/ is the splitter's status worker"),
+        (
+            "/jkmanager/x/",
+            "/jkmanager/ is the splitter's status worker",
+        ),
+    ] {
+        let text = if bad.is_empty() {
+            format!("{MINIMAL}site_path =\n")
+        } else {
+            format!("{MINIMAL}site_path = {bad}\n")
+        };
+        let err = parse_err("shop.template", &text, CEILING).to_string();
+        assert!(
+            err.starts_with(&format!("shop.template: site_path: {bad:?} is not a path the splitter can serve the site at: {reason}")),
+            "{bad:?}: {err}"
+        );
+        assert!(
+            err.ends_with(
+                "(expected a URL path that starts and ends with '/', such as / or /shop/)"
+            ),
+            "{err}"
+        );
+    }
+    let long = format!("/{}/", "a".repeat(SITE_PATH_MAX_LEN));
+    let err = parse_err(
+        "shop.template",
+        &format!("{MINIMAL}site_path = {long}\n"),
+        CEILING,
+    );
+    assert!(err.to_string().contains("at most 128 are allowed"), "{err}");
+    assert!(check_site_path("/jkmanagers/").is_ok());
+    let json = r#"{"name":"shop","image":"i","min_vms":0,"max_vms":1,"target_response_time":1,"site_path":"/a b/"}"#;
+    let err = serde_json::from_str::<Template>(json)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("site_path: \"/a b/\" is not a path"), "{err}");
 }

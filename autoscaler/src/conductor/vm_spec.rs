@@ -1,6 +1,7 @@
 //! What the conductor asks the cloud for when a group needs a VM: name, image, flavor,
 //! metadata naming group, role and template, and the user data that configures the VM's
-//! agent (cloud-config carrying `agent.conf`).
+//! agent and image (cloud-config carrying `agent.conf`, and `web.conf` or `splitter.conf`
+//! when the template overrides an image setting).
 
 use std::collections::BTreeMap;
 
@@ -15,6 +16,9 @@ use crate::{
 
 /// Where the web images read their emulated capacity (`etc/autoscaler/images/README.md`).
 pub const WEB_CONF_PATH: &str = "/etc/autoscaler/web.conf";
+
+/// Where the splitter images read the site's port and path (`etc/autoscaler/images/README.md`).
+pub const SPLITTER_CONF_PATH: &str = "/etc/autoscaler/splitter.conf";
 
 /// The splitter image used when a template names none.
 pub const DEFAULT_SPLITTER_IMAGE: &str = "modjk-splitter";
@@ -69,25 +73,48 @@ pub fn vm_spec(config: &Config, template: &Template, role: Role) -> VmSpec {
     }
 }
 
-/// The agent's configuration, plus, for web VMs of a template that sets them, the
-/// capacity overrides the local web image reads (`SERVICE_TIME_MS`, `THREADS`).
+/// The agent's configuration, plus the image settings the template overrides: for web
+/// VMs the capacity the local web image reads (`web.conf`: `SERVICE_TIME_MS`, `THREADS`),
+/// for the splitter where it serves the site (`splitter.conf`: `LISTEN_PORT`, `SITE_PATH`).
 fn user_data(agent: &AgentConfig, template: &Template, role: Role) -> String {
     let mut cloud_config = agent.cloud_config();
-    let mut web_conf = String::new();
-    if let Some(ms) = template.web_service_time_ms() {
-        web_conf.push_str(&format!("SERVICE_TIME_MS={ms}\n"));
-    }
-    if let Some(threads) = template.web_threads() {
-        web_conf.push_str(&format!("THREADS={threads}\n"));
-    }
-    if role == Role::Web && !web_conf.is_empty() {
+    let (path, settings) = match role {
+        Role::Web => (WEB_CONF_PATH, web_settings(template)),
+        Role::Splitter => (SPLITTER_CONF_PATH, splitter_settings(template)),
+    };
+    if !settings.is_empty() {
         cloud_config.write_files.push(WriteFile {
-            path: WEB_CONF_PATH.to_owned(),
-            content: web_conf,
+            path: path.to_owned(),
+            content: settings,
             permissions: "0644".to_owned(),
         });
     }
     cloud_config.to_user_data()
+}
+
+/// `web.conf`: `KEY=value` lines, empty when the template overrides nothing.
+fn web_settings(template: &Template) -> String {
+    let mut text = String::new();
+    if let Some(ms) = template.web_service_time_ms() {
+        text.push_str(&format!("SERVICE_TIME_MS={ms}\n"));
+    }
+    if let Some(threads) = template.web_threads() {
+        text.push_str(&format!("THREADS={threads}\n"));
+    }
+    text
+}
+
+/// `splitter.conf`: `KEY=value` lines, empty when the template overrides nothing. The
+/// path is valid by `template::check_site_path`, so it needs no quoting.
+fn splitter_settings(template: &Template) -> String {
+    let mut text = String::new();
+    if let Some(port) = template.splitter_port() {
+        text.push_str(&format!("LISTEN_PORT={port}\n"));
+    }
+    if let Some(path) = template.site_path() {
+        text.push_str(&format!("SITE_PATH={path}\n"));
+    }
+    text
 }
 
 #[cfg(test)]
@@ -150,6 +177,33 @@ mod tests {
         let splitter = vm_spec(&config, &template, Role::Splitter);
         let files =
             crate::messaging::CloudConfig::from_user_data("u", &splitter.user_data).unwrap();
+        assert!(files.file(WEB_CONF_PATH).is_none());
+        assert!(files.file(SPLITTER_CONF_PATH).is_none(), "no override");
+    }
+
+    #[test]
+    fn the_site_port_and_path_reach_the_splitter_only() {
+        let template = Template::parse(
+            "shop.template",
+            "name = shop\nimage = tomcat-web\nmin_vms = 1\nmax_vms = 2\ntarget_response_time = 0.2\nsplitter_port = 80\nsite_path = /shop/\n",
+            20,
+        )
+        .unwrap();
+        let config = Config::default();
+        let splitter = vm_spec(&config, &template, Role::Splitter);
+        let files =
+            crate::messaging::CloudConfig::from_user_data("u", &splitter.user_data).unwrap();
+        assert_eq!(
+            files.file(SPLITTER_CONF_PATH),
+            Some("LISTEN_PORT=80\nSITE_PATH=/shop/\n")
+        );
+        // The agent's own file is still there, and the keys ride along for recovery.
+        assert!(AgentConfig::from_user_data("u", &splitter.user_data).is_ok());
+        assert_eq!(splitter.metadata["autoscaler:tpl:splitter_port"], "80");
+        assert_eq!(splitter.metadata["autoscaler:tpl:site_path"], "/shop/");
+        let web = vm_spec(&config, &template, Role::Web);
+        let files = crate::messaging::CloudConfig::from_user_data("u", &web.user_data).unwrap();
+        assert!(files.file(SPLITTER_CONF_PATH).is_none());
         assert!(files.file(WEB_CONF_PATH).is_none());
     }
 }

@@ -1,11 +1,16 @@
 //! The two inputs: the conductor's per-tick time series of one group
 //! (`<state_path>/timeseries/<group>.csv`, read by the conductor's own reader) and the
-//! load test's phase CSV (`autoscaler-loadtest --csv`), on one time axis: seconds since the
-//! first phase started (or since the first row, without phases).
+//! load test's phase CSV (`autoscaler-loadtest --csv`, or `autoscaler-loadtest phases-from`
+//! a script's log), on one time axis: seconds since the first phase started. Without a
+//! phase file the phases are the high- and low-load periods found from the measured load
+//! (`load.rs`), and the axis starts at the first row.
 
 use std::path::Path;
 
-use autoscaler_core::timeseries::{read_rows, Row};
+use autoscaler_core::{
+    scenario::Kind,
+    timeseries::{read_rows, Row},
+};
 use chrono::{DateTime, Utc};
 
 /// One load-test phase, as `autoscaler-loadtest` (or the simulator) records it.
@@ -22,11 +27,22 @@ pub enum DataError {
     Empty(String),
 }
 
+/// Where a run's phases come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Phases {
+    /// A phase file: the load test's own record.
+    LoadTest,
+    /// No phase file: found from the measured load; the threshold in requests in flight,
+    /// `None` when the run had one level of load.
+    Measured { threshold: Option<f64> },
+}
+
 /// Everything the graphs and the summary need.
 #[derive(Debug, Clone)]
 pub struct Run {
     pub rows: Vec<Row>,
     pub phases: Vec<Phase>,
+    pub source: Phases,
     /// Time zero of the x axis.
     pub origin: DateTime<Utc>,
 }
@@ -58,17 +74,29 @@ impl Run {
             let to = last.end + chrono::Duration::seconds(30);
             rows.retain(|r| r.time >= from && r.time <= to);
         }
-        let origin = phases
-            .first()
-            .map(|p| p.start)
-            .or(rows.first().map(|r| r.time))
-            .ok_or_else(|| DataError::Empty(timeseries.display().to_string()))?;
         if rows.is_empty() {
             return Err(DataError::Empty(timeseries.display().to_string()));
         }
+        let (phases, source) = if phases.is_empty() {
+            let detection = crate::load::detect(&rows);
+            let phases = measured_phases(&detection);
+            (
+                phases,
+                Phases::Measured {
+                    threshold: detection.threshold,
+                },
+            )
+        } else {
+            (phases, Phases::LoadTest)
+        };
+        let origin = match source {
+            Phases::LoadTest => phases[0].start,
+            Phases::Measured { .. } => rows[0].time,
+        };
         Ok(Run {
             rows,
             phases,
+            source,
             origin,
         })
     }
@@ -82,4 +110,34 @@ impl Run {
     pub fn target(&self) -> f64 {
         self.rows.last().map_or(0.0, |r| r.target_response_time)
     }
+}
+
+/// The periods found from the measured load as phases: kind `high` or `low`, label
+/// `measured`, the clients the mean requests in flight (rounded), no request counts.
+pub fn measured_phases(detection: &crate::load::Detection) -> Vec<Phase> {
+    detection
+        .periods
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let kind = if p.high { Kind::High } else { Kind::Low };
+            Phase {
+                phase: i + 1,
+                label: "measured".into(),
+                kind: kind.as_str().into(),
+                clients: p.in_flight.round().clamp(0.0, f64::from(u32::MAX)) as u32,
+                seconds: ((p.end - p.start).num_milliseconds().max(0) / 1000) as u32,
+                start: p.start,
+                end: p.end,
+                complete: 0,
+                failed: 0,
+                failed_connect: 0,
+                failed_receive: 0,
+                failed_length: 0,
+                failed_exceptions: 0,
+                non_2xx: 0,
+                mean_ms: None,
+            }
+        })
+        .collect()
 }

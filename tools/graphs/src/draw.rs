@@ -1,10 +1,14 @@
-//! The figure: four panels on one time axis (clients issued; mean response time with the
-//! target; VMs active, booting and draining; the policy's metric with the size it decided),
-//! the load test's high-load phases shaded in each. Drawn once per backend (SVG, PNG).
+//! The figure: four panels on one time axis (clients issued, or without a phase file the
+//! load the splitter measured; mean response time with the target; VMs active, booting
+//! and draining; the policy's metric with the size it decided), the high-load phases
+//! shaded in each. Drawn once per backend (SVG, PNG).
 
 use plotters::{coord::Shift, prelude::*};
 
-use crate::data::Run;
+use autoscaler_core::timeseries::Row;
+use plotters::{chart::SeriesLabelStyle, coord::CoordTranslate};
+
+use crate::data::{Phases, Run};
 
 /// The font the PNG backend renders with, bundled (DejaVu Sans, its licence beside it).
 static FONT: &[u8] = include_bytes!("../fonts/DejaVuSans.ttf");
@@ -45,15 +49,59 @@ where
         .iter()
         .map(|r| run.x(r.time))
         .fold(0.0f64, f64::min);
-    let high: Vec<(f64, f64)> = run
-        .phases
-        .iter()
-        .filter(|p| p.is_high())
-        .map(|p| (run.x(p.start), run.x(p.end)))
-        .collect();
+    let axes = Axes {
+        x: (x_min, x_max),
+        x_desc: match run.source {
+            Phases::LoadTest => "seconds since the load test started",
+            Phases::Measured { .. } => "seconds since the time series' first row",
+        },
+        high: run
+            .phases
+            .iter()
+            .filter(|p| p.is_high())
+            .map(|p| (run.x(p.start), run.x(p.end)))
+            .collect(),
+        right: match run.source {
+            Phases::LoadTest => 0,
+            Phases::Measured { .. } => 70,
+        },
+    };
     let panels = root.split_evenly((4, 1));
+    match run.source {
+        Phases::LoadTest => clients_panel(&panels[0], run, &axes)?,
+        Phases::Measured { .. } => measured_load_panel(&panels[0], run, &axes)?,
+    }
+    response_panel(&panels[1], run, &axes)?;
+    vms_panel(&panels[2], run, &axes)?;
+    metric_panel(&panels[3], run, &axes)?;
+    root.present()?;
+    Ok(())
+}
 
-    // 1. Clients issued by the load test: a step per phase.
+/// What every panel shares: the x range and its description, the high-load shading, and
+/// the room right of the plot (the measured load's second axis; every panel keeps it so
+/// that the time axes line up).
+struct Axes {
+    x: (f64, f64),
+    x_desc: &'static str,
+    high: Vec<(f64, f64)>,
+    right: u32,
+}
+
+/// `(x, f(row))` for every row.
+fn series(run: &Run, f: impl Fn(&Row) -> f64) -> Vec<(f64, f64)> {
+    run.rows.iter().map(|r| (run.x(r.time), f(r))).collect()
+}
+
+/// 1. Clients issued by the load test: a step per phase.
+fn clients_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    run: &Run,
+    axes: &Axes,
+) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
     let clients: Vec<(f64, f64)> = run
         .phases
         .iter()
@@ -64,22 +112,82 @@ where
         .collect();
     let y = clients.iter().map(|p| p.1).fold(1.0, f64::max) * 1.15;
     panel(
-        &panels[0],
+        area,
         "Concurrent clients issued (ab)",
         "clients",
-        (x_min, x_max),
+        axes,
         y,
-        &high,
         |chart| {
             chart
-                .draw_series(LineSeries::new(clients.clone(), BLACK.stroke_width(2)))?
+                .draw_series(LineSeries::new(clients, BLACK.stroke_width(2)))?
                 .label("clients")
                 .legend(legend_line(BLACK));
             Ok(())
         },
-    )?;
+    )
+}
 
-    // 2. Mean response time per second, and the target.
+/// 1, without a phase file: the load the splitter measured, requests in flight (left
+/// axis) and requests a second (right axis), shaded where it was found high.
+fn measured_load_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    run: &Run,
+    axes: &Axes,
+) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    let in_flight = series(run, |r| r.in_flight.unwrap_or(0.0));
+    let rate = series(run, |r| r.rate);
+    let y = in_flight.iter().map(|p| p.1).fold(1.0, f64::max) * 1.15;
+    let y2 = rate.iter().map(|p| p.1).fold(1.0, f64::max) * 1.15;
+    let mut chart = ChartBuilder::on(area)
+        .caption(
+            "Load measured at the splitter (no phase file)",
+            ("sans-serif", 24),
+        )
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .right_y_label_area_size(axes.right)
+        .build_cartesian_2d(axes.x.0..axes.x.1, 0.0..y)?
+        .set_secondary_coord(axes.x.0..axes.x.1, 0.0..y2);
+    chart
+        .configure_mesh()
+        .x_desc(axes.x_desc)
+        .y_desc("requests in flight")
+        .label_style(("sans-serif", 16))
+        .axis_desc_style(("sans-serif", 18))
+        .draw()?;
+    chart
+        .configure_secondary_axes()
+        .y_desc("requests/s")
+        .label_style(("sans-serif", 16))
+        .axis_desc_style(("sans-serif", 18))
+        .draw()?;
+    chart.draw_series(shading(axes, y))?;
+    chart
+        .draw_series(LineSeries::new(in_flight, BLACK.stroke_width(2)))?
+        .label("requests in flight (left)")
+        .legend(legend_line(BLACK));
+    chart
+        .draw_secondary_series(LineSeries::new(rate, ACTIVE.stroke_width(1)))?
+        .label("requests/s (right)")
+        .legend(legend_line(ACTIVE));
+    // The secondary series' legend entries are kept with the primary's.
+    legend(&mut chart.configure_series_labels())?;
+    Ok(())
+}
+
+/// 2. Mean response time per second, and the target.
+fn response_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    run: &Run,
+    axes: &Axes,
+) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
     let mean: Vec<(f64, f64)> = run
         .rows
         .iter()
@@ -87,16 +195,16 @@ where
         .collect();
     let target = run.target();
     let y = mean.iter().map(|p| p.1).fold(target, f64::max) * 1.15;
+    let (x_min, x_max) = axes.x;
     panel(
-        &panels[1],
+        area,
         "Mean response time (s)",
         "seconds",
-        (x_min, x_max),
+        axes,
         y,
-        &high,
         |chart| {
             chart
-                .draw_series(LineSeries::new(mean.clone(), ACTIVE.stroke_width(2)))?
+                .draw_series(LineSeries::new(mean, ACTIVE.stroke_width(2)))?
                 .label("mean response time")
                 .legend(legend_line(ACTIVE));
             chart
@@ -108,53 +216,62 @@ where
                 .legend(legend_line(TARGET));
             Ok(())
         },
-    )?;
+    )
+}
 
-    // 3. VMs by state.
-    let series = |f: fn(&autoscaler_core::timeseries::Row) -> u32| -> Vec<(f64, f64)> {
-        run.rows
-            .iter()
-            .map(|r| (run.x(r.time), f64::from(f(r))))
-            .collect()
-    };
-    let active = series(|r| r.vms_active);
-    let booting = series(|r| r.vms_booting);
-    let draining = series(|r| r.vms_draining);
+/// 3. VMs by state.
+fn vms_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    run: &Run,
+    axes: &Axes,
+) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
     let y = run
         .rows
         .iter()
         .map(|r| f64::from(r.vms_active + r.vms_booting + r.vms_draining))
         .fold(1.0, f64::max)
         + 1.0;
-    panel(
-        &panels[2],
-        "Web VMs",
-        "VMs",
-        (x_min, x_max),
-        y,
-        &high,
-        |chart| {
-            for (data, color, name) in [
-                (active.clone(), ACTIVE, "active"),
-                (booting.clone(), BOOTING, "booting"),
-                (draining.clone(), DRAINING, "draining"),
-            ] {
-                chart
-                    .draw_series(LineSeries::new(data, color.stroke_width(2)))?
-                    .label(name)
-                    .legend(legend_line(color));
-            }
-            Ok(())
-        },
-    )?;
+    panel(area, "Web VMs", "VMs", axes, y, |chart| {
+        for (data, color, name) in [
+            (series(run, |r| f64::from(r.vms_active)), ACTIVE, "active"),
+            (
+                series(run, |r| f64::from(r.vms_booting)),
+                BOOTING,
+                "booting",
+            ),
+            (
+                series(run, |r| f64::from(r.vms_draining)),
+                DRAINING,
+                "draining",
+            ),
+        ] {
+            chart
+                .draw_series(LineSeries::new(data, color.stroke_width(2)))?
+                .label(name)
+                .legend(legend_line(color));
+        }
+        Ok(())
+    })
+}
 
-    // 4. The policy's metric (the VMs the load needs) and the size it decided.
+/// 4. The policy's metric (the VMs the load needs) and the size it decided.
+fn metric_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    run: &Run,
+    axes: &Axes,
+) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
     let metric: Vec<(f64, f64)> = run
         .rows
         .iter()
         .filter_map(|r| Some((run.x(r.time), r.metric?)))
         .collect();
-    let desired = series(|r| r.desired);
+    let desired = series(run, |r| f64::from(r.desired));
     let y = metric
         .iter()
         .chain(desired.iter())
@@ -162,25 +279,45 @@ where
         .fold(1.0, f64::max)
         * 1.15;
     panel(
-        &panels[3],
+        area,
         "Decision metric: web VMs the load needs (policy)",
         "VMs",
-        (x_min, x_max),
+        axes,
         y,
-        &high,
         |chart| {
             chart
-                .draw_series(LineSeries::new(metric.clone(), ACTIVE.stroke_width(2)))?
+                .draw_series(LineSeries::new(metric, ACTIVE.stroke_width(2)))?
                 .label("needed (metric)")
                 .legend(legend_line(ACTIVE));
             chart
-                .draw_series(LineSeries::new(desired.clone(), BLACK.stroke_width(2)))?
+                .draw_series(LineSeries::new(desired, BLACK.stroke_width(2)))?
                 .label("decided size")
                 .legend(legend_line(BLACK));
             Ok(())
         },
-    )?;
-    root.present()?;
+    )
+}
+
+/// The high-load shading, full height.
+fn shading(axes: &Axes, y_max: f64) -> impl Iterator<Item = Rectangle<(f64, f64)>> + '_ {
+    axes.high
+        .iter()
+        .map(move |&(a, b)| Rectangle::new([(a, 0.0), (b, y_max)], HIGH_SHADE.filled()))
+}
+
+/// The legend's place and look, the same in every panel.
+fn legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+    labels: &mut SeriesLabelStyle<'a, '_, DB, CT>,
+) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    labels
+        .position(SeriesLabelPosition::UpperLeft)
+        .label_font(("sans-serif", 16))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
     Ok(())
 }
 
@@ -195,9 +332,8 @@ fn panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     caption: &str,
     y_desc: &str,
-    (x_min, x_max): (f64, f64),
+    axes: &Axes,
     y_max: f64,
-    high: &[(f64, f64)],
     series: impl FnOnce(&mut Chart<'_, DB>) -> DrawResult,
 ) -> DrawResult
 where
@@ -208,25 +344,17 @@ where
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(70)
-        .build_cartesian_2d(x_min..x_max, 0.0..y_max)?;
+        .right_y_label_area_size(axes.right)
+        .build_cartesian_2d(axes.x.0..axes.x.1, 0.0..y_max)?;
     chart
         .configure_mesh()
-        .x_desc("seconds since the load test started")
+        .x_desc(axes.x_desc)
         .y_desc(y_desc)
         .label_style(("sans-serif", 16))
         .axis_desc_style(("sans-serif", 18))
         .draw()?;
-    chart.draw_series(
-        high.iter()
-            .map(|&(a, b)| Rectangle::new([(a, 0.0), (b, y_max)], HIGH_SHADE.filled())),
-    )?;
+    chart.draw_series(shading(axes, y_max))?;
     series(&mut chart)?;
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .label_font(("sans-serif", 16))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()?;
+    legend(&mut chart.configure_series_labels())?;
     Ok(())
 }

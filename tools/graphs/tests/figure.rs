@@ -110,10 +110,19 @@ fn draws_the_four_panels_and_writes_the_summary() {
     // 31-35: one slow second left, 180 s of response time over 1,040 requests).
     let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
     assert!(
-        summary.contains("| 2 (high) | high | 36 | 20 s | 0.150 s | 3 | 7.0 s | 15.0 s | 0 |"),
+        summary.contains("| 2 (high) | high | 36 | 20 s | 0.150 s | 3 | 3 | 7.0 s | 15.0 s | 0 |"),
         "{summary}"
     );
     assert!(summary.contains("1 failed or not 2xx"), "{summary}");
+    assert!(
+        summary.contains("Phases: the load test's phase file."),
+        "{summary}"
+    );
+    // 80 req/s per VM from the seconds at 0.45 s (1 VM) and 0.15 s (3 VMs).
+    assert!(
+        summary.contains("Capacity: 80 req/s per web VM (measured: the median of"),
+        "{summary}"
+    );
     assert!(summary.contains("scaling actions: 2"), "{summary}");
 }
 
@@ -178,4 +187,133 @@ fn check_reports_each_verdict_and_fails_on_the_failed_request() {
         "{check}"
     );
     assert!(check.contains("PASS VMs rise in high load"), "{check}");
+}
+
+fn graphs(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_autoscaler-graphs"))
+        .args(["--size", "800x900"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Issue 15, item 3: a grader's own ab script leaves no phase file. The first panel is
+/// the load the splitter measured, the shading and the phases the high-load period found
+/// in it, and the checks judge those (the failed-request check cannot be, and says so).
+#[test]
+fn without_a_phase_file_the_measured_load_gives_the_panel_the_shading_and_the_phases() {
+    let dir = tempfile::tempdir().unwrap();
+    let (series, _) = write_run(dir.path());
+    let template = dir.path().join("site.template");
+    std::fs::write(
+        &template,
+        "name = site\nimage = tomcat-web\nmin_vms = 1\nmax_vms = 4\ntarget_response_time = 0.2\n",
+    )
+    .unwrap();
+    let out = dir.path().join("report");
+    let run = graphs(&[
+        "--timeseries".as_ref(),
+        series.as_ref(),
+        "--out".as_ref(),
+        out.as_ref(),
+        "--template".as_ref(),
+        template.as_ref(),
+        "--check".as_ref(),
+    ]);
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("5 checks passed, 1 not judged (SKIP: see why above)"),
+        "{stdout}"
+    );
+    let svg = std::fs::read_to_string(out.join("graphs.svg")).unwrap();
+    for text in [
+        "Load measured at the splitter (no phase file)",
+        "requests in flight (left)",
+        "requests/s (right)",
+        "seconds since the time series",
+    ] {
+        assert!(svg.contains(text), "{text} in the SVG");
+    }
+    assert!(!svg.contains("Concurrent clients issued"));
+    let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(
+        summary.contains("Phases: found from the load the splitter measured (no phase file)"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("| 2 (measured) | high | 36 | 20 s | 0.150 s | 3 | 3 |"),
+        "{summary}"
+    );
+    assert!(!summary.contains("requests:"), "no ab counts: {summary}");
+    let check = std::fs::read_to_string(out.join("check.txt")).unwrap();
+    assert!(
+        check.contains("SKIP no failed request: no load-test counts: the phases were found from the measured load (give --phases); the splitter measured"),
+        "{check}"
+    );
+    assert!(
+        check.contains(
+            "PASS VMs rise in high load: phase 2 (high, 36 in flight): 1 at its start, 3 at most"
+        ),
+        "{check}"
+    );
+}
+
+#[test]
+fn check_needs_the_template_and_takes_it_either_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let (series, phases) = write_run(dir.path());
+    let out = dir.path().join("report");
+    let base: Vec<&std::ffi::OsStr> = vec![
+        "--timeseries".as_ref(),
+        series.as_ref(),
+        "--phases".as_ref(),
+        phases.as_ref(),
+        "--out".as_ref(),
+        out.as_ref(),
+    ];
+    let run = graphs(&[base.as_slice(), &["--check".as_ref()]].concat());
+    assert_eq!(run.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&run.stderr).trim_end(),
+        "ERROR: --check needs the run's template: --template FILE"
+    );
+    let template = dir.path().join("site.template");
+    std::fs::write(
+        &template,
+        "name = site\nimage = tomcat-web\nmin_vms = 1\nmax_vms = 4\ntarget_response_time = 0.2\n",
+    )
+    .unwrap();
+    let other = dir.path().join("other.template");
+    std::fs::copy(&template, &other).unwrap();
+    let run = graphs(
+        &[
+            base.as_slice(),
+            &[
+                "--check".as_ref(),
+                template.as_ref(),
+                "--template".as_ref(),
+                other.as_ref(),
+            ],
+        ]
+        .concat(),
+    );
+    assert!(
+        String::from_utf8_lossy(&run.stderr).contains("name two templates"),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    // The same verdicts from --template FILE --check as from --check FILE.
+    let run = graphs(
+        &[
+            base.as_slice(),
+            &["--template".as_ref(), template.as_ref(), "--check".as_ref()],
+        ]
+        .concat(),
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&run.stderr).trim_end(),
+        "ERROR: 1 of 6 checks failed"
+    );
 }

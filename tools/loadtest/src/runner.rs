@@ -126,6 +126,19 @@ pub fn play(
     Ok(total)
 }
 
+/// Writes `phases` as the phase CSV at `path`.
+pub fn write_phases(path: &Path, phases: &[PhaseRecord]) -> Result<(), RunError> {
+    let mut writer = open_csv(path)?;
+    let written: Result<(), csv::Error> = phases
+        .iter()
+        .try_for_each(|p| writer.serialize(p))
+        .and_then(|_| Ok(writer.flush()?));
+    written.map_err(|source| RunError::Csv {
+        path: path.to_owned(),
+        source,
+    })
+}
+
 fn open_csv(path: &Path) -> Result<csv::Writer<std::fs::File>, RunError> {
     csv::Writer::from_path(path).map_err(|source| RunError::Csv {
         path: path.to_owned(),

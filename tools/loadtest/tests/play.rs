@@ -145,3 +145,80 @@ fn a_bad_scenario_or_a_missing_ab_is_said_plainly() {
         text(&out.stderr)
     );
 }
+
+/// Issue 15, item 3: a grader's own script, as such scripts are written (`date -Is` and
+/// `ab -c N -t S` in the foreground), run by bash against the real ab; its output becomes
+/// the phase CSV, with ab's counts in the phase they measured.
+#[test]
+fn phases_from_a_graders_script_log() {
+    install_ab();
+    let dir = tempfile::tempdir().unwrap();
+    let url = serve(0);
+    let script = format!(
+        "set -e\n\
+         echo \"load test of {url}\"\n\
+         echo \"$(date -Is) 2 low\"\n\
+         ab -c 2 -t 1 -n 50000 {url}\n\
+         echo \"$(date -Is) 8 high\"\n\
+         ab -c 8 -t 2 -n 50000 {url} 2>&1\n\
+         echo \"$(date -Is) 0 pause\"\n\
+         sleep 1\n\
+         echo \"$(date -Is) end\"\n"
+    );
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let log = dir.path().join("grader.log");
+    std::fs::write(&log, &out.stdout).unwrap();
+    let csv = dir.path().join("phases.csv");
+    let run = Command::new(env!("CARGO_BIN_EXE_autoscaler-loadtest"))
+        .arg("phases-from")
+        .arg("--log")
+        .arg(&log)
+        .arg("--csv")
+        .arg(&csv)
+        .output()
+        .unwrap();
+    let stdout = text(&run.stdout);
+    assert!(run.status.success(), "{stdout}{}", text(&run.stderr));
+    assert!(stdout.contains("3 phases written to"), "{stdout}");
+    let text_csv = std::fs::read_to_string(&csv).unwrap();
+    let rows: Vec<Vec<&str>> = text_csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect())
+        .collect();
+    assert_eq!(rows.len(), 3, "{text_csv}");
+    let head = |r: &Vec<&str>| r[..4].join(",");
+    assert_eq!(head(&rows[0]), "1,low,low,2");
+    assert_eq!(head(&rows[1]), "2,high,high,8");
+    assert_eq!(head(&rows[2]), "3,pause,low,0");
+    for row in &rows[..2] {
+        assert!(row[7].parse::<u64>().unwrap() > 0, "ab's count: {text_csv}");
+        assert_eq!(&row[8..14], ["0", "0", "0", "0", "0", "0"]);
+    }
+    assert_eq!(rows[2][7], "0");
+    // The phases follow one another, about as long as their ab runs.
+    assert_eq!(rows[0][6], rows[1][5]);
+    let seconds: Vec<u32> = rows.iter().map(|r| r[4].parse().unwrap()).collect();
+    assert!((1..=3).contains(&seconds[1]), "{text_csv}");
+
+    // A log without phase lines is refused with what to print.
+    std::fs::write(&log, "ab output only\n").unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_autoscaler-loadtest"))
+        .args(["phases-from", "--log"])
+        .arg(&log)
+        .arg("--csv")
+        .arg(&csv)
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(2));
+    assert!(
+        text(&run.stderr).contains("no phase line: print one as each phase starts"),
+        "{}",
+        text(&run.stderr)
+    );
+}
