@@ -172,11 +172,7 @@ async fn run(config: AgentConfig, role: RoleSettings, address: Option<std::net::
     let (link, link_task) = link.spawn(stopped.clone());
     info!(group = %config.group, vm = %config.vm_id, role = %config.role, "agent starting");
 
-    let (check, site_url) = match (&role, &modjk) {
-        (RoleSettings::Web { check_url }, _) => (check_url.clone().map(web::LocalCheck::new), None),
-        (_, Some(modjk)) => (Some(modjk.check()), modjk.site_url()),
-        (RoleSettings::Splitter(_), None) => (None, None),
-    };
+    let (check, site_url) = local_check(&role, modjk.as_ref());
     let beats = tokio::spawn(heartbeat::run(
         link.clone(),
         heartbeat::Settings {
@@ -187,6 +183,7 @@ async fn run(config: AgentConfig, role: RoleSettings, address: Option<std::net::
             role: config.role,
             interval: config.heartbeat_interval,
             ttl: config.telemetry_ttl,
+            check_timeout: config.check_timeout,
             check,
             site_url,
             address,
@@ -242,4 +239,16 @@ async fn run(config: AgentConfig, role: RoleSettings, address: Option<std::net::
     }
     let _ = tokio::time::timeout(Duration::from_secs(3), link_task).await;
     0
+}
+
+/// The role's local check behind `serving`, and the site's URL (splitter).
+fn local_check(
+    role: &RoleSettings,
+    modjk: Option<&splitter::ModJk>,
+) -> (Option<web::LocalCheck>, Option<String>) {
+    match (role, modjk) {
+        (RoleSettings::Web { check_url }, _) => (check_url.clone().map(web::LocalCheck::new), None),
+        (_, Some(modjk)) => (Some(modjk.check()), modjk.site_url()),
+        (RoleSettings::Splitter(_), None) => (None, None),
+    }
 }
