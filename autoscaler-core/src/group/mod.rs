@@ -12,9 +12,10 @@
 //!
 //! A tick runs the stages in order, each in its own file: [`health`] (which VMs failed),
 //! [`replace`] (the backoff and the splitter), [`sizing`] (the policy: web boots and
-//! removals), [`keeper`] (the pool), [`drain`] (deleting drained VMs), [`lifecycle`]
-//! (ready, stopping, deleting, gone) and [`row`] (the time series). The policy runs
-//! before the pool keeper so that a VM it removes drains in the same tick.
+//! removals), [`keeper`] (the pool; who is in it: `members.rs`), [`drain`] (deleting
+//! drained VMs), [`lifecycle`] (ready, stopping, deleting, gone) and [`row`] (the time
+//! series). The policy runs before the pool keeper so that a VM it removes drains in the
+//! same tick.
 //!
 //! Tear-down order (no request may fail): the splitter is told to stop listening first
 //! (Apache's graceful stop: requests in flight finish on the web VMs, which are still in
@@ -26,6 +27,7 @@ pub mod health;
 mod intake;
 pub mod keeper;
 pub mod lifecycle;
+mod members;
 mod observed;
 pub mod replace;
 pub mod row;
