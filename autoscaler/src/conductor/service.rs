@@ -133,7 +133,13 @@ async fn restore(
 ) -> Result<Conductor, ServiceError> {
     let settings = group_settings(config);
     let mut templates = TemplateStore::open(&config.default.state_path)?;
-    recover_from_cloud(driver, &mut templates, config.conductor.max_vms_ceiling).await;
+    recover_from_cloud(
+        driver,
+        &mut templates,
+        config.conductor.max_vms_ceiling,
+        config.conductor.list_timeout,
+    )
+    .await;
     let groups = templates
         .all()
         .map(|r| {
@@ -236,20 +242,18 @@ async fn serve(
             reason = refusal(&mut l.link_state) => return Some(reason),
             Some(delivery) = l.requests.recv() => handle_request(delivery, conductor, rx).await,
             Some(event) = l.cloud_events.recv() => {
-                steering.cloud_event(event, conductor, &rx.out).await;
-            }
-            _ = ticks.tick() => {
-                // The tick judges silence: it must see every heartbeat already here (after
-                // a slow tick or a reconnect a backlog waits, and a VM whose heartbeat sits
-                // in it is not silent).
+                // A listing steps its group, which judges silence: it must see every
+                // heartbeat already here (after a slow step or a reconnect a backlog
+                // waits, and a VM whose heartbeat sits in it is not silent).
                 let mut backlog = 0;
                 while backlog < TELEMETRY_BACKLOG {
                     let Ok(delivery) = l.telemetry.try_recv() else { break };
                     take_telemetry(delivery, conductor, steering, rx).await;
                     backlog += 1;
                 }
-                steering.tick(conductor, &rx.out, Utc::now()).await;
+                steering.cloud_event(event, conductor, &rx.out).await;
             }
+            _ = ticks.tick() => steering.tick(conductor),
             Some(delivery) = l.telemetry.recv() => take_telemetry(delivery, conductor, steering, rx).await,
         }
     }
@@ -273,10 +277,17 @@ async fn recover_from_cloud(
     driver: &dyn driver::CloudDriver,
     templates: &mut TemplateStore,
     max_vms_ceiling: u32,
+    list_timeout: Duration,
 ) {
-    let vms = match driver.list_all().await {
-        Ok(vms) => vms,
-        Err(error) => {
+    // A hung cloud must not keep the service from starting (issue 16, item 3).
+    let listing = tokio::time::timeout(list_timeout, driver.list_all()).await;
+    let vms = match listing {
+        Ok(Ok(vms)) => vms,
+        Err(_) => {
+            warn!(timeout_s = list_timeout.as_secs_f64(), "the cloud did not list its VMs in time at start; groups unknown to the state file are not adopted");
+            return;
+        }
+        Ok(Err(error)) => {
             warn!(%error, "cannot list the cloud's VMs at start; groups unknown to the state file are not adopted");
             return;
         }
