@@ -93,7 +93,16 @@ fn template_round_trip_through_the_conductor() {
         stdout(&out)
     );
 
-    // One template at a time: the error names the active one. The seed's alias works.
+    // Names are unique: a second `shop` names the active one.
+    let out = fx.manage(&["--no-wait", "template", "instantiate", shop]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).starts_with("ERROR: template \"shop\" is already active"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Several templates at once, each its own group. The seed's alias works.
     std::fs::write(
         fx.template_path("blog"),
         common::SHOP_TEMPLATE.replace("shop", "blog"),
@@ -104,12 +113,19 @@ fn template_round_trip_through_the_conductor() {
         "instantiate_template",
         fx.template_path("blog").to_str().unwrap(),
     ]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).starts_with("ERROR: template \"shop\" is already active"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listed = json(&fx.manage(&["--format", "json", "template", "list"]));
+    let names: Vec<_> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["blog", "shop"], "{listed}");
+    let table = stdout(&fx.manage(&["template", "list"]));
+    assert!(table.starts_with("name"), "{table}");
+    let out = fx.manage(&["template", "destroy", "blog"]);
+    assert!(out.status.success(), "{}", stderr(&out));
 
     let shown = json(&fx.manage(&["--format", "json", "template", "show"]));
     assert_eq!(shown[0]["template"]["name"], "shop");

@@ -113,8 +113,8 @@ impl Conductor {
             Ok(t) => t,
             Err(e) => return error("invalid", e.to_string()),
         };
-        // One template at a time for now: the local cloud and the splitter serve one site.
-        if let Some(active) = self.templates.all().next() {
+        // Names are unique: the name is the group, its VMs' prefix and its routing keys.
+        if let Some(active) = self.templates.get(template.name()) {
             return error(
                 "conflict",
                 format!(
@@ -340,18 +340,22 @@ mod tests {
     }
 
     #[test]
-    fn a_second_template_names_the_active_one() {
+    fn several_templates_run_at_once_under_unique_names() {
         let dir = tempfile::tempdir().unwrap();
         let mut c = conductor(dir.path());
         call(&mut c, instantiate(SHOP));
-        let second = call(&mut c, instantiate(&SHOP.replace("shop", "blog")));
-        let message = error_message(&second);
+        let blog = call(&mut c, instantiate(&SHOP.replace("shop", "blog")));
+        assert!(matches!(blog.reply, RpcReply::Ok(_)), "{:?}", blog.reply);
+        assert_eq!(c.groups.keys().collect::<Vec<_>>(), ["blog", "shop"]);
+        let again = call(&mut c, instantiate(SHOP));
+        let message = error_message(&again);
         assert!(
             message.starts_with("conflict: template \"shop\" is already active"),
             "{message}"
         );
         assert!(message.contains("template destroy shop"), "{message}");
-        assert!(second.events.is_empty());
+        assert!(again.events.is_empty());
+        assert_eq!(c.templates.len(), 2);
     }
 
     #[test]
