@@ -132,7 +132,8 @@ impl Steering {
                 }
                 Action::Delete(id) => self.delete(name, id),
                 Action::PublishPool(update) => {
-                    self.publish_pool(name, &update, out.link, now).await
+                    self.publish_pool(name, &update, out.link, now).await;
+                    conductor.pool_sent(name, update.generation).await;
                 }
                 Action::Notify(notification) => out.notifier.notify(out.link, notification).await,
                 Action::Record(row) => {
@@ -145,7 +146,7 @@ impl Steering {
                 }
                 Action::Forget => {
                     info!(template = %name, "every VM is gone; template forgotten");
-                    for notification in conductor.forget(name) {
+                    for notification in conductor.forget(name).await {
                         out.notifier.notify(out.link, notification).await;
                     }
                     self.timeseries.close(name);
@@ -295,6 +296,7 @@ impl Steering {
                     .and_then(|g| g.deleted(&id, result.is_ok()).map(str::to_owned));
                 if let Some(name) = gone {
                     conductor.vms.forget(&name);
+                    conductor.vm_gone(&group, &name).await;
                 }
             }
         }
