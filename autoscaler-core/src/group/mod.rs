@@ -79,6 +79,9 @@ struct PoolState {
     splitter: Option<String>,
     /// The newest generation the splitter applied.
     acked: u64,
+    /// The last generation an earlier owner of the group sent (from the database): the
+    /// next one must be newer even when this conductor's clock is behind that owner's.
+    floor: u64,
 }
 
 /// What the splitter's agent reported.
@@ -194,6 +197,7 @@ impl Group {
                 last_publish: None,
                 splitter: None,
                 acked: 0,
+                floor: 0,
             },
             removals: BTreeMap::new(),
             stopping_since: None,

@@ -7,7 +7,9 @@ pub mod delivery;
 /// One group's rules, pure (`autoscaler_core::group`).
 pub use autoscaler_core::group;
 pub mod handler;
+pub mod memory;
 pub mod notifier;
+pub mod ownership;
 pub mod service;
 pub mod state;
 pub mod steer;

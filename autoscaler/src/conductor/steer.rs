@@ -171,7 +171,8 @@ impl Steering {
                 }
                 Action::Delete(id) => self.delete(name, id),
                 Action::PublishPool(update) => {
-                    self.publish_pool(name, &update, out.link, now).await
+                    self.publish_pool(name, &update, out.link, now).await;
+                    conductor.pool_sent(name, update.generation).await;
                 }
                 Action::Notify(notification) => out.notifier.notify(out.link, notification).await,
                 Action::Record(row) => {
@@ -184,7 +185,7 @@ impl Steering {
                 }
                 Action::Forget => {
                     info!(template = %name, "every VM is gone; template forgotten");
-                    for notification in conductor.forget(name) {
+                    for notification in conductor.forget(name).await {
                         out.notifier.notify(out.link, notification).await;
                     }
                     self.timeseries.close(name);
@@ -338,6 +339,7 @@ impl Steering {
                     .and_then(|g| g.deleted(&id, result.is_ok()).map(str::to_owned));
                 if let Some(name) = gone {
                     conductor.vms.forget(&name);
+                    conductor.vm_gone(&group, &name).await;
                 }
             }
         }

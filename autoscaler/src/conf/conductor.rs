@@ -110,6 +110,19 @@ pub const SECTION: SectionDecl = SectionDecl {
             "A VM that is not ACTIVE and heartbeating this long after it was asked for \
              has failed: it stops counting as capacity, is deleted and replaced.",
         ),
+        OptDecl::new(
+            "lease_time",
+            OptKind::Seconds {
+                min: 2.0,
+                max: Some(600.0),
+            },
+            Some("10"),
+            "How long a conductor's hold on a group (its lease in the database) lasts \
+             without renewal. The owner renews it at every pass of the control loop; when a \
+             conductor dies, another takes its groups over once their leases have expired, \
+             so this bounds how long a site goes unsteered. Keep it well above \
+             evaluation_interval.",
+        ),
     ],
 };
 
@@ -126,6 +139,7 @@ pub struct ConductorOpts {
     pub list_timeout: Duration,
     pub cloud_call_timeout: Duration,
     pub boot_timeout: Duration,
+    pub lease_time: Duration,
 }
 
 impl ConductorOpts {
@@ -140,6 +154,7 @@ impl ConductorOpts {
             list_timeout: v.duration("list_timeout"),
             cloud_call_timeout: v.duration("cloud_call_timeout"),
             boot_timeout: v.duration("boot_timeout"),
+            lease_time: v.duration("lease_time"),
         }
     }
 }
