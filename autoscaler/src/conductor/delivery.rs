@@ -43,7 +43,11 @@ pub(super) async fn take_telemetry(
     rx: &Reception<'_>,
 ) {
     match decode_telemetry(&delivery.data, rx.max_size) {
-        Ok(Telemetry::Heartbeat(heartbeat)) => conductor.heard(heartbeat, Utc::now()),
+        Ok(Telemetry::Heartbeat(heartbeat)) => {
+            if let Some(group) = conductor.heard(heartbeat, Utc::now()) {
+                steering.list(&group);
+            }
+        }
         Ok(Telemetry::Metrics(metrics)) => {
             // For measuring the reaction (doc/policy.md): how long after its interval
             // ended the splitter's measurement is here.

@@ -97,17 +97,24 @@ impl Steering {
     /// is still out); each group steps when its listing comes back ([`Self::listed`]).
     pub fn tick(&mut self, conductor: &Conductor) {
         for name in conductor.groups.keys() {
-            if !self.listing.insert(name.clone()) {
-                debug!(template = %name, "the group's last listing is still out");
-                continue;
-            }
-            let (driver, group) = (self.driver.clone(), name.clone());
-            let patience = self.config.conductor.list_timeout;
-            self.spawn(async move {
-                let result = within(patience, "list", driver.list(&group)).await;
-                CloudEvent::Listed { group, result }
-            });
+            self.list(name);
         }
+    }
+
+    /// Asks the cloud for `group`'s VMs, unless a listing of it is already out; the
+    /// group steps when the answer comes back. Also between ticks, for a group with a
+    /// new splitter to give its pool to.
+    pub fn list(&mut self, group: &str) {
+        if !self.listing.insert(group.to_owned()) {
+            debug!(template = %group, "the group's last listing is still out");
+            return;
+        }
+        let (driver, group) = (self.driver.clone(), group.to_owned());
+        let patience = self.config.conductor.list_timeout;
+        self.spawn(async move {
+            let result = within(patience, "list", driver.list(&group)).await;
+            CloudEvent::Listed { group, result }
+        });
     }
 
     /// Runs a cloud call as a task of its own; its answer comes back as an event.
