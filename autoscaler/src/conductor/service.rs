@@ -266,7 +266,7 @@ async fn serve(
                 // Which groups this conductor steers, from the database, then their
                 // listings.
                 conductor.refresh().await;
-                steering.tick(conductor);
+                steering.tick(conductor.groups.keys());
             }
             Some(delivery) = l.telemetry.recv() => take_telemetry(delivery, conductor, steering, rx).await,
         }
