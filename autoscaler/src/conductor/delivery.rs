@@ -19,7 +19,7 @@ use super::{
 };
 use crate::messaging::{
     rpc::{RemoteError, ReplyTo, RpcReply},
-    DropCounts, DropReason, Envelope, Heartbeat, LinkHandle, LinkState, Metrics, PoolAck,
+    DropCounts, DropReason, Envelope, Heartbeat, LinkHandle, LinkState, Metrics, PoolAck, Role,
 };
 
 /// How long a reply may wait for the broker.
@@ -36,14 +36,22 @@ pub(super) struct Reception<'a> {
 }
 
 /// Takes in one heartbeat, metrics message or pool acknowledgement, and acknowledges it.
+/// True when the group should tick now: metrics complete the evidence for a scaling
+/// action, or a web VM's server answers and it can join the pool.
 pub(super) async fn take_telemetry(
     delivery: Delivery,
     conductor: &mut Conductor,
     steering: &mut Steering,
     rx: &Reception<'_>,
-) {
+) -> bool {
+    let mut act = false;
     match decode_telemetry(&delivery.data, rx.max_size) {
-        Ok(Telemetry::Heartbeat(heartbeat)) => conductor.heard(heartbeat, Utc::now()),
+        Ok(Telemetry::Heartbeat(heartbeat)) => {
+            act = heartbeat.role == Role::Web
+                && heartbeat.serving == Some(true)
+                && conductor.joins_now(&heartbeat.group, &heartbeat.vm_id);
+            conductor.heard(heartbeat, Utc::now());
+        }
         Ok(Telemetry::Metrics(metrics)) => {
             // For measuring the reaction (doc/policy.md): how long after its interval
             // ended the splitter's measurement is here.
@@ -54,7 +62,7 @@ pub(super) async fn take_telemetry(
                     requests = metrics.site.requests, mean = metrics.site.mean,
                     lag_ms = (now - end).num_milliseconds(), "metrics taken");
             }
-            conductor.metrics(metrics)
+            act = conductor.metrics(metrics, now);
         }
         Ok(Telemetry::PoolAck(ack)) => {
             conductor.received_telemetry += 1;
@@ -74,6 +82,7 @@ pub(super) async fn take_telemetry(
             debug!(%error, "telemetry ack failed (the channel was replaced)");
         }
     });
+    act
 }
 
 /// What the telemetry queue carries.

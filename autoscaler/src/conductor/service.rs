@@ -5,7 +5,8 @@
 //! channels; this loop takes one message at a time ([`super::delivery`]), so a SIGTERM
 //! observed between two `select!` turns always finds the command in hand finished,
 //! replied to and acknowledged. Every `evaluation_interval` the [`Steering`] runs the
-//! groups' rules.
+//! groups' rules, and also as soon as a splitter's metrics complete the evidence for a
+//! scaling action ([`Group::acts_now`](super::group::Group::acts_now)).
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -245,12 +246,22 @@ async fn serve(
                 let mut backlog = 0;
                 while backlog < TELEMETRY_BACKLOG {
                     let Ok(delivery) = l.telemetry.try_recv() else { break };
+                    // A tick follows anyway.
                     take_telemetry(delivery, conductor, steering, rx).await;
                     backlog += 1;
                 }
                 steering.tick(conductor, &rx.out, Utc::now()).await;
             }
-            Some(delivery) = l.telemetry.recv() => take_telemetry(delivery, conductor, steering, rx).await,
+            Some(delivery) = l.telemetry.recv() => {
+                if take_telemetry(delivery, conductor, steering, rx).await {
+                    // The splitter's metrics complete the evidence for a scaling action,
+                    // or a booted VM can join the pool: act now, not at the next tick (up
+                    // to a second later; doc/policy.md). The next tick comes a whole
+                    // interval later: still about a row a second.
+                    steering.tick(conductor, &rx.out, Utc::now()).await;
+                    ticks.reset();
+                }
+            }
         }
     }
 }
