@@ -81,6 +81,9 @@ struct PoolState {
     splitter: Option<String>,
     /// The newest generation the splitter applied.
     acked: u64,
+    /// The last generation an earlier owner of the group sent (from the database): the
+    /// next one must be newer even when this conductor's clock is behind that owner's.
+    floor: u64,
 }
 
 /// What the splitter's agent reported.
@@ -112,6 +115,9 @@ pub struct Group {
     reported: BTreeSet<VmId>,
     /// Web VMs whose agent says their server does not answer, and since when.
     unserving_since: BTreeMap<String, DateTime<Utc>>,
+    /// Web VMs whose agent has said their server answers (since this conductor started):
+    /// when such a server stops answering, it died (issue 16, item 1).
+    served: BTreeSet<String>,
     /// Failed VMs not yet replaced, by role and name, oldest first.
     replacing: Vec<(Role, String)>,
     backoff: Backoff,
@@ -182,6 +188,7 @@ impl Group {
             link_up_since: None,
             reported: BTreeSet::new(),
             unserving_since: BTreeMap::new(),
+            served: BTreeSet::new(),
             replacing: Vec::new(),
             backoff: Backoff::default(),
             in_flight: InFlight::default(),
@@ -192,6 +199,7 @@ impl Group {
                 last_publish: None,
                 splitter: None,
                 acked: 0,
+                floor: 0,
             },
             removals: BTreeMap::new(),
             stopping_since: None,

@@ -175,12 +175,14 @@ pub(super) async fn handle_request(
         refuse(delivery, reply_to.as_ref(), "expired", message, rx).await;
         return;
     }
-    let handled = conductor.handle(
-        request.payload,
-        Utc::now(),
-        &broker_of(rx.out.link),
-        rx.drops.snapshot(),
-    );
+    let handled = conductor
+        .handle(
+            request.payload,
+            Utc::now(),
+            &broker_of(rx.out.link),
+            rx.drops.snapshot(),
+        )
+        .await;
     if let RpcReply::Error(e) = &handled.reply {
         info!(kind = %e.kind, message = %e.message, "request refused");
     }
