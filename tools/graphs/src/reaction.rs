@@ -28,6 +28,8 @@ use crate::{
 
 /// The longest a scale-out may take from the start of the load that calls for it.
 pub const DECISION_LIMIT_SECONDS: f64 = 6.5;
+/// A row this soon after the one before is an early tick's, not a second of its own.
+const EARLY_ROW_MS: i64 = 500;
 /// How long after the booted VMs are active the 5-second mean may stay over the target.
 pub const SETTLE_AFTER_BOOT_SECONDS: f64 = 2.0;
 
@@ -68,10 +70,22 @@ pub fn reaction(run: &Run, phase: &Phase) -> Option<Reaction> {
         .find(|r| r.vms_active >= decided.desired)
         .map(|r| since_start(r) - decision);
     let target = run.target();
+    // Seconds, not rows: a tick that came early (a scale-out, a VM joining) wrote a row
+    // less than a second after the one before, often before any new metrics; such a row
+    // neither proves nor breaks anything.
+    let mut seconds: Vec<&Row> = Vec::new();
+    for r in &rows[at..] {
+        if seconds
+            .last()
+            .is_none_or(|last| (r.time - last.time).num_milliseconds() >= EARLY_ROW_MS)
+        {
+            seconds.push(r);
+        }
+    }
     let under = |r: &&Row| r.requests > 0 && r.mean_response_time.is_some_and(|m| m < target);
-    let settle = (at..rows.len().saturating_sub(SETTLE_WINDOW_ROWS - 1))
-        .find(|&i| rows[i..i + SETTLE_WINDOW_ROWS].iter().all(under))
-        .map(|i| since_start(rows[i]));
+    let settle = (0..seconds.len().saturating_sub(SETTLE_WINDOW_ROWS - 1))
+        .find(|&i| seconds[i..i + SETTLE_WINDOW_ROWS].iter().all(under))
+        .map(|i| since_start(seconds[i]));
     Some(Reaction {
         decision,
         boot,
@@ -254,6 +268,25 @@ mod tests {
         let detail = &verdicts[1].detail;
         assert!(detail.contains("from 14.50 s"), "{detail}");
         assert!(detail.contains("over by 1.00 s"), "{detail}");
+    }
+
+    #[test]
+    fn an_early_ticks_empty_row_neither_proves_nor_breaks_the_settle() {
+        let mut r = run(5.8, 11, 0);
+        // A VM joined at 13.6: an early tick's row with no metrics yet.
+        let mut early = r
+            .rows
+            .iter()
+            .find(|row| row.time == t(13_500))
+            .unwrap()
+            .clone();
+        early.time = t(13_600);
+        early.requests = 0;
+        early.mean_response_time = None;
+        r.rows.push(early);
+        r.rows.sort_by_key(|row| row.time);
+        let got = reaction(&r, &phase(0, 60)).unwrap();
+        assert!((got.settle.unwrap() - 11.5).abs() < 1e-9, "{got:?}");
     }
 
     #[test]
