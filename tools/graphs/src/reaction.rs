@@ -22,7 +22,7 @@
 use autoscaler_core::timeseries::{Row, SETTLE_WINDOW_ROWS};
 
 use crate::{
-    acceptance::{Outcome, Verdict},
+    acceptance::{self, Outcome, Verdict},
     data::{Phase, Run},
 };
 
@@ -104,10 +104,7 @@ pub fn check(run: &Run) -> Vec<Verdict> {
         let Some(r) = reaction(run, phase) else {
             continue;
         };
-        let name = format!(
-            "phase {} ({}, {} clients)",
-            phase.phase, phase.kind, phase.clients
-        );
+        let name = acceptance::name(run, phase);
         out.push(verdict(
             DECISION_CHECK,
             r.decision <= DECISION_LIMIT_SECONDS,
