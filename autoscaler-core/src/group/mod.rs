@@ -113,6 +113,9 @@ pub struct Group {
     reported: BTreeSet<VmId>,
     /// Web VMs whose agent says their server does not answer, and since when.
     unserving_since: BTreeMap<String, DateTime<Utc>>,
+    /// Web VMs whose agent has said their server answers (since this conductor started):
+    /// when such a server stops answering, it died (issue 16, item 1).
+    served: BTreeSet<String>,
     /// Failed VMs not yet replaced, by role and name, oldest first.
     replacing: Vec<(Role, String)>,
     backoff: Backoff,
@@ -183,6 +186,7 @@ impl Group {
             link_up_since: None,
             reported: BTreeSet::new(),
             unserving_since: BTreeMap::new(),
+            served: BTreeSet::new(),
             replacing: Vec::new(),
             backoff: Backoff::default(),
             in_flight: InFlight::default(),

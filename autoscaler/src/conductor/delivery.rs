@@ -44,7 +44,18 @@ pub(super) async fn take_telemetry(
 ) {
     match decode_telemetry(&delivery.data, rx.max_size) {
         Ok(Telemetry::Heartbeat(heartbeat)) => conductor.heard(heartbeat, Utc::now()),
-        Ok(Telemetry::Metrics(metrics)) => conductor.metrics(metrics),
+        Ok(Telemetry::Metrics(metrics)) => {
+            // For measuring the reaction (doc/policy.md): how long after its interval
+            // ended the splitter's measurement is here.
+            let now = Utc::now();
+            let interval = chrono::TimeDelta::milliseconds((metrics.interval * 1000.0) as i64);
+            if let Some(end) = metrics.start.checked_add_signed(interval) {
+                debug!(template = %metrics.group, %end, interval = metrics.interval,
+                    requests = metrics.site.requests, mean = metrics.site.mean,
+                    lag_ms = (now - end).num_milliseconds(), "metrics taken");
+            }
+            conductor.metrics(metrics)
+        }
         Ok(Telemetry::PoolAck(ack)) => {
             conductor.received_telemetry += 1;
             steering.pool_ack(ack, conductor, &rx.out).await;

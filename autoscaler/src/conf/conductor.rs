@@ -53,6 +53,20 @@ pub const SECTION: SectionDecl = SectionDecl {
              own broker link is up and other VMs' heartbeats still arrive.",
         ),
         OptDecl::new(
+            "not_serving_timeout",
+            OptKind::Seconds {
+                min: 0.0,
+                max: Some(3600.0),
+            },
+            Some("2"),
+            "A web VM whose server answered its agent's check before and has stopped \
+             answering for this long has failed (the server died, its agent lives): it \
+             leaves the pool at once, and is deleted and replaced after this time. A VM \
+             whose server never answered is still booting until boot_timeout. The agent \
+             checks once per [agent] heartbeat_interval, so a death is acted on within \
+             about this time plus two intervals.",
+        ),
+        OptDecl::new(
             "drain_timeout",
             OptKind::Seconds {
                 min: 0.0,
@@ -96,6 +110,7 @@ pub struct ConductorOpts {
     pub telemetry_queue_length: usize,
     pub evaluation_interval: Duration,
     pub heartbeat_timeout: Duration,
+    pub not_serving_timeout: Duration,
     pub drain_timeout: Duration,
     pub boot_timeout: Duration,
     pub lease_time: Duration,
@@ -108,6 +123,7 @@ impl ConductorOpts {
             telemetry_queue_length: v.int("telemetry_queue_length"),
             evaluation_interval: v.duration("evaluation_interval"),
             heartbeat_timeout: v.duration("heartbeat_timeout"),
+            not_serving_timeout: v.duration("not_serving_timeout"),
             drain_timeout: v.duration("drain_timeout"),
             boot_timeout: v.duration("boot_timeout"),
             lease_time: v.duration("lease_time"),

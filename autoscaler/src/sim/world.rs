@@ -560,6 +560,7 @@ impl World<'_> {
                     .failed_at
                     .is_none_or(|t| now - t <= config.heartbeat_timeout),
                 unserving_for: None,
+                served_before: true,
             };
             let hearing = Hearing {
                 settled: true,

@@ -39,6 +39,7 @@ fn settings() -> GroupSettings {
         heartbeat_timeout: Duration::from_secs(3),
         drain_timeout: Duration::from_secs(30),
         boot_timeout: Duration::from_secs(300),
+        not_serving_timeout: Duration::from_secs(2),
         hearing_window: Duration::from_millis(1500),
         policy: PolicyOpts {
             target_margin_percent: 10,
