@@ -177,7 +177,6 @@ async fn run(config: AgentConfig, role: RoleSettings, address: Option<std::net::
     0
 }
 
-<<<<<<< HEAD
 /// The splitter's mod_jk files, `None` for a web VM.
 fn open_modjk(role: &RoleSettings) -> Result<Option<splitter::ModJk>, String> {
     match role {
@@ -300,7 +299,8 @@ fn start_splitter(
     };
     let splitter = splitter::Splitter::new(settings, link, modjk);
     tokio::spawn(splitter.run(incoming_rx, stopped))
-=======
+}
+
 /// The role's local check behind `serving`, and the site's URL (splitter).
 fn local_check(
     role: &RoleSettings,
@@ -311,5 +311,4 @@ fn local_check(
         (_, Some(modjk)) => (Some(modjk.check()), modjk.site_url()),
         (RoleSettings::Splitter(_), None) => (None, None),
     }
->>>>>>> health
 }
