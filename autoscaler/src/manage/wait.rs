@@ -12,7 +12,7 @@ use anyhow::{anyhow, bail, Context};
 use serde::de::DeserializeOwned;
 
 use crate::{
-    conductor::api::{Phase, Request, TemplateView, VmState, VmView},
+    conductor::api::{Phase, Request, TemplateView, VmState, VmView, NOT_OWNER},
     conf::Config,
     driver::VmStatus,
     messaging::rpc::{RpcClient, RpcError},
@@ -52,7 +52,15 @@ impl Session {
     /// One request/reply round trip.
     pub fn call<T: DeserializeOwned>(&mut self, request: &Request) -> anyhow::Result<T> {
         let client = self.client.as_mut().expect("open until dropped");
-        let value: serde_json::Value = self.runtime.block_on(client.call(request, self.timeout))?;
+        // Several conductors share the request queue: one that does not own the group
+        // says so, and the request asked again reaches another (ten tries at most).
+        let mut tries = 0;
+        let value: serde_json::Value = loop {
+            match self.runtime.block_on(client.call(request, self.timeout)) {
+                Err(RpcError::Remote(e)) if e.kind == NOT_OWNER && tries < 10 => tries += 1,
+                answer => break answer?,
+            }
+        };
         serde_json::from_value(value)
             .context("unexpected answer from the conductor (is it another version?)")
     }
