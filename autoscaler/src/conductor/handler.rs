@@ -97,7 +97,10 @@ impl Conductor {
             }
             Request::TemplateDestroy { name } => self.destroy(&name).await,
             Request::TemplateShow { name } => self.show(name.as_deref(), now).await,
-            Request::VmList { template } => ok(self.vm_list(template.as_deref(), now), vec![]),
+            Request::VmList { template } => match template {
+                Some(t) if self.held_elsewhere(&t).await => self.not_owner(&t),
+                t => ok(self.vm_list(t.as_deref(), now), vec![]),
+            },
             Request::VmDelete { name } => self.delete_vm(&name, now).await,
             Request::Status => ok(
                 StatusView {
@@ -216,6 +219,11 @@ impl Conductor {
     /// `template show`: the templates from the database, with the live view of those this
     /// conductor owns (`status` is `null` for the others).
     async fn show(&self, name: Option<&str>, now: DateTime<Utc>) -> Handled {
+        if let Some(name) = name {
+            if self.held_elsewhere(name).await {
+                return self.not_owner(name);
+            }
+        }
         let records = match name {
             None => self.memory.store.templates().await,
             Some(name) => self
@@ -283,6 +291,27 @@ impl Conductor {
             }
         }
         out
+    }
+
+    /// Whether another conductor holds an unexpired lease on `template` (a request about
+    /// it alone is then answered `not_owner`, and the CLI asks again).
+    async fn held_elsewhere(&self, template: &str) -> bool {
+        if self.groups.contains_key(template) {
+            return false;
+        }
+        match self.memory.store.lease(template).await {
+            Ok(Some(lease)) => {
+                lease.owner.is_some_and(|o| o != self.memory.host) && !lease.expires_in.is_zero()
+            }
+            _ => false,
+        }
+    }
+
+    fn not_owner(&self, template: &str) -> Handled {
+        error(
+            NOT_OWNER,
+            format!("template {template:?} is steered by another conductor"),
+        )
     }
 
     async fn not_found(&self, name: &str) -> Handled {
@@ -471,6 +500,30 @@ mod tests {
         )
         .await;
         assert!(error_message(&unknown).starts_with("not_found: "));
+        // So is a request about shop alone; the list of every template is answered.
+        let shown = call(
+            &mut other,
+            Request::TemplateShow {
+                name: Some("shop".into()),
+            },
+        )
+        .await;
+        assert!(error_message(&shown).starts_with("not_owner: "));
+        let listed = call(
+            &mut other,
+            Request::VmList {
+                template: Some("shop".into()),
+            },
+        )
+        .await;
+        assert!(error_message(&listed).starts_with("not_owner: "));
+        match call(&mut other, Request::TemplateShow { name: None })
+            .await
+            .reply
+        {
+            RpcReply::Ok(v) => assert_eq!(v[0]["status"], serde_json::Value::Null),
+            other => panic!("{other:?}"),
+        }
         // node1 stops cleanly: its lease is released and node2 takes the group at once.
         c.release_all().await;
         other.refresh().await;
