@@ -144,6 +144,7 @@ fn issue_16_a_dead_tomcat_under_a_live_agent_is_replaced_within_5_s() {
     let victim_name = name(&victim);
     let pid = tomcat_pid(&fx, victim["id"].as_str().unwrap());
     let killed = Instant::now();
+    let killed_at = chrono::Utc::now();
     common::signal(pid, "KILL");
 
     let (_, out_of_pool) = wait_for(
@@ -209,11 +210,26 @@ fn issue_16_a_dead_tomcat_under_a_live_agent_is_replaced_within_5_s() {
         "Tomcat killed: out of the pool {out_of_pool:?}, replacement asked for {replaced:?}, \
          up {booted:?}, in the pool {in_pool:?} after the kill; requests: {ok} ok, {failed} failed"
     );
+    // The conductor's own time of the replacement's boot (the CLI polls above see it a
+    // little later).
     let log = fx.conductor_log();
     assert!(log.contains("not_serving"), "failed as not serving:\n{log}");
+    let boot_asked = log
+        .lines()
+        .filter(|l| l.contains("booting a VM") && l.contains("role=web"))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .next()?
+                .parse::<chrono::DateTime<chrono::Utc>>()
+                .ok()
+        })
+        .find(|t| *t > killed_at)
+        .expect("the replacement's boot in the conductor's log");
+    let boot_asked = (boot_asked - killed_at).to_std().unwrap_or_default();
+    eprintln!("replacement's boot asked for {boot_asked:?} after the kill (conductor log)");
     assert!(
-        replaced <= Duration::from_secs(5),
-        "replacement asked for {replaced:?} after the kill"
+        boot_asked <= Duration::from_secs(5),
+        "replacement asked for {boot_asked:?} after the kill"
     );
     assert!(ok > 0);
 }

@@ -156,12 +156,10 @@ fn issue_7_a_site_on_nova_serves_replaces_a_killed_vm_survives_a_restart_scales_
     // keeps exactly the servers there are: no duplicate boot, no orphan.
     let before = server_ids(&nova);
     signal(fx.conductor_pid(), "KILL");
-    for db in [
-        "autoscaler.sqlite",
-        "autoscaler.sqlite-wal",
-        "autoscaler.sqlite-shm",
-    ] {
-        let _ = std::fs::remove_file(fx.dir.path().join("state").join(db));
+    // Its database is lost (recreated empty by `db sync`): the servers carry the template.
+    std::fs::remove_file(fx.dir.path().join("state/autoscaler.sqlite")).unwrap();
+    for wal in ["state/autoscaler.sqlite-wal", "state/autoscaler.sqlite-shm"] {
+        let _ = std::fs::remove_file(fx.dir.path().join(wal));
     }
     fx.start_conductor();
     fx.wait_for_conductor(Duration::from_secs(20));

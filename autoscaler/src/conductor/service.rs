@@ -140,7 +140,13 @@ async fn restore(
     let settings = group_settings(config);
     let store = Store::connect(&config.database_url(), &config.database.pool_settings()).await?;
     store.check_schema().await?;
-    recover_from_cloud(driver, &store, config.conductor.max_vms_ceiling).await;
+    recover_from_cloud(
+        driver,
+        &store,
+        config.conductor.max_vms_ceiling,
+        config.conductor.list_timeout,
+    )
+    .await;
     let memory = Memory::new(
         store,
         config.default.host.clone(),
@@ -245,20 +251,22 @@ async fn serve(
             reason = refusal(&mut l.link_state) => return Some(reason),
             Some(delivery) = l.requests.recv() => handle_request(delivery, conductor, rx).await,
             Some(event) = l.cloud_events.recv() => {
-                steering.cloud_event(event, conductor, &rx.out).await;
-            }
-            _ = ticks.tick() => {
-                // The tick judges silence: it must see every heartbeat already here (after
-                // a slow tick or a reconnect a backlog waits, and a VM whose heartbeat sits
-                // in it is not silent).
+                // A listing steps its group, which judges silence: it must see every
+                // heartbeat already here (after a slow step or a reconnect a backlog
+                // waits, and a VM whose heartbeat sits in it is not silent).
                 let mut backlog = 0;
                 while backlog < TELEMETRY_BACKLOG {
                     let Ok(delivery) = l.telemetry.try_recv() else { break };
                     take_telemetry(delivery, conductor, steering, rx).await;
                     backlog += 1;
                 }
+                steering.cloud_event(event, conductor, &rx.out).await;
+            }
+            _ = ticks.tick() => {
+                // Which groups this conductor steers, from the database, then their
+                // listings.
                 conductor.refresh().await;
-                steering.tick(conductor, &rx.out, Utc::now()).await;
+                steering.tick(conductor);
             }
             Some(delivery) = l.telemetry.recv() => take_telemetry(delivery, conductor, steering, rx).await,
         }
@@ -279,7 +287,12 @@ async fn refusal(state: &mut watch::Receiver<LinkState>) -> String {
 /// and recording) is adopted with the template its VMs carry, so its VMs are neither
 /// orphaned nor duplicated. A cloud that cannot be listed now is listed again by the
 /// groups' ticks; only adoption waits for a later restart.
-async fn recover_from_cloud(driver: &dyn driver::CloudDriver, store: &Store, max_vms_ceiling: u32) {
+async fn recover_from_cloud(
+    driver: &dyn driver::CloudDriver,
+    store: &Store,
+    max_vms_ceiling: u32,
+    list_timeout: Duration,
+) {
     let known: std::collections::BTreeSet<String> = match store.template_names().await {
         Ok(names) => names.into_iter().map(|(n, _)| n).collect(),
         Err(error) => {
@@ -287,9 +300,15 @@ async fn recover_from_cloud(driver: &dyn driver::CloudDriver, store: &Store, max
             return;
         }
     };
-    let vms = match driver.list_all().await {
-        Ok(vms) => vms,
-        Err(error) => {
+    // A hung cloud must not keep the service from starting (issue 16, item 3).
+    let listing = tokio::time::timeout(list_timeout, driver.list_all()).await;
+    let vms = match listing {
+        Ok(Ok(vms)) => vms,
+        Err(_) => {
+            warn!(timeout_s = list_timeout.as_secs_f64(), "the cloud did not list its VMs in time at start; groups unknown to the database are not adopted");
+            return;
+        }
+        Ok(Err(error)) => {
             warn!(%error, "cannot list the cloud's VMs at start; groups unknown to the database are not adopted");
             return;
         }

@@ -77,6 +77,30 @@ pub const SECTION: SectionDecl = SectionDecl {
              splitter's graceful stop) before the VM is deleted anyway.",
         ),
         OptDecl::new(
+            "list_timeout",
+            OptKind::Seconds {
+                min: 0.1,
+                max: Some(3600.0),
+            },
+            Some("10"),
+            "Longest wait for the cloud to list a group's VMs. The listing runs apart from \
+             the control loop, which goes on answering the CLI and taking heartbeats; a \
+             group is decided for only when its listing comes back, and is listed again \
+             at the next pass once this time has passed without an answer.",
+        ),
+        OptDecl::new(
+            "cloud_call_timeout",
+            OptKind::Seconds {
+                min: 1.0,
+                max: Some(7200.0),
+            },
+            Some("600"),
+            "Longest wait for the cloud to boot or delete a VM (a Nova delete waits for the \
+             server to be gone, up to [nova] delete_timeout: keep this above it). Past it \
+             the call counts as failed and the group asks again; a boot given up on may \
+             still create its VM, which the next listing then shows.",
+        ),
+        OptDecl::new(
             "boot_timeout",
             OptKind::Seconds {
                 min: 1.0,
@@ -112,6 +136,8 @@ pub struct ConductorOpts {
     pub heartbeat_timeout: Duration,
     pub not_serving_timeout: Duration,
     pub drain_timeout: Duration,
+    pub list_timeout: Duration,
+    pub cloud_call_timeout: Duration,
     pub boot_timeout: Duration,
     pub lease_time: Duration,
 }
@@ -125,6 +151,8 @@ impl ConductorOpts {
             heartbeat_timeout: v.duration("heartbeat_timeout"),
             not_serving_timeout: v.duration("not_serving_timeout"),
             drain_timeout: v.duration("drain_timeout"),
+            list_timeout: v.duration("list_timeout"),
+            cloud_call_timeout: v.duration("cloud_call_timeout"),
             boot_timeout: v.duration("boot_timeout"),
             lease_time: v.duration("lease_time"),
         }
