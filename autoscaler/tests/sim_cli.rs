@@ -40,7 +40,10 @@ fn run_writes_the_conductors_csv_and_the_phases_the_same_each_time() {
     let csv = dir.path().join("sim.csv");
     let bytes = std::fs::read(&csv).unwrap();
     let rows = read_rows(&csv).unwrap();
-    assert_eq!(rows.len(), 160, "one row a second");
+    // A row a second, and one more for each early step (metrics that complete the
+    // evidence for an action step the group at once).
+    let early = rows.len().checked_sub(160).expect("a row a second");
+    assert!(early <= 10, "{} rows", rows.len());
     assert!(rows.iter().any(|r| r.decision == "scale_out"));
     let phase_text = std::fs::read_to_string(&phases).unwrap();
     assert!(phase_text.starts_with("phase,label,kind,clients,seconds,start,end,complete,failed"));

@@ -195,10 +195,8 @@ enum Event {
     Fault(usize),
     /// The agent's interval ends.
     Report,
-    /// The conductor's tick, unless a tick of a later `epoch` replaced it.
-    Tick {
-        epoch: u32,
-    },
+    /// The conductor's tick.
+    Tick,
 }
 
 struct World<'a> {
@@ -217,8 +215,6 @@ struct World<'a> {
     next_id: u64,
     pending: Vec<Observation>,
     pending_errors: u64,
-    /// The conductor's ticks: a tick that acts early starts a new epoch.
-    tick_epoch: u32,
     failed_per_row: Vec<u64>,
     counts: Vec<PhaseCounts>,
     rows: Vec<Row>,
@@ -248,7 +244,6 @@ pub fn run(config: &SimConfig, load: &Load, policy: &mut dyn ScalingPolicy) -> R
         next_id: 0,
         pending: Vec::new(),
         pending_errors: 0,
-        tick_epoch: 0,
         failed_per_row: Vec::new(),
         counts: vec![PhaseCounts::default(); load.phases.len()],
         rows: Vec::new(),
@@ -268,9 +263,7 @@ pub fn run(config: &SimConfig, load: &Load, policy: &mut dyn ScalingPolicy) -> R
         world.queue.schedule(fault.at, Event::Fault(i));
     }
     world.queue.schedule(REPORT_INTERVAL, Event::Report);
-    world
-        .queue
-        .schedule(1.0 + TICK_OFFSET, Event::Tick { epoch: 0 });
+    world.queue.schedule(1.0 + TICK_OFFSET, Event::Tick);
 
     // The last second's row comes at its tick, half a second after the end.
     while let Some((now, event)) = world.queue.pop() {
@@ -304,11 +297,9 @@ pub fn run(config: &SimConfig, load: &Load, policy: &mut dyn ScalingPolicy) -> R
             }
             Event::Fault(i) => world.fault(now, config.faults[i].kind),
             Event::Report => world.report(now, policy),
-            Event::Tick { epoch } => {
-                if epoch == world.tick_epoch {
-                    world.queue.schedule(now + 1.0, Event::Tick { epoch });
-                    world.tick(now, policy);
-                }
+            Event::Tick => {
+                world.queue.schedule(now + 1.0, Event::Tick);
+                world.tick(now, policy);
             }
         }
     }
@@ -478,10 +469,8 @@ impl World<'_> {
         self.pending_errors += self.stats.errors();
         let obs = self.stats.take(at(now), REPORT_INTERVAL, 0);
         self.pending.push(obs);
+        // The conductor steps the group at once; its ticks keep their pace.
         if self.acts_now(now, policy) {
-            self.tick_epoch += 1;
-            let epoch = self.tick_epoch;
-            self.queue.schedule(now + 1.0, Event::Tick { epoch });
             self.tick(now, policy);
         }
     }
