@@ -36,8 +36,9 @@ pub(super) struct Reception<'a> {
 }
 
 /// Takes in one heartbeat, metrics message or pool acknowledgement, and acknowledges it.
-/// True when the group should tick now: metrics complete the evidence for a scaling
-/// action, or a web VM's server answers and it can join the pool.
+/// Groups that should step now are listed at once: metrics that complete the evidence
+/// for a scaling action (then true: the next tick may wait a whole interval), a web VM
+/// that can join the pool, a new splitter.
 pub(super) async fn take_telemetry(
     delivery: Delivery,
     conductor: &mut Conductor,
@@ -47,10 +48,17 @@ pub(super) async fn take_telemetry(
     let mut act = false;
     match decode_telemetry(&delivery.data, rx.max_size) {
         Ok(Telemetry::Heartbeat(heartbeat)) => {
-            act = heartbeat.role == Role::Web
+            // A web VM whose server answers and that can join the pool: its group is
+            // listed and stepped now, not at the next tick (doc/policy.md).
+            let joins = heartbeat.role == Role::Web
                 && heartbeat.serving == Some(true)
                 && conductor.joins_now(&heartbeat.group, &heartbeat.vm_id);
-            conductor.heard(heartbeat, Utc::now());
+            let of = heartbeat.group.clone();
+            if let Some(group) = conductor.heard(heartbeat, Utc::now()) {
+                steering.list(&group);
+            } else if joins {
+                steering.list(&of);
+            }
         }
         Ok(Telemetry::Metrics(metrics)) => {
             // For measuring the reaction (doc/policy.md): how long after its interval
@@ -62,7 +70,13 @@ pub(super) async fn take_telemetry(
                     requests = metrics.site.requests, mean = metrics.site.mean,
                     lag_ms = (now - end).num_milliseconds(), "metrics taken");
             }
-            act = conductor.metrics(metrics, now);
+            let group = metrics.group.clone();
+            if conductor.metrics(metrics, now) {
+                // The evidence for a scaling action is complete: list and step the group
+                // now, not at the next tick (up to a second later; doc/policy.md).
+                steering.list(&group);
+                act = true;
+            }
         }
         Ok(Telemetry::PoolAck(ack)) => {
             conductor.received_telemetry += 1;

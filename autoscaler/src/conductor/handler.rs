@@ -303,10 +303,16 @@ impl Conductor {
         self.groups.get(group).is_some_and(|g| g.joins_now(vm))
     }
 
-    /// Takes in one heartbeat.
-    pub fn heard(&mut self, heartbeat: Heartbeat, now: DateTime<Utc>) {
+    /// Takes in one heartbeat. When it is the first of a splitter of a group this
+    /// conductor steers, that group: a new splitter serves nothing until it has the pool,
+    /// so its group should be looked at now rather than at the next tick (issue 16,
+    /// item 6).
+    pub fn heard(&mut self, heartbeat: Heartbeat, now: DateTime<Utc>) -> Option<String> {
         self.received_telemetry += 1;
-        self.vms.heard(heartbeat, now);
+        let group = heartbeat.group.clone();
+        let splitter = heartbeat.role == crate::messaging::Role::Splitter;
+        let first = self.vms.heard(heartbeat, now);
+        (first && splitter && self.groups.contains_key(&group)).then_some(group)
     }
 }
 

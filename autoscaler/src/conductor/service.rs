@@ -258,8 +258,7 @@ async fn serve(
                 let mut backlog = 0;
                 while backlog < TELEMETRY_BACKLOG {
                     let Ok(delivery) = l.telemetry.try_recv() else { break };
-                    // Metrics that call for an action call again with the next
-                    // message (a quarter of a second), or the tick comes.
+                    // Telemetry that calls for an early step lists its group itself.
                     take_telemetry(delivery, conductor, steering, rx).await;
                     backlog += 1;
                 }
@@ -269,15 +268,12 @@ async fn serve(
                 // Which groups this conductor steers, from the database, then their
                 // listings.
                 conductor.refresh().await;
-                steering.tick(conductor);
+                steering.tick(conductor.groups.keys());
             }
             Some(delivery) = l.telemetry.recv() => {
                 if take_telemetry(delivery, conductor, steering, rx).await {
-                    // The splitter's metrics complete the evidence for a scaling action,
-                    // or a booted VM can join the pool: list and step now, not at the next
-                    // tick (up to a second later; doc/policy.md). The next tick comes a
-                    // whole interval later: still about a row a second.
-                    steering.tick(conductor);
+                    // A group acted early (its listing is out): the next tick comes a
+                    // whole interval later, still about a row a second.
                     ticks.reset();
                 }
             }
