@@ -36,47 +36,38 @@ pub(super) struct Reception<'a> {
 }
 
 /// Takes in one heartbeat, metrics message or pool acknowledgement, and acknowledges it.
-/// Groups that should step now are listed at once: metrics that complete the evidence
-/// for a scaling action (then true: the next tick may wait a whole interval), a web VM
-/// that can join the pool, a new splitter.
+/// The group that should be listed and stepped now rather than at the next tick: its
+/// metrics complete the evidence for a scaling action, or a web VM's server answers and
+/// it can join the pool.
 pub(super) async fn take_telemetry(
     delivery: Delivery,
     conductor: &mut Conductor,
     steering: &mut Steering,
     rx: &Reception<'_>,
-) -> bool {
-    let mut act = false;
+) -> Option<String> {
+    let mut act = None;
     match decode_telemetry(&delivery.data, rx.max_size) {
         Ok(Telemetry::Heartbeat(heartbeat)) => {
-            // A web VM whose server answers and that can join the pool: its group is
-            // listed and stepped now, not at the next tick (doc/policy.md).
             let joins = heartbeat.role == Role::Web
                 && heartbeat.serving == Some(true)
                 && conductor.joins_now(&heartbeat.group, &heartbeat.vm_id);
-            let of = heartbeat.group.clone();
+            act = joins.then(|| heartbeat.group.clone());
             if let Some(group) = conductor.heard(heartbeat, Utc::now()) {
                 steering.list(&group);
-            } else if joins {
-                steering.list(&of);
             }
         }
         Ok(Telemetry::Metrics(metrics)) => {
             // For measuring the reaction (doc/policy.md): how long after its interval
             // ended the splitter's measurement is here.
             let now = Utc::now();
-            let interval = chrono::TimeDelta::milliseconds((metrics.interval * 1000.0) as i64);
-            if let Some(end) = metrics.start.checked_add_signed(interval) {
+            let interval = chrono::TimeDelta::try_milliseconds((metrics.interval * 1000.0) as i64);
+            if let Some(end) = interval.and_then(|i| metrics.start.checked_add_signed(i)) {
                 debug!(template = %metrics.group, %end, interval = metrics.interval,
                     requests = metrics.site.requests, mean = metrics.site.mean,
                     lag_ms = (now - end).num_milliseconds(), "metrics taken");
             }
             let group = metrics.group.clone();
-            if conductor.metrics(metrics, now) {
-                // The evidence for a scaling action is complete: list and step the group
-                // now, not at the next tick (up to a second later; doc/policy.md).
-                steering.list(&group);
-                act = true;
-            }
+            act = conductor.metrics(metrics, now).then_some(group);
         }
         Ok(Telemetry::PoolAck(ack)) => {
             conductor.received_telemetry += 1;

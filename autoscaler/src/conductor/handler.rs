@@ -7,7 +7,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 
 use super::{
-    api::{Request, StatusView, TemplateRecord, TemplateView, VmView},
+    api::{Request, StatusView, TemplateRecord, TemplateView, VmView, NOT_OWNER},
     group::{GroupSettings, RemoveError},
     memory::Memory,
     state::VmRegistry,
@@ -52,6 +52,18 @@ pub struct Conductor {
     pub received_telemetry: u64,
 }
 
+/// Whether `vm` is named as a VM of `template` (`<template>-<role>-<8 hex>`).
+fn vm_of(vm: &str, template: &str) -> bool {
+    vm.strip_prefix(template)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .and_then(|rest| rest.split_once('-'))
+        .is_some_and(|(role, hex)| {
+            matches!(role, "web" | "splitter")
+                && hex.len() == 8
+                && hex.bytes().all(|b| b.is_ascii_hexdigit())
+        })
+}
+
 fn error(kind: &str, message: impl Into<String>) -> Handled {
     Handled {
         reply: RpcReply::Error(RemoteError {
@@ -85,7 +97,10 @@ impl Conductor {
             }
             Request::TemplateDestroy { name } => self.destroy(&name).await,
             Request::TemplateShow { name } => self.show(name.as_deref(), now).await,
-            Request::VmList { template } => ok(self.vm_list(template.as_deref(), now), vec![]),
+            Request::VmList { template } => match template {
+                Some(t) if self.held_elsewhere(&t).await => self.not_owner(&t),
+                t => ok(self.vm_list(t.as_deref(), now), vec![]),
+            },
             Request::VmDelete { name } => self.delete_vm(&name, now).await,
             Request::Status => ok(
                 StatusView {
@@ -180,18 +195,35 @@ impl Conductor {
             });
             return ok(vm, vec![event]);
         }
-        match refusals.pop() {
-            Some(why) => error("conflict", why.to_string()),
-            None => error(
-                "not_found",
-                format!("no VM named {name:?} in any template (see autoscaler-manage vm list)"),
-            ),
+        if let Some(why) = refusals.pop() {
+            return error("conflict", why.to_string());
         }
+        // A VM of a group another conductor steers: the CLI asks again, and the request
+        // reaches another conductor (they share the request queue).
+        let names = self.memory.store.template_names().await.unwrap_or_default();
+        if let Some((template, _)) = names
+            .iter()
+            .find(|(t, _)| !self.groups.contains_key(t) && vm_of(name, t))
+        {
+            return error(
+                NOT_OWNER,
+                format!("{name} is a VM of template {template:?}, which another conductor steers"),
+            );
+        }
+        error(
+            "not_found",
+            format!("no VM named {name:?} in any template (see autoscaler-manage vm list)"),
+        )
     }
 
     /// `template show`: the templates from the database, with the live view of those this
     /// conductor owns (`status` is `null` for the others).
     async fn show(&self, name: Option<&str>, now: DateTime<Utc>) -> Handled {
+        if let Some(name) = name {
+            if self.held_elsewhere(name).await {
+                return self.not_owner(name);
+            }
+        }
         let records = match name {
             None => self.memory.store.templates().await,
             Some(name) => self
@@ -259,6 +291,27 @@ impl Conductor {
             }
         }
         out
+    }
+
+    /// Whether another conductor holds an unexpired lease on `template` (a request about
+    /// it alone is then answered `not_owner`, and the CLI asks again).
+    async fn held_elsewhere(&self, template: &str) -> bool {
+        if self.groups.contains_key(template) {
+            return false;
+        }
+        match self.memory.store.lease(template).await {
+            Ok(Some(lease)) => {
+                lease.owner.is_some_and(|o| o != self.memory.host) && !lease.expires_in.is_zero()
+            }
+            _ => false,
+        }
+    }
+
+    fn not_owner(&self, template: &str) -> Handled {
+        error(
+            NOT_OWNER,
+            format!("template {template:?} is steered by another conductor"),
+        )
     }
 
     async fn not_found(&self, name: &str) -> Handled {
@@ -379,6 +432,15 @@ mod tests {
         }
     }
 
+    #[test]
+    fn vm_names_tell_their_template() {
+        assert!(vm_of("shop-web-0123abcd", "shop"));
+        assert!(vm_of("my-shop-splitter-0123abcd", "my-shop"));
+        assert!(!vm_of("my-shop-web-0123abcd", "shop"));
+        assert!(!vm_of("shop-web-0123abc", "shop"));
+        assert!(!vm_of("shop-db-0123abcd", "shop"));
+    }
+
     #[tokio::test]
     async fn instantiate_records_and_notifies() {
         let dir = tempfile::tempdir().unwrap();
@@ -435,6 +497,51 @@ mod tests {
         other.memory.host = "node2".into();
         other.refresh().await;
         assert!(other.groups.is_empty(), "shop is node1's for 10 s");
+        // A VM of shop, asked of node2: "ask again" (the CLI does, reaching node1).
+        let asked = call(
+            &mut other,
+            Request::VmDelete {
+                name: "shop-web-0123abcd".into(),
+            },
+        )
+        .await;
+        let message = error_message(&asked);
+        assert!(
+            message.starts_with("not_owner: shop-web-0123abcd"),
+            "{message}"
+        );
+        let unknown = call(
+            &mut other,
+            Request::VmDelete {
+                name: "blog-web-0123abcd".into(),
+            },
+        )
+        .await;
+        assert!(error_message(&unknown).starts_with("not_found: "));
+        // So is a request about shop alone; the list of every template is answered.
+        let shown = call(
+            &mut other,
+            Request::TemplateShow {
+                name: Some("shop".into()),
+            },
+        )
+        .await;
+        assert!(error_message(&shown).starts_with("not_owner: "));
+        let listed = call(
+            &mut other,
+            Request::VmList {
+                template: Some("shop".into()),
+            },
+        )
+        .await;
+        assert!(error_message(&listed).starts_with("not_owner: "));
+        match call(&mut other, Request::TemplateShow { name: None })
+            .await
+            .reply
+        {
+            RpcReply::Ok(v) => assert_eq!(v[0]["status"], serde_json::Value::Null),
+            other => panic!("{other:?}"),
+        }
         // node1 stops cleanly: its lease is released and node2 takes the group at once.
         c.release_all().await;
         other.refresh().await;

@@ -57,6 +57,12 @@ impl Conductor {
         };
         self.rebalance(&survey).await;
         self.carry_removals().await;
+        // Heartbeats of other conductors' groups: forgotten once silent for a while.
+        let silent = chrono::Duration::from_std(self.settings.heartbeat_timeout * 3)
+            .unwrap_or(chrono::Duration::seconds(60));
+        let groups = &self.groups;
+        self.vms
+            .prune(chrono::Utc::now() - silent, |g| groups.contains_key(g));
     }
 
     /// Reports this conductor and renews its leases; drops the groups it lost.

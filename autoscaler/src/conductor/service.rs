@@ -258,7 +258,8 @@ async fn serve(
                 let mut backlog = 0;
                 while backlog < TELEMETRY_BACKLOG {
                     let Ok(delivery) = l.telemetry.try_recv() else { break };
-                    // Telemetry that calls for an early step lists its group itself.
+                    // Metrics that call for an action call again with the next
+                    // message (a quarter of a second), or the tick comes.
                     take_telemetry(delivery, conductor, steering, rx).await;
                     backlog += 1;
                 }
@@ -271,10 +272,12 @@ async fn serve(
                 steering.tick(conductor.groups.keys());
             }
             Some(delivery) = l.telemetry.recv() => {
-                if take_telemetry(delivery, conductor, steering, rx).await {
-                    // A group acted early (its listing is out): the next tick comes a
-                    // whole interval later, still about a row a second.
-                    ticks.reset();
+                if let Some(group) = take_telemetry(delivery, conductor, steering, rx).await {
+                    // The splitter's metrics complete the evidence for a scaling action,
+                    // or a booted VM can join the pool: list and step that group now, not
+                    // at the next tick (up to a second later; doc/policy.md). The ticks
+                    // keep their pace: other groups and the leases depend on them.
+                    steering.list(&group);
                 }
             }
         }

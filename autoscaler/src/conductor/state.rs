@@ -221,6 +221,14 @@ impl VmRegistry {
             .collect()
     }
 
+    /// Forgets the VMs not heard from since `before` whose group `keep` does not keep (a
+    /// group another conductor owns: this one never learns of their deletion). Every
+    /// conductor hears every agent, so without this the registry would only grow.
+    pub fn prune(&mut self, before: DateTime<Utc>, keep: impl Fn(&str) -> bool) {
+        self.vms
+            .retain(|_, vm| vm.last >= before || keep(&vm.heartbeat.group));
+    }
+
     /// Forgets a VM (deleted).
     pub fn forget(&mut self, vm_id: &str) {
         self.vms.remove(vm_id);
@@ -298,5 +306,25 @@ mod tests {
         assert_eq!(shop[0].heartbeats, 2);
         assert_eq!(shop[0].heartbeat_age, Some(1.5));
         assert_eq!(vms.list(None, t0).len(), 2);
+        // Another conductor's group, silent: forgotten; an own group's VM is kept.
+        vms.prune(t0 + chrono::Duration::seconds(1), |g| g == "shop");
+        assert_eq!(vms.list(None, t0).len(), 1);
+        vms.prune(t0 + chrono::Duration::seconds(1), |_| false);
+        assert!(vms.list(None, t0).is_empty());
+        let mut fresh = VmRegistry::default();
+        fresh.heard(
+            Heartbeat {
+                group: "blog".into(),
+                vm_id: "c".into(),
+                role: Role::Web,
+                seq: 0,
+                serving: None,
+                url: None,
+                address: None,
+            },
+            t0,
+        );
+        fresh.prune(t0, |_| false);
+        assert_eq!(fresh.list(None, t0).len(), 1, "heard at the cut: kept");
     }
 }
