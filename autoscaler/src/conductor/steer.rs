@@ -112,6 +112,10 @@ impl Steering {
             let actions = group.step(now, observed);
             self.carry_out(&name, actions, conductor, out, now).await;
         }
+        let groups = &conductor.groups;
+        conductor
+            .vms
+            .retain_listed(|group, vm| groups.get(group).is_some_and(|g| g.lists(vm)));
     }
 
     /// Carries out a group's actions, in order.
