@@ -24,7 +24,7 @@ mod web;
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use autoscaler_messaging::{
-    AgentConfig, Durability, Link, LinkConfig, QueueSpec, Subscription, Topology,
+    AgentConfig, Durability, Link, LinkConfig, LinkHandle, QueueSpec, Subscription, Topology,
 };
 use clap::{Parser, Subcommand};
 use settings::RoleSettings;
@@ -127,107 +127,40 @@ async fn run(config: AgentConfig, role: RoleSettings, address: Option<std::net::
             return 1;
         }
     };
-    let name = format!("autoscaler-agent.{}", config.vm_id);
-    let topology = Topology::new(
-        config.control_exchange.clone(),
-        Durability::from_amqp_durable_queues(config.amqp_durable_queues),
-    );
-
     // The splitter's mod_jk, read before anything starts: a file the agent cannot use is
     // a bad setting (exit 1), not something to find out at the first pool update.
-    let modjk = match &role {
-        RoleSettings::Splitter(paths) => match splitter::ModJk::open(paths) {
-            Ok(modjk) => Some(modjk),
-            Err(e) => {
-                eprintln!("ERROR: {e}");
-                return 1;
-            }
-        },
-        RoleSettings::Web { .. } => None,
+    let modjk = match open_modjk(&role) {
+        Ok(modjk) => modjk,
+        Err(e) => {
+            eprintln!("ERROR: {e}");
+            return 1;
+        }
     };
-
-    // Pool updates reach the splitter through a queue of its own. Capacity 1 with
-    // prefetch 1: the broker holds the rest.
-    let (pool_sender, mut pool_deliveries) = mpsc::channel(1);
-    let mut subscriptions = Vec::new();
-    if modjk.is_some() {
-        subscriptions.push(Subscription {
-            queue: topology.splitter_queue(&config.vm_id),
-            // Gone with the agent: a restarted agent gets the conductor's next (periodic)
-            // update rather than a backlog.
-            spec: QueueSpec::telemetry(100),
-            bindings: vec![Topology::pool_key(&config.group)],
-            prefetch: 1,
-            ack: true,
-            sender: pool_sender,
-        });
-    }
-    // Waits of a few seconds at most between attempts: the conductor's grace after its
-    // own link returns must cover every agent's return.
-    let link = Link::new(
-        LinkConfig::for_agent(url, name.clone()),
-        topology,
-        subscriptions,
-    );
-    let (link, link_task) = link.spawn(stopped.clone());
+    let name = format!("autoscaler-agent.{}", config.vm_id);
+    let (link, link_task, pool_deliveries) =
+        start_link(&config, url, &name, modjk.is_some(), stopped.clone());
     info!(group = %config.group, vm = %config.vm_id, role = %config.role, "agent starting");
-
-    let (check, site_url) = match (&role, &modjk) {
-        (RoleSettings::Web { check_url }, _) => (check_url.clone().map(web::LocalCheck::new), None),
-        (_, Some(modjk)) => (Some(modjk.check()), modjk.site_url()),
-        (RoleSettings::Splitter(_), None) => (None, None),
-    };
-    let beats = tokio::spawn(heartbeat::run(
+    let beats = start_heartbeat(
+        &config,
+        &role,
+        modjk.as_ref(),
+        &name,
+        address,
         link.clone(),
-        heartbeat::Settings {
-            exchange: config.control_exchange.clone(),
-            sender: name.clone(),
-            group: config.group.clone(),
-            vm_id: config.vm_id.clone(),
-            role: config.role,
-            interval: config.heartbeat_interval,
-            ttl: config.telemetry_ttl,
-            check,
-            site_url,
-            address,
-        },
         stopped.clone(),
-    ));
-
-    let mut splitter_task = None;
-    if let (Some(modjk), RoleSettings::Splitter(paths)) = (modjk, &role) {
-        // Deliveries become plain messages with their acknowledgement as a future, so
-        // the splitter's loop knows nothing of lapin.
-        let (incoming, incoming_rx) = mpsc::channel(1);
-        tokio::spawn(async move {
-            while let Some(mut delivery) = pool_deliveries.recv().await {
-                let data = std::mem::take(&mut delivery.data);
-                let ack: splitter::Acknowledge = Box::pin(async move {
-                    delivery
-                        .acker
-                        .ack(Default::default())
-                        .await
-                        .map(drop)
-                        .map_err(|e| e.to_string())
-                });
-                let message = splitter::Incoming { data, ack };
-                if incoming.send(message).await.is_err() {
-                    break;
-                }
-            }
-        });
-        let settings = splitter::Settings {
-            exchange: config.control_exchange.clone(),
-            sender: name.clone(),
-            group: config.group.clone(),
-            vm_id: config.vm_id.clone(),
-            telemetry_ttl: config.telemetry_ttl,
-            request_log: paths.request_log.clone(),
-            workers_properties: paths.workers_properties.clone(),
-        };
-        let splitter = splitter::Splitter::new(settings, link, modjk);
-        splitter_task = Some(tokio::spawn(splitter.run(incoming_rx, stopped)));
-    }
+    );
+    let splitter_task = match (modjk, &role) {
+        (Some(modjk), RoleSettings::Splitter(paths)) => Some(start_splitter(
+            &config,
+            paths,
+            &name,
+            modjk,
+            link,
+            pool_deliveries,
+            stopped,
+        )),
+        _ => None,
+    };
 
     tokio::select! {
         _ = term.recv() => {}
@@ -242,4 +175,140 @@ async fn run(config: AgentConfig, role: RoleSettings, address: Option<std::net::
     }
     let _ = tokio::time::timeout(Duration::from_secs(3), link_task).await;
     0
+}
+
+/// The splitter's mod_jk files, `None` for a web VM.
+fn open_modjk(role: &RoleSettings) -> Result<Option<splitter::ModJk>, String> {
+    match role {
+        RoleSettings::Splitter(paths) => splitter::ModJk::open(paths).map(Some),
+        RoleSettings::Web { .. } => Ok(None),
+    }
+}
+
+/// Deliveries of the splitter's pool queue, as the link hands them over.
+type PoolDeliveries = mpsc::Receiver<autoscaler_messaging::link::Delivery>;
+
+/// The broker link (its handle and task) and, for a splitter, the pool updates'
+/// deliveries.
+fn start_link(
+    config: &AgentConfig,
+    url: autoscaler_messaging::TransportUrl,
+    name: &str,
+    splitter: bool,
+    stopped: watch::Receiver<bool>,
+) -> (LinkHandle, tokio::task::JoinHandle<()>, PoolDeliveries) {
+    let topology = Topology::new(
+        config.control_exchange.clone(),
+        Durability::from_amqp_durable_queues(config.amqp_durable_queues),
+    );
+    // Pool updates reach the splitter through a queue of its own. Capacity 1 with
+    // prefetch 1: the broker holds the rest.
+    let (pool_sender, pool_deliveries) = mpsc::channel(1);
+    let mut subscriptions = Vec::new();
+    if splitter {
+        subscriptions.push(Subscription {
+            queue: topology.splitter_queue(&config.vm_id),
+            // Gone with the agent: a restarted agent gets the conductor's next (periodic)
+            // update rather than a backlog.
+            spec: QueueSpec::telemetry(100),
+            bindings: vec![Topology::pool_key(&config.group)],
+            prefetch: 1,
+            ack: true,
+            sender: pool_sender,
+        });
+    }
+    // Waits of a few seconds at most between attempts: the conductor's grace after its
+    // own link returns must cover every agent's return.
+    let link = Link::new(
+        LinkConfig::for_agent(url, name.to_owned()),
+        topology,
+        subscriptions,
+    );
+    let (link, link_task) = link.spawn(stopped);
+    (link, link_task, pool_deliveries)
+}
+
+/// The heartbeat task, with the role's liveness check.
+fn start_heartbeat(
+    config: &AgentConfig,
+    role: &RoleSettings,
+    modjk: Option<&splitter::ModJk>,
+    name: &str,
+    address: Option<std::net::IpAddr>,
+    link: LinkHandle,
+    stopped: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let (check, site_url) = local_check(role, modjk);
+    tokio::spawn(heartbeat::run(
+        link,
+        heartbeat::Settings {
+            exchange: config.control_exchange.clone(),
+            sender: name.to_owned(),
+            group: config.group.clone(),
+            vm_id: config.vm_id.clone(),
+            role: config.role,
+            interval: config.heartbeat_interval,
+            ttl: config.telemetry_ttl,
+            check_timeout: config.check_timeout,
+            check,
+            site_url,
+            address,
+        },
+        stopped,
+    ))
+}
+
+/// The splitter's task: metrics and pool updates.
+fn start_splitter(
+    config: &AgentConfig,
+    paths: &settings::SplitterPaths,
+    name: &str,
+    modjk: splitter::ModJk,
+    link: LinkHandle,
+    mut pool_deliveries: PoolDeliveries,
+    stopped: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    // Deliveries become plain messages with their acknowledgement as a future, so
+    // the splitter's loop knows nothing of lapin.
+    let (incoming, incoming_rx) = mpsc::channel(1);
+    tokio::spawn(async move {
+        while let Some(mut delivery) = pool_deliveries.recv().await {
+            let data = std::mem::take(&mut delivery.data);
+            let ack: splitter::Acknowledge = Box::pin(async move {
+                delivery
+                    .acker
+                    .ack(Default::default())
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            });
+            let message = splitter::Incoming { data, ack };
+            if incoming.send(message).await.is_err() {
+                break;
+            }
+        }
+    });
+    let settings = splitter::Settings {
+        exchange: config.control_exchange.clone(),
+        sender: name.to_owned(),
+        group: config.group.clone(),
+        vm_id: config.vm_id.clone(),
+        telemetry_ttl: config.telemetry_ttl,
+        request_log: paths.request_log.clone(),
+        workers_properties: paths.workers_properties.clone(),
+    };
+    let splitter = splitter::Splitter::new(settings, link, modjk);
+    tokio::spawn(splitter.run(incoming_rx, stopped))
+}
+
+/// The role's local check behind `serving`, and the site's URL (splitter).
+fn local_check(
+    role: &RoleSettings,
+    modjk: Option<&splitter::ModJk>,
+) -> (Option<web::LocalCheck>, Option<String>) {
+    match (role, modjk) {
+        (RoleSettings::Web { check_url }, _) => (check_url.clone().map(web::LocalCheck::new), None),
+        (_, Some(modjk)) => (Some(modjk.check()), modjk.site_url()),
+        (RoleSettings::Splitter(_), None) => (None, None),
+    }
 }

@@ -10,8 +10,9 @@
 //! The cloud-config is written as JSON after the `#cloud-config` line: JSON is YAML, so
 //! cloud-init reads it, and the agent reads it without a YAML parser.
 
-use std::{fmt::Write as _, time::Duration};
+use std::{collections::BTreeMap, fmt::Write as _, path::Path, time::Duration};
 
+use autoscaler_core::ini::{self, IniError};
 use serde::{Deserialize, Serialize};
 
 use crate::{payload::Role, TransportUrl};
@@ -34,17 +35,22 @@ pub struct AgentConfig {
     /// the exchange as the conductor does (RabbitMQ refuses a declaration that differs).
     /// Absent from the file: false, oslo.messaging's and the conductor's default.
     pub amqp_durable_queues: bool,
+    /// The longest the agent's local check (the page behind `serving`) may take; the
+    /// conductor derives it from the template's target. Absent from the file:
+    /// [`DEFAULT_CHECK_TIMEOUT`].
+    pub check_timeout: Duration,
 }
+
+/// The check's timeout of an agent configured without one (an older conductor).
+pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// An agent configuration that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AgentConfigError {
-    #[error("{source_name}: line {line}: {message}")]
-    Syntax {
-        source_name: String,
-        line: usize,
-        message: String,
-    },
+    /// Lines oslo's INI syntax refuses, every one of the file (never quoted: a line may
+    /// hold the broker password).
+    #[error("{}", IniErrors(.0))]
+    Ini(Vec<IniError>),
     #[error("{source_name}: [agent] {key} is missing")]
     Missing {
         source_name: String,
@@ -59,6 +65,21 @@ pub enum AgentConfigError {
     },
     #[error("{source_name}: not a cloud-config user data document ({detail})")]
     UserData { source_name: String, detail: String },
+}
+
+/// The INI errors of one file, one a line.
+struct IniErrors<'a>(&'a [IniError]);
+
+impl std::fmt::Display for IniErrors<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, error) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{error}")?;
+        }
+        Ok(())
+    }
 }
 
 /// A file for cloud-init's `write_files` module.
@@ -130,98 +151,48 @@ impl AgentConfig {
         );
         let _ = writeln!(out, "telemetry_ttl = {}", self.telemetry_ttl.as_secs_f64());
         let _ = writeln!(out, "amqp_durable_queues = {}", self.amqp_durable_queues);
+        let _ = writeln!(out, "check_timeout = {}", self.check_timeout.as_secs_f64());
         out
     }
 
-    /// Parses the `[agent]` INI text. Unknown keys are ignored, so an older agent in an
-    /// image keeps working with a newer conductor.
+    /// Parses the `[agent]` INI text with oslo.config's line rules (the core's
+    /// [`ini`](autoscaler_core::ini) reader, the conductor's): `#`/`;` comment lines,
+    /// indented lines continue a value, a value wholly in matching quotes loses them, a
+    /// repeated key's last value wins, section names are case-insensitive, and an option
+    /// before any section header is refused. Other sections and unknown keys are ignored,
+    /// so an older agent in an image keeps working with a newer conductor.
     pub fn from_ini(source_name: &str, text: &str) -> Result<AgentConfig, AgentConfigError> {
-        let mut values = std::collections::BTreeMap::new();
-        let mut in_agent = false;
-        for (index, raw) in text.lines().enumerate() {
-            let line = raw.trim();
-            if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
-                continue;
-            }
-            if let Some(section) = line.strip_prefix('[') {
-                in_agent = section.strip_suffix(']').map(str::trim) == Some("agent");
-                continue;
-            }
-            let Some((key, value)) = line.split_once('=') else {
-                return Err(AgentConfigError::Syntax {
-                    source_name: source_name.to_owned(),
-                    line: index + 1,
-                    message: "expected KEY = VALUE".into(),
-                });
-            };
-            if in_agent {
-                values.insert(key.trim().to_owned(), value.trim().to_owned());
-            }
-        }
-        let get = |key: &'static str| {
-            values.get(key).cloned().ok_or(AgentConfigError::Missing {
-                source_name: source_name.to_owned(),
-                key,
-            })
+        let values = Values {
+            source_name,
+            map: agent_section(source_name, text)?,
         };
-        let bad = |key: &str, value: &str, expected| AgentConfigError::BadValue {
-            source_name: source_name.to_owned(),
-            key: key.to_owned(),
-            value: value.to_owned(),
-            expected,
-        };
-        let seconds = |key: &'static str, default: f64| -> Result<Duration, AgentConfigError> {
-            match values.get(key) {
-                None => Ok(Duration::from_secs_f64(default)),
-                Some(v) => match v.parse::<f64>() {
-                    Ok(s) if s.is_finite() && s > 0.0 && s <= 3600.0 => {
-                        Ok(Duration::from_secs_f64(s))
-                    }
-                    _ => Err(bad(key, v, "seconds, more than 0 and at most 3600")),
-                },
-            }
-        };
-        // oslo.config's boolean spellings, as the conductor's option takes them.
-        let amqp_durable_queues = match values.get("amqp_durable_queues") {
-            None => false,
-            Some(v) => match v.to_ascii_lowercase().as_str() {
-                "true" | "yes" | "on" | "1" => true,
-                "false" | "no" | "off" | "0" => false,
-                _ => return Err(bad("amqp_durable_queues", v, "true or false")),
-            },
-        };
-        let transport_url = get("transport_url")?;
+        let transport_url = values.required("transport_url")?;
         if transport_url.parse::<TransportUrl>().is_err() {
             // The value is not repeated: it may hold a password.
-            return Err(bad(
+            return Err(values.bad(
                 "transport_url",
                 "(hidden)",
                 "a transport URL such as rabbit://user:pass@host:5672/",
             ));
         }
-        let role_text = get("role")?;
+        let role_text = values.required("role")?;
         let role = role_text
             .parse::<Role>()
-            .map_err(|_| bad("role", &role_text, "web or splitter"))?;
-        let non_empty = |key: &'static str| -> Result<String, AgentConfigError> {
-            let v = get(key)?;
-            if v.is_empty() {
-                return Err(bad(key, &v, "a non-empty value"));
-            }
-            Ok(v)
-        };
+            .map_err(|_| values.bad("role", &role_text, "web or splitter"))?;
         Ok(AgentConfig {
             transport_url,
             control_exchange: values
+                .map
                 .get("control_exchange")
                 .cloned()
                 .unwrap_or_else(|| "autoscaler".into()),
-            group: non_empty("group")?,
+            group: values.non_empty("group")?,
             role,
-            vm_id: non_empty("vm_id")?,
-            heartbeat_interval: seconds("heartbeat_interval", 1.0)?,
-            telemetry_ttl: seconds("telemetry_ttl", 10.0)?,
-            amqp_durable_queues,
+            vm_id: values.non_empty("vm_id")?,
+            heartbeat_interval: values.seconds("heartbeat_interval", 1.0)?,
+            telemetry_ttl: values.seconds("telemetry_ttl", 10.0)?,
+            amqp_durable_queues: values.boolean("amqp_durable_queues", false)?,
+            check_timeout: values.seconds("check_timeout", DEFAULT_CHECK_TIMEOUT.as_secs_f64())?,
         })
     }
 
@@ -262,6 +233,79 @@ impl AgentConfig {
     }
 }
 
+/// The `[agent]` section's keys and values (the last of a repeated key), read by the
+/// core's oslo INI reader.
+fn agent_section(
+    source_name: &str,
+    text: &str,
+) -> Result<BTreeMap<String, String>, AgentConfigError> {
+    let sections = ini::parse(Path::new(source_name), text, ini::Keys::InSections)
+        .map_err(AgentConfigError::Ini)?;
+    Ok(sections
+        .into_iter()
+        .filter(|section| section.name == "agent")
+        .flat_map(|section| section.entries)
+        .collect())
+}
+
+/// The `[agent]` values of one file and how each is read.
+struct Values<'a> {
+    source_name: &'a str,
+    map: BTreeMap<String, String>,
+}
+
+impl Values<'_> {
+    fn bad(&self, key: &str, value: &str, expected: &'static str) -> AgentConfigError {
+        AgentConfigError::BadValue {
+            source_name: self.source_name.to_owned(),
+            key: key.to_owned(),
+            value: value.to_owned(),
+            expected,
+        }
+    }
+
+    fn required(&self, key: &'static str) -> Result<String, AgentConfigError> {
+        self.map
+            .get(key)
+            .cloned()
+            .ok_or_else(|| AgentConfigError::Missing {
+                source_name: self.source_name.to_owned(),
+                key,
+            })
+    }
+
+    fn non_empty(&self, key: &'static str) -> Result<String, AgentConfigError> {
+        let v = self.required(key)?;
+        if v.is_empty() {
+            return Err(self.bad(key, &v, "a non-empty value"));
+        }
+        Ok(v)
+    }
+
+    /// Seconds, more than 0 and at most an hour; `default` when absent.
+    fn seconds(&self, key: &'static str, default: f64) -> Result<Duration, AgentConfigError> {
+        match self.map.get(key) {
+            None => Ok(Duration::from_secs_f64(default)),
+            Some(v) => match v.parse::<f64>() {
+                Ok(s) if s.is_finite() && s > 0.0 && s <= 3600.0 => Ok(Duration::from_secs_f64(s)),
+                _ => Err(self.bad(key, v, "seconds, more than 0 and at most 3600")),
+            },
+        }
+    }
+
+    /// oslo.config's boolean spellings, as the conductor's options take them.
+    fn boolean(&self, key: &'static str, default: bool) -> Result<bool, AgentConfigError> {
+        match self.map.get(key) {
+            None => Ok(default),
+            Some(v) => match v.to_ascii_lowercase().as_str() {
+                "true" | "yes" | "on" | "1" => Ok(true),
+                "false" | "no" | "off" | "0" => Ok(false),
+                _ => Err(self.bad(key, v, "true or false")),
+            },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,7 +320,20 @@ mod tests {
             heartbeat_interval: Duration::from_millis(500),
             telemetry_ttl: Duration::from_secs(10),
             amqp_durable_queues: true,
+            check_timeout: Duration::from_secs(4),
         }
+    }
+
+    #[test]
+    fn the_check_timeout_is_carried_and_defaults_to_one_second() {
+        let ini = sample().to_ini();
+        assert!(ini.contains("check_timeout = 4\n"), "{ini}");
+        let back = AgentConfig::from_ini("a", &ini).unwrap();
+        assert_eq!(back.check_timeout, Duration::from_secs(4));
+        let without = ini.replace("check_timeout = 4\n", "");
+        let old = AgentConfig::from_ini("a", &without).unwrap();
+        assert_eq!(old.check_timeout, DEFAULT_CHECK_TIMEOUT);
+        assert!(AgentConfig::from_ini("a", &ini.replace("= 4\n", "= 0\n")).is_err());
     }
 
     #[test]
@@ -315,6 +372,56 @@ mod tests {
         assert_eq!(cc.write_files[0].permissions, "0600");
     }
 
+    /// The file follows oslo.config's line rules, as the conductor's own configuration.
+    #[test]
+    fn the_file_follows_oslos_ini_rules() {
+        let ini = sample().to_ini();
+        let read = |text: &str| AgentConfig::from_ini("agent.conf", text);
+        // Comment lines with `#` or `;`; a `#` inside a value is part of it.
+        let commented = ini.replace(
+            "group = shop\n",
+            "; the group\n# group = other\ngroup = shop # not a comment\n",
+        );
+        assert_eq!(read(&commented).unwrap().group, "shop # not a comment");
+        // A repeated key: the last value wins.
+        let twice = ini.replace("group = shop\n", "group = first\ngroup = shop\n");
+        assert_eq!(read(&twice).unwrap(), sample());
+        // Quotes wrapping the whole value go; `:` separates as `=` does; section names
+        // are case-insensitive; a section written twice adds to the first.
+        let oslo = ini
+            .replace("group = shop", "group: \"shop\"")
+            .replace("[agent]", "[AGENT]")
+            .replace(
+                "vm_id = shop-splitter-1\n",
+                "[other]\nx = 1\n[agent]\nvm_id = 'shop-splitter-1'\n",
+            );
+        assert_eq!(read(&oslo).unwrap(), sample());
+        // An indented line continues the value above; after a blank line it is refused.
+        let continued = ini.replace("group = shop\n", "group = shop\n  more\n");
+        assert_eq!(read(&continued).unwrap().group, "shop\nmore");
+        let orphan = ini.replace("group = shop\n", "group = shop\n\n  more\n");
+        assert!(read(&orphan)
+            .unwrap_err()
+            .to_string()
+            .starts_with("agent.conf: line 7: unexpected continuation line"));
+        // An option before any section header is refused, naming the option.
+        let outside = format!("debug = true\n{ini}");
+        assert_eq!(
+            read(&outside).unwrap_err().to_string(),
+            "agent.conf: line 1: option \"debug\" is outside any section \
+             (add a [DEFAULT] or other section header above it)"
+        );
+        // Every bad line at once, none of them quoted (a line may hold the password).
+        let err = read(&ini.replace(
+            "rabbit://u:p%40ss@127.0.0.1:5672/\n",
+            "rabbit://u:p%40ss@127.0.0.1:5672/\nsecretword\n[broken\n",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert_eq!(err.lines().count(), 2, "{err}");
+        assert!(!err.contains("secretword"), "{err}");
+    }
+
     #[test]
     fn errors_name_source_and_key() {
         let ini = sample().to_ini();
@@ -323,7 +430,7 @@ mod tests {
             (ini.replace("vm_id = shop-splitter-1\n", ""), "agent.conf: [agent] vm_id is missing"),
             (ini.replace("heartbeat_interval = 0.5", "heartbeat_interval = 0"), "agent.conf: [agent] heartbeat_interval = \"0\": expected seconds, more than 0 and at most 3600"),
             (ini.replace("rabbit://u:p%40ss@", "kafka://u:p%40ss@"), "agent.conf: [agent] transport_url = \"(hidden)\": expected a transport URL such as rabbit://user:pass@host:5672/"),
-            (ini.replace("group = shop", "group"), "agent.conf: line 5: expected KEY = VALUE"),
+            (ini.replace("group = shop", "group"), "agent.conf: line 5: expected `name = value`, a [section] header or a comment"),
         ];
         for (text, want) in cases {
             assert_eq!(

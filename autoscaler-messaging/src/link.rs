@@ -49,7 +49,6 @@ use std::{
 use chrono::{DateTime, Utc};
 use futures_lite::StreamExt;
 use lapin::{
-    message::Delivery,
     options::{BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions},
     types::{FieldTable, ShortString},
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties,
@@ -60,6 +59,9 @@ use tokio::{
     time::{sleep, timeout, timeout_at, Instant, MissedTickBehavior},
 };
 use tracing::{debug, error, info, warn};
+
+/// What a [`Subscription`] hands over: the agent names it without depending on lapin.
+pub use lapin::message::Delivery;
 
 use crate::{
     topology::{self, QueueSpec, Topology},

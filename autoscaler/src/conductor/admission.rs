@@ -7,7 +7,7 @@
 //! acknowledgement only of a generation that was sent. So a heartbeat with a made-up id
 //! or group stores nothing, and one VM's word cannot move another group.
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
 use chrono::{DateTime, Utc};
 
@@ -24,23 +24,34 @@ impl Conductor {
         now: DateTime<Utc>,
         skew: Duration,
     ) -> Result<(), DropReason> {
-        in_window("time", sent, now, skew)?;
-        match telemetry {
-            Telemetry::Heartbeat(h) => self.steered(&h.group)?.admits(&h.vm_id, h.role)?,
-            Telemetry::Metrics(m) => {
-                in_window("start", m.start, now, skew)?;
-                self.steered(&m.group)?.admits_splitter(&m.vm_id)?
-            }
-            Telemetry::PoolAck(ack) => self.steered(&ack.group)?.admits_ack(ack)?,
-        }
-        Ok(())
+        admit(&self.groups, telemetry, sent, now, skew)
     }
+}
 
-    fn steered(&self, group: &str) -> Result<&Group, DropReason> {
-        self.groups
+/// Whether `telemetry`, written at `sent`, may be taken in at `now` by a conductor
+/// steering `groups`.
+pub fn admit(
+    groups: &BTreeMap<String, Group>,
+    telemetry: &Telemetry,
+    sent: DateTime<Utc>,
+    now: DateTime<Utc>,
+    skew: Duration,
+) -> Result<(), DropReason> {
+    in_window("time", sent, now, skew)?;
+    let steered = |group: &str| {
+        groups
             .get(group)
             .ok_or_else(|| DropReason::UnknownGroup(group.to_owned()))
+    };
+    match telemetry {
+        Telemetry::Heartbeat(h) => steered(&h.group)?.admits(&h.vm_id, h.role)?,
+        Telemetry::Metrics(m) => {
+            in_window("start", m.start, now, skew)?;
+            steered(&m.group)?.admits_splitter(&m.vm_id)?
+        }
+        Telemetry::PoolAck(ack) => steered(&ack.group)?.admits_ack(ack)?,
     }
+    Ok(())
 }
 
 fn in_window(
@@ -67,7 +78,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::conductor::{delivery::decode_sent, handler::Identity, state::VmRegistry};
+    use crate::conductor::{delivery::decode_sent, state::VmRegistry};
 
     const SHOP: &str =
         "name = shop\nimage = web\nmin_vms = 1\nmax_vms = 4\ntarget_response_time = 0.2\n";
@@ -97,25 +108,14 @@ mod tests {
         }
     }
 
-    /// A conductor steering `shop`, whose cloud lists a splitter and one web VM.
-    fn conductor(dir: &std::path::Path, now: DateTime<Utc>) -> Conductor {
+    /// The groups of a conductor steering `shop`, whose cloud lists a splitter and one
+    /// web VM.
+    fn groups(now: DateTime<Utc>) -> BTreeMap<String, Group> {
         let settings = crate::conductor::group_settings(&crate::conf::Config::default());
         let template = crate::template::Template::parse("shop", SHOP, 20).unwrap();
         let mut group = Group::new(template, false, settings);
         group.step(now, listing());
-        Conductor {
-            identity: Identity {
-                host: "node1".into(),
-                started_at: now,
-            },
-            max_vms_ceiling: 20,
-            templates: super::super::state::TemplateStore::open(dir).unwrap(),
-            vms: VmRegistry::default(),
-            groups: BTreeMap::from([("shop".to_owned(), group)]),
-            settings,
-            received_requests: 0,
-            received_telemetry: 0,
-        }
+        BTreeMap::from([("shop".to_owned(), group)])
     }
 
     fn names() -> impl Strategy<Value = String> {
@@ -178,27 +178,33 @@ mod tests {
         fn arbitrary_envelopes_never_panic_the_intake(
             messages in proptest::collection::vec(envelopes(), 1..20),
         ) {
-            let dir = tempfile::tempdir().unwrap();
             let now: DateTime<Utc> = "2026-12-04T09:00:00Z".parse().unwrap();
-            let mut c = conductor(dir.path(), now);
+            let mut groups = groups(now);
+            let mut vms = VmRegistry::default();
             let skew = Duration::from_secs(30);
             for bytes in &messages {
                 let Ok((sent, telemetry)) = decode_sent(bytes, 65_536) else { continue };
-                if c.admit(&telemetry, sent, now, skew).is_err() {
+                if admit(&groups, &telemetry, sent, now, skew).is_err() {
                     continue;
                 }
+                let shop = groups.get_mut("shop").unwrap();
                 match telemetry {
-                    Telemetry::Heartbeat(h) => c.heard(h, now),
-                    Telemetry::Metrics(m) => c.metrics(m),
+                    Telemetry::Heartbeat(h) => {
+                        vms.heard(h, now);
+                    }
+                    Telemetry::Metrics(m) => {
+                        shop.metrics(m);
+                        let _ = shop.acts_now(now);
+                    }
                     Telemetry::PoolAck(a) => {
-                        let _ = c.groups.get_mut("shop").unwrap().pool_ack(&a);
+                        let _ = shop.pool_ack(&a);
                     }
                 }
             }
-            prop_assert!(c.vms.len() <= 2, "only listed VMs are kept");
+            prop_assert!(vms.len() <= 2, "only listed VMs are kept");
             let mut observed = listing();
-            observed.heartbeats = c.vms.infos("shop");
-            let group = c.groups.get_mut("shop").unwrap();
+            observed.heartbeats = vms.infos("shop");
+            let group = groups.get_mut("shop").unwrap();
             let _ = group.step(now + chrono::TimeDelta::seconds(1), observed);
             let _ = group.view(now);
             prop_assert!(group.view(now).acked_generation <= group.view(now).pool_generation);
