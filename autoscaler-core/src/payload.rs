@@ -144,6 +144,24 @@ pub struct MemberStats {
     pub busy: Option<u32>,
 }
 
+/// Whether `time`, as a VM wrote it, lies within `skew` of `now` (issue 17). Only `now`
+/// is shifted, with checked arithmetic: a VM's time may be anything chrono can hold
+/// (`+262142-12-31T23:59:59Z`), and adding to it could overflow.
+pub fn within_clock_skew(
+    time: chrono::DateTime<chrono::Utc>,
+    now: chrono::DateTime<chrono::Utc>,
+    skew: std::time::Duration,
+) -> bool {
+    let skew = chrono::TimeDelta::from_std(skew).unwrap_or(chrono::TimeDelta::MAX);
+    let earliest = now
+        .checked_sub_signed(skew)
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
+    let latest = now
+        .checked_add_signed(skew)
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
+    (earliest..=latest).contains(&time)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,5 +178,36 @@ mod tests {
             serde_json::from_str::<MemberStats>(&json).unwrap().busy,
             None
         );
+    }
+
+    proptest::proptest! {
+        /// Issue 17: any time chrono can hold, any skew, no panic; inside means inside.
+        #[test]
+        fn the_clock_skew_window_never_panics(
+            secs in proptest::num::i64::ANY,
+            skew_ms in proptest::num::u64::ANY,
+        ) {
+            let time = chrono::DateTime::from_timestamp(secs % 8_210_298_412_799, 0)
+                .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
+            let now = chrono::DateTime::from_timestamp(1_796_000_000, 0).unwrap();
+            let skew = std::time::Duration::from_millis(skew_ms);
+            let inside = within_clock_skew(time, now, skew);
+            let far = (time - now).num_milliseconds().unsigned_abs();
+            proptest::prop_assert_eq!(inside, far <= skew_ms);
+        }
+    }
+
+    #[test]
+    fn the_end_of_time_is_outside_any_sane_window() {
+        let now = chrono::Utc::now();
+        let end: chrono::DateTime<chrono::Utc> = "+262142-12-31T23:59:59Z".parse().unwrap();
+        let skew = std::time::Duration::from_secs(30);
+        assert!(!within_clock_skew(end, now, skew));
+        assert!(!within_clock_skew(
+            chrono::DateTime::<chrono::Utc>::MIN_UTC,
+            now,
+            skew
+        ));
+        assert!(within_clock_skew(now, now, skew));
     }
 }

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 /// (counted as [`DropReason::UnsupportedVersion`]) rather than guessing at their meaning.
 pub const ENVELOPE_VERSION: u32 = 1;
 
+use autoscaler_core::group::Refusal;
 pub use autoscaler_core::payload::Payload;
 
 /// An envelope whose payload is still raw JSON: the first decoding stage.
@@ -71,6 +72,17 @@ pub enum DropReason {
     UnknownKind(String),
     #[error("malformed {kind} payload: {error}")]
     BadPayload { kind: String, error: String },
+    /// A time the sender wrote is not within now ± `[agent] max_clock_skew` (issue 17):
+    /// refused before any arithmetic on it.
+    #[error("{field} {time} is outside now ± the allowed clock skew")]
+    OutOfWindow {
+        field: &'static str,
+        time: DateTime<Utc>,
+    },
+    #[error("no template named {0:?} is steered here")]
+    UnknownGroup(String),
+    #[error("{0}")]
+    Refused(#[from] Refusal),
 }
 
 impl Envelope {
@@ -128,6 +140,11 @@ pub struct DropCounts {
     unsupported_version: AtomicU64,
     unknown_kind: AtomicU64,
     bad_payload: AtomicU64,
+    out_of_window: AtomicU64,
+    unknown_group: AtomicU64,
+    not_listed: AtomicU64,
+    not_splitter: AtomicU64,
+    future_generation: AtomicU64,
 }
 
 /// A copy of [`DropCounts`] at one moment, for replies and logs.
@@ -138,6 +155,17 @@ pub struct DropSnapshot {
     pub unsupported_version: u64,
     pub unknown_kind: u64,
     pub bad_payload: u64,
+    /// Issue 17's reasons; absent in the answers of older conductors.
+    #[serde(default)]
+    pub out_of_window: u64,
+    #[serde(default)]
+    pub unknown_group: u64,
+    #[serde(default)]
+    pub not_listed: u64,
+    #[serde(default)]
+    pub not_splitter: u64,
+    #[serde(default)]
+    pub future_generation: u64,
 }
 
 impl DropSnapshot {
@@ -147,6 +175,11 @@ impl DropSnapshot {
             + self.unsupported_version
             + self.unknown_kind
             + self.bad_payload
+            + self.out_of_window
+            + self.unknown_group
+            + self.not_listed
+            + self.not_splitter
+            + self.future_generation
     }
 }
 
@@ -158,6 +191,11 @@ impl DropCounts {
             DropReason::UnsupportedVersion(_) => &self.unsupported_version,
             DropReason::UnknownKind(_) => &self.unknown_kind,
             DropReason::BadPayload { .. } => &self.bad_payload,
+            DropReason::OutOfWindow { .. } => &self.out_of_window,
+            DropReason::UnknownGroup(_) => &self.unknown_group,
+            DropReason::Refused(Refusal::NotListed { .. }) => &self.not_listed,
+            DropReason::Refused(Refusal::NotSplitter { .. }) => &self.not_splitter,
+            DropReason::Refused(Refusal::FutureGeneration { .. }) => &self.future_generation,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -169,6 +207,11 @@ impl DropCounts {
             unsupported_version: self.unsupported_version.load(Ordering::Relaxed),
             unknown_kind: self.unknown_kind.load(Ordering::Relaxed),
             bad_payload: self.bad_payload.load(Ordering::Relaxed),
+            out_of_window: self.out_of_window.load(Ordering::Relaxed),
+            unknown_group: self.unknown_group.load(Ordering::Relaxed),
+            not_listed: self.not_listed.load(Ordering::Relaxed),
+            not_splitter: self.not_splitter.load(Ordering::Relaxed),
+            future_generation: self.future_generation.load(Ordering::Relaxed),
         }
     }
 }

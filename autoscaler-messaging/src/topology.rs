@@ -166,6 +166,10 @@ impl Topology {
                 AMQPValue::LongString("drop-head".into()),
             );
         }
+        if let Some(bytes) = spec.max_length_bytes {
+            let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+            args.insert("x-max-length-bytes".into(), AMQPValue::LongLongInt(bytes));
+        }
         channel
             .queue_declare(
                 ShortString::from(queue),
@@ -260,6 +264,10 @@ pub struct QueueSpec {
     pub auto_delete: bool,
     /// Bound on ready messages; older ones are dropped beyond it.
     pub max_length: Option<u32>,
+    /// Bound on the ready messages' bodies, in bytes (RabbitMQ's `x-max-length-bytes`):
+    /// a body larger than this alone never reaches the consumer (issue 17: a VM could
+    /// otherwise make it buffer up to the broker's 128 MiB message limit).
+    pub max_length_bytes: Option<u64>,
 }
 
 impl QueueSpec {
@@ -271,15 +279,18 @@ impl QueueSpec {
             durable: durability.is_durable(),
             auto_delete: false,
             max_length: None,
+            max_length_bytes: None,
         }
     }
 
-    /// Lives while its consumer does, bounded: heartbeats and metrics.
+    /// Lives while its consumer does, bounded: heartbeats and metrics (a heartbeat is
+    /// about 300 bytes, so 1 KiB a message on average, and at least 1 MiB in all).
     pub fn telemetry(max_length: u32) -> QueueSpec {
         QueueSpec {
             durable: false,
             auto_delete: true,
             max_length: Some(max_length),
+            max_length_bytes: Some((u64::from(max_length) * 1024).max(1 << 20)),
         }
     }
 }

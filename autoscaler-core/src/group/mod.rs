@@ -21,6 +21,8 @@
 //! (Apache's graceful stop: requests in flight finish on the web VMs, which are still in
 //! the pool), then, once it acknowledges or `drain_timeout` passes, every VM is deleted.
 
+pub mod admit;
+mod answers;
 mod backoff;
 pub mod drain;
 mod fleet;
@@ -31,6 +33,7 @@ pub mod keeper;
 pub mod lifecycle;
 mod members;
 mod observed;
+mod operator;
 pub mod replace;
 pub mod row;
 pub mod sizing;
@@ -43,11 +46,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 
+pub use admit::Refusal;
 pub use backoff::Backoff;
-pub use intake::RemoveError;
 pub use observed::{
     elapsed, within, Action, BootOutcome, BootRefusal, GroupSettings, HeartbeatInfo, Observed,
 };
+pub use operator::RemoveError;
 pub use view::{GroupView, Phase, VmState};
 
 use crate::{

@@ -2,9 +2,13 @@
 //! ([`Phase`]) and its VMs ([`VmState`]). Wire types of the conductor's RPC API,
 //! re-exported by `autoscaler::conductor::api`.
 
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::{cloud::VmStatus, payload::Role};
+use super::Group;
+use crate::{cloud::VmStatus, payload::Role, pool::member_name};
 
 /// Where a group is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,4 +55,39 @@ pub struct GroupView {
     pub pool_generation: u64,
     pub acked_generation: u64,
     pub vms: Vec<VmState>,
+}
+
+impl Group {
+    /// The group as `template show` reports it, from the last observation.
+    pub fn view(&self, now: DateTime<Utc>) -> GroupView {
+        let obs = &self.last_seen;
+        let in_pool: BTreeSet<&str> = self.pool.members.iter().map(|m| m.name.as_str()).collect();
+        let vms = obs
+            .vms
+            .iter()
+            .map(|vm| {
+                let member = member_name(&vm.name);
+                VmState {
+                    id: vm.id.0.clone(),
+                    name: vm.name.clone(),
+                    role: vm.role(),
+                    status: vm.status,
+                    address: super::address_of(vm, obs).map(|a| a.to_string()),
+                    heartbeat_age: obs
+                        .heartbeats
+                        .get(&vm.name)
+                        .map(|h| (now - h.last).num_milliseconds().max(0) as f64 / 1000.0),
+                    in_pool: in_pool.contains(member.as_str()),
+                    busy: self.reports.busy.get(&member).copied(),
+                }
+            })
+            .collect();
+        GroupView {
+            phase: self.phase,
+            url: super::url(obs),
+            pool_generation: self.pool.generation,
+            acked_generation: self.pool.acked,
+            vms,
+        }
+    }
 }

@@ -14,6 +14,7 @@ use tracing::{debug, info, warn};
 
 use super::{
     api::Request,
+    drop_log::DropLog,
     handler::Conductor,
     steer::{Outlets, Steering},
 };
@@ -33,6 +34,9 @@ pub(super) struct Reception<'a> {
     pub sender: &'a str,
     /// `[DEFAULT] max_message_size`.
     pub max_size: usize,
+    /// `[agent] max_clock_skew`.
+    pub max_clock_skew: Duration,
+    pub drop_log: &'a DropLog,
 }
 
 /// Takes in one heartbeat, metrics message or pool acknowledgement, and acknowledges it.
@@ -46,7 +50,11 @@ pub(super) async fn take_telemetry(
     rx: &Reception<'_>,
 ) -> Option<String> {
     let mut act = None;
-    match decode_telemetry(&delivery.data, rx.max_size) {
+    let admitted = decode_sent(&delivery.data, rx.max_size).and_then(|(sent, telemetry)| {
+        conductor.admit(&telemetry, sent, Utc::now(), rx.max_clock_skew)?;
+        Ok(telemetry)
+    });
+    match admitted {
         Ok(Telemetry::Heartbeat(heartbeat)) => {
             let joins = heartbeat.role == Role::Web
                 && heartbeat.serving == Some(true)
@@ -75,7 +83,8 @@ pub(super) async fn take_telemetry(
         }
         Err(reason) => {
             rx.drops.record(&reason);
-            warn!(routing_key = %delivery.routing_key, %reason, "dropped a message");
+            rx.drop_log
+                .dropped("dropped a message", delivery.routing_key.as_str(), &reason);
         }
     }
     // Not awaited: a connection the broker blocks (resource alarm) writes nothing until it
@@ -101,17 +110,26 @@ pub enum Telemetry {
 /// Reads one telemetry message as the conductor's intake does (public for the
 /// simulator's intake benchmark).
 pub fn decode_telemetry(data: &[u8], max_size: usize) -> Result<Telemetry, DropReason> {
+    decode_sent(data, max_size).map(|(_, telemetry)| telemetry)
+}
+
+/// A telemetry message and the time its agent wrote it.
+pub fn decode_sent(
+    data: &[u8],
+    max_size: usize,
+) -> Result<(chrono::DateTime<Utc>, Telemetry), DropReason> {
     let raw = Envelope::decode(data, max_size)?;
-    if let Some(heartbeat) = raw.payload_as::<Heartbeat>() {
-        return heartbeat.map(|e| Telemetry::Heartbeat(e.payload));
-    }
-    if let Some(metrics) = raw.payload_as::<Metrics>() {
-        return metrics.map(|e| Telemetry::Metrics(e.payload));
-    }
-    if let Some(ack) = raw.payload_as::<PoolAck>() {
-        return ack.map(|e| Telemetry::PoolAck(e.payload));
-    }
-    Err(raw.unknown())
+    let sent = raw.time;
+    let telemetry = if let Some(heartbeat) = raw.payload_as::<Heartbeat>() {
+        heartbeat.map(|e| Telemetry::Heartbeat(e.payload))
+    } else if let Some(metrics) = raw.payload_as::<Metrics>() {
+        metrics.map(|e| Telemetry::Metrics(e.payload))
+    } else if let Some(ack) = raw.payload_as::<PoolAck>() {
+        ack.map(|e| Telemetry::PoolAck(e.payload))
+    } else {
+        Err(raw.unknown())
+    };
+    telemetry.map(|t| (sent, t))
 }
 
 /// The request's age in milliseconds when it is older than its AMQP expiration (the
@@ -162,7 +180,8 @@ pub(super) async fn handle_request(
         Ok(request) => request,
         Err(reason) => {
             rx.drops.record(&reason);
-            warn!(%reason, "dropped a request");
+            rx.drop_log
+                .dropped("dropped a request", delivery.routing_key.as_str(), &reason);
             let message = format!("the conductor could not read the request: {reason}");
             refuse(delivery, reply_to.as_ref(), "invalid", message, rx).await;
             return;

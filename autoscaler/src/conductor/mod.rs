@@ -2,8 +2,10 @@
 //! RabbitMQ, takes in the agents' heartbeats, keeps the active templates, and publishes
 //! oslo-format notifications.
 
+mod admission;
 pub mod api;
 pub mod delivery;
+pub mod drop_log;
 /// One group's rules, pure (`autoscaler_core::group`).
 pub use autoscaler_core::group;
 pub mod handler;

@@ -22,6 +22,7 @@ use tracing::{info, warn};
 use super::{
     api::TemplateRecord,
     delivery::{handle_request, take_telemetry, Reception},
+    drop_log::DropLog,
     group_settings,
     handler::{Conductor, Identity},
     memory::Memory,
@@ -97,6 +98,7 @@ pub async fn run(config: &Config, shutdown: watch::Receiver<bool>) -> Result<(),
     let (mut steering, cloud_events) =
         Steering::new(driver, config.clone(), sender.clone(), topology.clone());
     let drops = DropCounts::default();
+    let drop_log = DropLog::default();
     let rx = Reception {
         out: Outlets {
             link: &connection.link,
@@ -105,6 +107,8 @@ pub async fn run(config: &Config, shutdown: watch::Receiver<bool>) -> Result<(),
         drops: &drops,
         sender: &sender,
         max_size: config.default.max_message_size,
+        max_clock_skew: config.agent.max_clock_skew,
+        drop_log: &drop_log,
     };
     let loop_state = Loop {
         requests: &mut connection.requests,

@@ -233,6 +233,21 @@ impl VmRegistry {
     pub fn forget(&mut self, vm_id: &str) {
         self.vms.remove(vm_id);
     }
+
+    /// Keeps only VMs of `groups` that the cloud lists there (`listed` says which, per
+    /// group and name): the registry is bounded by the fleet (issue 17), whatever VMs
+    /// were deleted behind the conductor's back.
+    pub fn retain_listed(&mut self, listed: impl Fn(&str, &str) -> bool) {
+        self.vms.retain(|id, vm| listed(&vm.heartbeat.group, id));
+    }
+
+    pub fn len(&self) -> usize {
+        self.vms.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.vms.is_empty()
+    }
 }
 
 #[cfg(test)]

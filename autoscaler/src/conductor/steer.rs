@@ -162,6 +162,11 @@ impl Steering {
         };
         let now = Utc::now();
         let actions = group.step(now, observed);
+        // The registry keeps only VMs the cloud lists (issue 17: bounded by the fleet).
+        let groups = &conductor.groups;
+        conductor
+            .vms
+            .retain_listed(|group, vm| groups.get(group).is_some_and(|g| g.lists(vm)));
         self.carry_out(&name, actions, conductor, out, now).await;
     }
 

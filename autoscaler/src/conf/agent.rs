@@ -38,6 +38,18 @@ pub const SECTION: SectionDecl = SectionDecl {
             "Time to live of each heartbeat and metrics message on the broker, in \
              seconds: older ones are stale and are discarded unread.",
         ),
+        OptDecl::new(
+            "max_clock_skew",
+            OptKind::Seconds {
+                min: 1.0,
+                max: Some(3600.0),
+            },
+            Some("30"),
+            "How far, in seconds, a time an agent writes (a message's time, the start of \
+             its metrics) may be from the conductor's clock; messages outside the window \
+             are dropped and counted before any use of their times. The hosts' clocks \
+             agree through NTP, as OpenStack requires.",
+        ),
     ],
 };
 
@@ -47,6 +59,7 @@ pub struct AgentOpts {
     pub transport_url: Option<TransportUrl>,
     pub heartbeat_interval: Duration,
     pub telemetry_ttl: Duration,
+    pub max_clock_skew: Duration,
 }
 
 impl AgentOpts {
@@ -55,6 +68,7 @@ impl AgentOpts {
             transport_url: v.optional_transport_url("transport_url"),
             heartbeat_interval: v.duration("heartbeat_interval"),
             telemetry_ttl: v.duration("telemetry_ttl"),
+            max_clock_skew: v.duration("max_clock_skew"),
         }
     }
 }

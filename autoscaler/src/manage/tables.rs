@@ -161,13 +161,19 @@ pub(super) fn status_table(s: &StatusView) -> Table {
         (
             "dropped",
             format!(
-                "{} (malformed {}, oversized {}, unknown kind {}, bad payload {}, unsupported version {})",
+                "{} (malformed {}, oversized {}, unknown kind {}, bad payload {}, unsupported version {}, \
+                 out of window {}, unknown group {}, not listed {}, not splitter {}, future generation {})",
                 d.total(),
                 d.malformed,
                 d.oversized,
                 d.unknown_kind,
                 d.bad_payload,
-                d.unsupported_version
+                d.unsupported_version,
+                d.out_of_window,
+                d.unknown_group,
+                d.not_listed,
+                d.not_splitter,
+                d.future_generation
             ),
         ),
     ];

@@ -2,6 +2,7 @@
 //! the agents' heartbeats, the splitter's metrics and acknowledgements, the cloud's
 //! answers) ticked in virtual time as the service would, one file per stage.
 
+mod admit;
 mod drain;
 mod health;
 mod keeper;

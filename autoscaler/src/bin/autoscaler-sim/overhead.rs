@@ -289,6 +289,7 @@ async fn intake(broker: &str, messages: u32) -> Result<()> {
                 durable: false,
                 auto_delete: false,
                 max_length: Some(messages * 2),
+                max_length_bytes: None,
             },
             &["heartbeat.#".to_owned()],
         )
