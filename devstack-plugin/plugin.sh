@@ -11,8 +11,9 @@
 #   stack install       build the release binaries with cargo (installing Rust with a
 #                       pinned, checked rustup-init when needed and not OFFLINE),
 #                       install them in $DEST/bin
-#   stack post-config   create the Keystone user, write /etc/autoscaler/autoscaler.conf
-#                       (and a sample template), check it with config validate
+#   stack post-config   create the Keystone user, the database (recreate_database, in
+#                       DevStack's MySQL), write /etc/autoscaler/autoscaler.conf (and a
+#                       sample template), check it with config validate, db sync
 #   stack extra         register (or bake) the images, private to the project the VMs
 #                       boot in, open the site's port, start
 #                       devstack@autoscaler-conductor and wait until it answers

@@ -1,6 +1,10 @@
 //! Heartbeats: one transient message per interval with a short TTL, saying whether the
 //! VM's server answers its local check (`serving`). A heartbeat that cannot be sent is
 //! skipped, not queued: the next one says the same, fresher.
+//!
+//! The check runs in a task of its own, once per interval, each for at most the
+//! configured `check_timeout`; a heartbeat carries the last answer. So a page slower than
+//! an interval still says "serving" (issue 16, item 1) and never delays a heartbeat.
 
 use std::time::Duration;
 
@@ -9,7 +13,7 @@ use chrono::Utc;
 use tokio::{sync::watch, time::MissedTickBehavior};
 use tracing::{debug, info, warn};
 
-use crate::web::{LocalCheck, CHECK_TIMEOUT};
+use crate::web::LocalCheck;
 
 pub struct Settings {
     pub exchange: String,
@@ -19,6 +23,8 @@ pub struct Settings {
     pub role: Role,
     pub interval: Duration,
     pub ttl: Duration,
+    /// The longest one check may take; a slower answer is "not serving".
+    pub check_timeout: Duration,
     /// The local check behind `serving`; without one, `serving` is absent.
     pub check: Option<LocalCheck>,
     /// The site's URL (splitter), for the operator.
@@ -31,9 +37,14 @@ pub async fn run(link: LinkHandle, settings: Settings, mut stop: watch::Receiver
     let key = Topology::heartbeat_key(&settings.group, &settings.vm_id);
     let mut ticks = tokio::time::interval(settings.interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    // The check runs before each heartbeat, so it may take at most one interval: a
-    // heartbeat says "alive" on time even when the server hangs.
-    let check_timeout = CHECK_TIMEOUT.min(settings.interval);
+    let checked = settings.check.clone().map(|check| {
+        spawn_check(
+            check,
+            settings.interval,
+            settings.check_timeout,
+            stop.clone(),
+        )
+    });
     let mut seq = 0u64;
     let mut last_serving = None;
     loop {
@@ -41,10 +52,7 @@ pub async fn run(link: LinkHandle, settings: Settings, mut stop: watch::Receiver
             _ = ticks.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        let serving = match &settings.check {
-            Some(check) => Some(check.serving(check_timeout).await),
-            None => None,
-        };
+        let serving = checked.as_ref().map(|answer| *answer.borrow());
         if serving != last_serving {
             // Changes only: once a second would flood the log.
             info!(?serving, url = ?settings.check.as_ref().map(|c| c.url().to_string()), "serving");
@@ -79,4 +87,33 @@ pub async fn run(link: LinkHandle, settings: Settings, mut stop: watch::Receiver
         }
         seq += 1;
     }
+}
+
+/// Runs `check` once per `interval` (a check slower than that delays the next), each for
+/// at most `timeout`, until `stop`. The receiver holds the last answer: false until the
+/// first, so a VM never joins the pool before its server answered.
+fn spawn_check(
+    check: LocalCheck,
+    interval: Duration,
+    timeout: Duration,
+    mut stop: watch::Receiver<bool>,
+) -> watch::Receiver<bool> {
+    let (answer, answers) = watch::channel(false);
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            let serving = tokio::select! {
+                serving = async {
+                    ticks.tick().await;
+                    check.serving(timeout).await
+                } => serving,
+                _ = stop.wait_for(|s| *s) => return,
+            };
+            if answer.send(serving).is_err() {
+                return;
+            }
+        }
+    });
+    answers
 }

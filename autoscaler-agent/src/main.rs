@@ -247,11 +247,7 @@ fn start_heartbeat(
     link: LinkHandle,
     stopped: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
-    let (check, site_url) = match (role, modjk) {
-        (RoleSettings::Web { check_url }, _) => (check_url.clone().map(web::LocalCheck::new), None),
-        (_, Some(modjk)) => (Some(modjk.check()), modjk.site_url()),
-        (RoleSettings::Splitter(_), None) => (None, None),
-    };
+    let (check, site_url) = local_check(role, modjk);
     tokio::spawn(heartbeat::run(
         link,
         heartbeat::Settings {
@@ -262,6 +258,7 @@ fn start_heartbeat(
             role: config.role,
             interval: config.heartbeat_interval,
             ttl: config.telemetry_ttl,
+            check_timeout: config.check_timeout,
             check,
             site_url,
             address,
@@ -311,4 +308,16 @@ fn start_splitter(
     };
     let splitter = splitter::Splitter::new(settings, link, modjk);
     tokio::spawn(splitter.run(incoming_rx, stopped))
+}
+
+/// The role's local check behind `serving`, and the site's URL (splitter).
+fn local_check(
+    role: &RoleSettings,
+    modjk: Option<&splitter::ModJk>,
+) -> (Option<web::LocalCheck>, Option<String>) {
+    match (role, modjk) {
+        (RoleSettings::Web { check_url }, _) => (check_url.clone().map(web::LocalCheck::new), None),
+        (_, Some(modjk)) => (Some(modjk.check()), modjk.site_url()),
+        (RoleSettings::Splitter(_), None) => (None, None),
+    }
 }

@@ -44,7 +44,8 @@ pub struct RunArgs {
     #[arg(long)]
     pub amqp_durable_queues: bool,
     /// Web role: the local URL whose answer the heartbeat reports (`serving`: 200 within
-    /// 1 s). Without it the web agent heartbeats without `serving`.
+    /// the configuration's `check_timeout`, 1 s unless the conductor says otherwise).
+    /// Without it the web agent heartbeats without `serving`.
     #[arg(long, value_name = "URL")]
     pub check_url: Option<String>,
     /// Splitter role: mod_jk's log (JkLogFile), with the request lines to measure.

@@ -8,10 +8,6 @@ use std::time::Duration;
 
 use crate::http::{self, HttpUrl};
 
-/// The longest a check may take: a server slower than this to answer a local GET is
-/// not serving.
-pub(crate) const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
-
 /// A URL on the VM that answers 200 while the VM serves.
 #[derive(Debug, Clone)]
 pub(crate) struct LocalCheck {
@@ -53,6 +49,8 @@ mod tests {
     };
 
     /// Answers every connection with `answer`, forever.
+    const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+
     async fn server(answer: &'static [u8]) -> HttpUrl {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();

@@ -185,6 +185,7 @@ fn write_files_materializes_the_user_data_config() {
         heartbeat_interval: Duration::from_secs(1),
         telemetry_ttl: Duration::from_secs(10),
         amqp_durable_queues: false,
+        check_timeout: Duration::from_secs(1),
     };
     let user_data = dir.path().join("user-data");
     std::fs::write(&user_data, config.to_user_data()).unwrap();
@@ -207,4 +208,126 @@ fn write_files_materializes_the_user_data_config() {
         autoscaler_messaging::AgentConfig::from_ini("x", &written).unwrap(),
         config
     );
+}
+
+/// Answers every GET with 200 after `delay`, forever; returns its URL.
+async fn slow_page(delay: Duration) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut request = [0u8; 1024];
+                let _ = socket.read(&mut request).await;
+                tokio::time::sleep(delay).await;
+                let _ = socket
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    format!("http://127.0.0.1:{port}/webserver/index.jsp")
+}
+
+/// Regression (issue 16, item 1): a page slower than the old 1 s check never said
+/// "serving", so its VM never joined the pool. With the configuration's check_timeout
+/// (the conductor derives it from the template's target) a 1.5 s page is serving, and the
+/// check, running apart, never delays a heartbeat.
+#[tokio::test]
+async fn issue_16_a_page_slower_than_an_interval_is_serving_and_heartbeats_stay_on_time() {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let exchange = format!("autoscaler-test-{}", &id[..10]);
+    let queue = format!("{exchange}.heartbeats");
+    let config = LinkConfig::new(broker_url().parse().unwrap(), "agent-test");
+    let (connection, _) = link::connect(&config, 0).await.unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let topology = Topology::new(exchange.clone(), Durability::Transient);
+    topology.declare_exchange(&channel).await.unwrap();
+    topology
+        .declare_queue(
+            &channel,
+            &queue,
+            &QueueSpec::telemetry(100),
+            &["heartbeat.#".to_owned()],
+        )
+        .await
+        .unwrap();
+    let mut consumer = channel
+        .basic_consume(
+            queue.as_str().into(),
+            "t".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let agent_conf = dir.path().join("agent.conf");
+    let agent_config = autoscaler_messaging::AgentConfig {
+        transport_url: broker_url(),
+        control_exchange: exchange.clone(),
+        group: "shop".into(),
+        role: Role::Web,
+        vm_id: "vm-slow".into(),
+        heartbeat_interval: Duration::from_millis(200),
+        telemetry_ttl: Duration::from_secs(3),
+        amqp_durable_queues: false,
+        check_timeout: Duration::from_secs(3),
+    };
+    std::fs::write(&agent_conf, agent_config.to_ini()).unwrap();
+    let page = slow_page(Duration::from_millis(1500)).await;
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_autoscaler-agent"))
+        .arg("--config-file")
+        .arg(&agent_conf)
+        .args(["--check-url", &page])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+
+    // Until the page answers: on time and not serving; then serving, still on time.
+    let mut last: Option<std::time::Instant> = None;
+    let mut widest = Duration::ZERO;
+    let mut serving = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while serving.last() != Some(&Some(true)) || serving.len() < 20 {
+        assert!(std::time::Instant::now() < deadline, "{serving:?}");
+        let delivery = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+            .await
+            .expect("a heartbeat within 10 s")
+            .unwrap()
+            .unwrap();
+        let now = std::time::Instant::now();
+        widest = widest.max(last.map_or(Duration::ZERO, |l| now - l));
+        last = Some(now);
+        let raw = Envelope::decode(&delivery.data, 65536).unwrap();
+        let heartbeat = raw.payload_as::<Heartbeat>().unwrap().unwrap();
+        serving.push(heartbeat.payload.serving);
+    }
+    assert_eq!(
+        serving[0],
+        Some(false),
+        "not serving before the first answer"
+    );
+    assert!(
+        widest < Duration::from_millis(700),
+        "a 1.5 s check delayed a 0.2 s heartbeat by {widest:?}"
+    );
+
+    let _ = Command::new("kill")
+        .args(["-TERM", &agent.id().to_string()])
+        .status();
+    let _ = tokio::task::spawn_blocking(move || agent.wait()).await;
+    let _ = channel
+        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+        .await;
+    let _ = channel
+        .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+        .await;
+    connection.close(200, "done".into()).await.unwrap();
 }

@@ -168,6 +168,7 @@ fn agent_config(exchange: &str, vm_id: &str, role: Role) -> AgentConfig {
         heartbeat_interval: Duration::from_millis(500),
         telemetry_ttl: Duration::from_secs(10),
         amqp_durable_queues: false,
+        check_timeout: Duration::from_secs(1),
     }
 }
 

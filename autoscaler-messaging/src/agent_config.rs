@@ -35,7 +35,14 @@ pub struct AgentConfig {
     /// the exchange as the conductor does (RabbitMQ refuses a declaration that differs).
     /// Absent from the file: false, oslo.messaging's and the conductor's default.
     pub amqp_durable_queues: bool,
+    /// The longest the agent's local check (the page behind `serving`) may take; the
+    /// conductor derives it from the template's target. Absent from the file:
+    /// [`DEFAULT_CHECK_TIMEOUT`].
+    pub check_timeout: Duration,
 }
+
+/// The check's timeout of an agent configured without one (an older conductor).
+pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// An agent configuration that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -144,6 +151,7 @@ impl AgentConfig {
         );
         let _ = writeln!(out, "telemetry_ttl = {}", self.telemetry_ttl.as_secs_f64());
         let _ = writeln!(out, "amqp_durable_queues = {}", self.amqp_durable_queues);
+        let _ = writeln!(out, "check_timeout = {}", self.check_timeout.as_secs_f64());
         out
     }
 
@@ -184,6 +192,7 @@ impl AgentConfig {
             heartbeat_interval: values.seconds("heartbeat_interval", 1.0)?,
             telemetry_ttl: values.seconds("telemetry_ttl", 10.0)?,
             amqp_durable_queues: values.boolean("amqp_durable_queues", false)?,
+            check_timeout: values.seconds("check_timeout", DEFAULT_CHECK_TIMEOUT.as_secs_f64())?,
         })
     }
 
@@ -311,7 +320,20 @@ mod tests {
             heartbeat_interval: Duration::from_millis(500),
             telemetry_ttl: Duration::from_secs(10),
             amqp_durable_queues: true,
+            check_timeout: Duration::from_secs(4),
         }
+    }
+
+    #[test]
+    fn the_check_timeout_is_carried_and_defaults_to_one_second() {
+        let ini = sample().to_ini();
+        assert!(ini.contains("check_timeout = 4\n"), "{ini}");
+        let back = AgentConfig::from_ini("a", &ini).unwrap();
+        assert_eq!(back.check_timeout, Duration::from_secs(4));
+        let without = ini.replace("check_timeout = 4\n", "");
+        let old = AgentConfig::from_ini("a", &without).unwrap();
+        assert_eq!(old.check_timeout, DEFAULT_CHECK_TIMEOUT);
+        assert!(AgentConfig::from_ini("a", &ini.replace("= 4\n", "= 0\n")).is_err());
     }
 
     #[test]

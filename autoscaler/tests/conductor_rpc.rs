@@ -93,7 +93,16 @@ fn template_round_trip_through_the_conductor() {
         stdout(&out)
     );
 
-    // One template at a time: the error names the active one. The seed's alias works.
+    // Names are unique: a second `shop` names the active one.
+    let out = fx.manage(&["--no-wait", "template", "instantiate", shop]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).starts_with("ERROR: template \"shop\" is already active"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Several templates at once, each its own group. The seed's alias works.
     std::fs::write(
         fx.template_path("blog"),
         common::SHOP_TEMPLATE.replace("shop", "blog"),
@@ -104,12 +113,19 @@ fn template_round_trip_through_the_conductor() {
         "instantiate_template",
         fx.template_path("blog").to_str().unwrap(),
     ]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).starts_with("ERROR: template \"shop\" is already active"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listed = json(&fx.manage(&["--format", "json", "template", "list"]));
+    let names: Vec<_> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["blog", "shop"], "{listed}");
+    let table = stdout(&fx.manage(&["template", "list"]));
+    assert!(table.starts_with("name"), "{table}");
+    let out = fx.manage(&["template", "destroy", "blog"]);
+    assert!(out.status.success(), "{}", stderr(&out));
 
     let shown = json(&fx.manage(&["--format", "json", "template", "show"]));
     assert_eq!(shown[0]["template"]["name"], "shop");
@@ -511,6 +527,19 @@ fn version_and_usage() {
     assert_eq!(out.status.code(), Some(2));
 }
 
+#[test]
+fn the_conductor_refuses_a_database_without_its_schema() {
+    let fx = Fixture::new();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_autoscaler-conductor"))
+        .arg("--config-file")
+        .arg(fx.config_path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(text.contains("run `autoscaler-manage db sync`"), "{text}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_older_than_its_ttl_is_not_carried_out() {
     let fx = fixture_with_conductor().await;
@@ -643,8 +672,12 @@ fn a_conductor_that_lost_its_state_adopts_its_group_from_the_cloud() {
     }
     let before = vms(&fx);
     assert!(fx.stop_conductor(Duration::from_secs(10)).success());
-    // The state file is lost; the VMs carry the template in their metadata.
-    std::fs::remove_file(fx.dir.path().join("state/templates.json")).unwrap();
+    // The database is lost (recreated empty by `db sync`); the VMs carry the template in
+    // their metadata.
+    std::fs::remove_file(fx.dir.path().join("state/autoscaler.sqlite")).unwrap();
+    for wal in ["state/autoscaler.sqlite-wal", "state/autoscaler.sqlite-shm"] {
+        let _ = std::fs::remove_file(fx.dir.path().join(wal));
+    }
     fx.start_conductor();
     fx.wait_for_conductor(Duration::from_secs(20));
     let shown = json(&fx.manage(&["--format", "json", "template", "show", "shop"]));

@@ -495,6 +495,38 @@ async fn addresses_are_unique_in_the_pool_come_back_and_run_out() {
 }
 
 #[tokio::test]
+async fn two_drivers_on_one_state_path_see_each_others_vms() {
+    // Two conductors on one machine: one local cloud, an address pool each.
+    let cloud = LocalCloud::new("127.0.9.72/29", "");
+    let first = cloud.driver();
+    let text = format!(
+        "[DEFAULT]\nstate_path = {}\n[local]\naddress_pool = 127.0.9.80/29\nimages_path = {}\n\
+         delete_grace_period = 0.3\n",
+        cloud.state.path().display(),
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/images")
+            .display()
+    );
+    let second = from_config(&load_from_str("b.conf", &text).unwrap().config).unwrap();
+    let vm = first.boot(spec("web-a", "ok", "shop")).await.unwrap();
+    let seen = second.list("shop").await.unwrap();
+    assert_eq!(seen.iter().map(|v| &v.id).collect::<Vec<_>>(), [&vm.id]);
+    // The second's boots come from its own pool.
+    let other = second.boot(spec("web-b", "ok", "shop")).await.unwrap();
+    assert_eq!(
+        other.address,
+        Some(IpAddr::V4(Ipv4Addr::new(127, 0, 9, 81)))
+    );
+    assert_eq!(first.list("shop").await.unwrap().len(), 2);
+    // A delete by one is seen by the other.
+    second.delete(&vm.id).await.unwrap();
+    let left = first.list("shop").await.unwrap();
+    assert_eq!(left.iter().map(|v| &v.id).collect::<Vec<_>>(), [&other.id]);
+    first.delete(&other.id).await.unwrap();
+    assert!(second.list("shop").await.unwrap().is_empty());
+}
+
+#[tokio::test]
 async fn a_failed_boot_quotes_its_exit_status_and_console() {
     let cloud = LocalCloud::new("127.0.9.32/29", "");
     let driver = cloud.driver();

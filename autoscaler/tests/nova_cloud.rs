@@ -152,11 +152,15 @@ fn issue_7_a_site_on_nova_serves_replaces_a_killed_vm_survives_a_restart_scales_
     assert!(page_ok(&url));
 
     // 3. Restart recovery with Nova as the source of truth: kill -9 the conductor, lose
-    // its state file, start it again. It adopts the group from the servers' metadata and
+    // its database, start it again. It adopts the group from the servers' metadata and
     // keeps exactly the servers there are: no duplicate boot, no orphan.
     let before = server_ids(&nova);
     signal(fx.conductor_pid(), "KILL");
-    std::fs::remove_file(fx.dir.path().join("state/templates.json")).unwrap();
+    // Its database is lost (recreated empty by `db sync`): the servers carry the template.
+    std::fs::remove_file(fx.dir.path().join("state/autoscaler.sqlite")).unwrap();
+    for wal in ["state/autoscaler.sqlite-wal", "state/autoscaler.sqlite-shm"] {
+        let _ = std::fs::remove_file(fx.dir.path().join(wal));
+    }
     fx.start_conductor();
     fx.wait_for_conductor(Duration::from_secs(20));
     let (_, took) = wait_for(

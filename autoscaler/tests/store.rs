@@ -277,6 +277,14 @@ async fn templates_are_unique_by_exact_name(backend: Backend) {
     assert!(store.set_destroying("blog").await.unwrap(), "idempotent");
     assert!(!store.set_destroying("nothing").await.unwrap());
     assert!(store.template("blog").await.unwrap().unwrap().destroying);
+    assert_eq!(
+        store.template_names().await.unwrap(),
+        [
+            ("Shop".to_owned(), false),
+            ("blog".to_owned(), true),
+            ("shop".to_owned(), false)
+        ]
+    );
     let mut long = record("long");
     long.source = "x".repeat(5000);
     assert!(matches!(

@@ -191,6 +191,10 @@ get_transport_url() {
     echo "rabbit://${RABBIT_USERID}:${RABBIT_PASSWORD}@${RABBIT_HOST}:5672/${virtual_host:-${TEST_VHOST:-}}"
 }
 create_service_user() { record "create_service_user $*"; }
+recreate_database() { record "recreate_database $*"; }
+# database_connection_url NAME: DevStack's gives mysql+pymysql://root:PASS@HOST/NAME?charset=utf8;
+# here an SQLite file of the test's, which the real autoscaler-manage db sync can use.
+database_connection_url() { echo "sqlite:///$work/data/$1.sqlite"; }
 get_or_add_user_project_role() { record "get_or_add_user_project_role $*"; }
 install_package() { record "install_package $*"; }
 upload_image() { record "upload_image $*"; }
@@ -448,6 +452,15 @@ expect "[nova] cafile (no tls-proxy)" "$(ini_get "$conf" nova cafile)" ""
 expect "[conductor] boot_timeout" "$(ini_get "$conf" conductor boot_timeout)" 600
 expect "[oslo_messaging_notifications] driver" \
     "$(ini_get "$conf" oslo_messaging_notifications driver)" messagingv2,log
+expect "[database] connection (database_connection_url autoscaler)" \
+    "$(ini_get "$conf" database connection)" "sqlite:///$work/data/autoscaler.sqlite"
+if grep -qx "recreate_database autoscaler" "$calls"; then
+    pass "recreate_database autoscaler"
+else
+    fail "recreate_database autoscaler was not called: $(tr '\n' ';' <"$calls")"
+fi
+expect "db sync ran: the schema's version" \
+    "$("$AUTOSCALER_BIN_DIR/autoscaler-manage" --config-file "$conf" db version 2>&1)" 1
 if grep -qx "create_service_user autoscaler" "$calls"; then
     pass "create_service_user autoscaler"
 else

@@ -119,6 +119,17 @@ impl Group {
         gone.then(|| self.vm_name(id)).flatten()
     }
 
+    /// Whether the group has stepped once (seen the cloud's listing of its VMs).
+    pub fn has_listed(&self) -> bool {
+        self.last_now.is_some()
+    }
+
+    /// An earlier owner of the group last sent pool `generation`: every pool this group
+    /// sends from now on is newer (the splitter ignores older ones).
+    pub fn resume_pool_after(&mut self, generation: u64) {
+        self.pool.floor = self.pool.floor.max(generation);
+    }
+
     /// Starts the tear-down (idempotent).
     pub fn destroy(&mut self) {
         if self.phase.is_live() {

@@ -71,7 +71,7 @@ impl Group {
             pool.splitter = splitter;
         }
         if changed {
-            pool.generation = next_generation(pool.generation, now);
+            pool.generation = next_generation(pool.generation.max(pool.floor), now);
             pool.members = desired;
             pool.listening = listening;
         }
@@ -93,9 +93,9 @@ impl Group {
     }
 }
 
-/// A generation newer than any before, also across conductor restarts (the splitter
-/// ignores older generations and the conductor keeps none on disk): milliseconds of the
-/// wall clock, or one more than the last when the clock has not moved.
+/// A generation newer than any before, also across conductor restarts and takeovers (the
+/// splitter ignores older ones; a new owner starts above the database's floor): the wall
+/// clock's milliseconds, or one more than the last when the clock has not moved.
 fn next_generation(last: u64, now: DateTime<Utc>) -> u64 {
     let clock = u64::try_from(now.timestamp_millis()).unwrap_or(0);
     clock.max(last + 1)

@@ -12,7 +12,7 @@
 //!
 //! A tick runs the stages in order, each in its own file: [`health`] (which VMs failed),
 //! [`replace`] (the backoff and the splitter), [`sizing`] (the policy: web boots and
-//! removals), [`keeper`] (the pool; who is in it: `members.rs`), [`drain`] (deleting
+//! removals; what it is fed: [`inputs`] and `fleet.rs`), [`keeper`] (the pool; who is in it: `members.rs`), [`drain`] (deleting
 //! drained VMs), [`lifecycle`] (ready, stopping, deleting, gone) and [`row`] (the time
 //! series). The policy runs before the pool keeper so that a VM it removes drains in the
 //! same tick.
@@ -23,7 +23,9 @@
 
 mod backoff;
 pub mod drain;
+mod fleet;
 pub mod health;
+pub mod inputs;
 mod intake;
 pub mod keeper;
 pub mod lifecycle;
@@ -79,6 +81,9 @@ struct PoolState {
     splitter: Option<String>,
     /// The newest generation the splitter applied.
     acked: u64,
+    /// The last generation an earlier owner of the group sent (from the database): the
+    /// next one must be newer even when this conductor's clock is behind that owner's.
+    floor: u64,
 }
 
 /// What the splitter's agent reported.
@@ -110,6 +115,9 @@ pub struct Group {
     reported: BTreeSet<VmId>,
     /// Web VMs whose agent says their server does not answer, and since when.
     unserving_since: BTreeMap<String, DateTime<Utc>>,
+    /// Web VMs whose agent has said their server answers (since this conductor started):
+    /// when such a server stops answering, it died (issue 16, item 1).
+    served: BTreeSet<String>,
     /// Failed VMs not yet replaced, by role and name, oldest first.
     replacing: Vec<(Role, String)>,
     backoff: Backoff,
@@ -180,6 +188,7 @@ impl Group {
             link_up_since: None,
             reported: BTreeSet::new(),
             unserving_since: BTreeMap::new(),
+            served: BTreeSet::new(),
             replacing: Vec::new(),
             backoff: Backoff::default(),
             in_flight: InFlight::default(),
@@ -190,6 +199,7 @@ impl Group {
                 last_publish: None,
                 splitter: None,
                 acked: 0,
+                floor: 0,
             },
             removals: BTreeMap::new(),
             stopping_since: None,

@@ -89,6 +89,9 @@ pub struct GroupSettings {
     pub heartbeat_timeout: Duration,
     pub drain_timeout: Duration,
     pub boot_timeout: Duration,
+    /// How long a web VM whose server answered before may not answer before it has
+    /// failed (its server died under a live agent).
+    pub not_serving_timeout: Duration,
     /// How recent the newest heartbeat of a group must be for the conductor to count as
     /// hearing its VMs (about two heartbeat intervals, within half the timeout).
     pub hearing_window: Duration,

@@ -110,6 +110,11 @@ pub enum TemplateProblem {
     #[error("max_vms: {max_vms} is above the ceiling of {ceiling} ([conductor] max_vms_ceiling)")]
     AboveCeiling { max_vms: String, ceiling: u32 },
 
+    /// Issue 16, item 5: a site with no web VM never scales out; refused rather than
+    /// accepted and left at zero.
+    #[error("min_vms: 0 is not supported: with no web VM the splitter answers every request 503, and the policy, which sizes the site from what its web VMs serve, never boots one (use min_vms = 1 or more)")]
+    MinVmsZero,
+
     #[error("min_vms: {min_vms} is greater than max_vms ({max_vms})")]
     MinAboveMax { min_vms: String, max_vms: String },
 
@@ -153,7 +158,7 @@ impl TemplateProblem {
             | BadText { key, .. }
             | NotWholeNumber { key, .. } => Some(key),
             AboveCeiling { .. } => Some("max_vms"),
-            MinAboveMax { .. } => Some("min_vms"),
+            MinAboveMax { .. } | MinVmsZero => Some("min_vms"),
             NotPositiveSeconds { .. } | SecondsOutOfRange { .. } => Some("target_response_time"),
             BadName { .. } | NameFromFileName { .. } => Some("name"),
             BadPort { .. } => Some("splitter_port"),

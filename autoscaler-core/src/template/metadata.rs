@@ -123,7 +123,7 @@ mod tests {
     const EVERY_KEY: &str = "\
 name = shop.v2
 image = tomcat-web
-min_vms = 0
+min_vms = 1
 max_vms = 20
 target_response_time = 0.000000001
 flavor = m1.small
@@ -202,7 +202,7 @@ site_path = /a.b/c_d/~e-f/
                 ("autoscaler:tpl:image", "tomcat-web"),
                 ("autoscaler:tpl:key_name", "ops=key;#1"),
                 ("autoscaler:tpl:max_vms", "20"),
-                ("autoscaler:tpl:min_vms", "0"),
+                ("autoscaler:tpl:min_vms", "1"),
                 ("autoscaler:tpl:name", "shop.v2"),
                 ("autoscaler:tpl:network", "private net"),
                 ("autoscaler:tpl:site_path", "/a.b/c_d/~e-f/"),

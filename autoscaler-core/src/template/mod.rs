@@ -260,7 +260,7 @@ pub fn validate_name(name: &str) -> Result<(), String> {
 fn expected(key: &str) -> &'static str {
     match key {
         "image" | "splitter_image" => "an image name or id",
-        "min_vms" => "a whole number >= 0",
+        "min_vms" => "a whole number >= 1",
         "max_vms" => "a whole number >= 1",
         "target_response_time" => "a number of seconds > 0, such as 0.25",
         "name" => "a name of letters, digits, '_', '.' and '-'",
@@ -325,7 +325,13 @@ fn parse_ini(source: &str, text: &str, ceiling: u32) -> Result<Template, Vec<Tem
         .and_then(|v| check_text("image", v, &mut problems));
     let min_vms = given
         .required("min_vms", &mut problems)
-        .and_then(|v| whole_number("min_vms", v, 0, &mut problems));
+        .and_then(|v| whole_number("min_vms", v, 0, &mut problems))
+        .filter(|(n, _)| {
+            if *n == 0 {
+                problems.push(TemplateProblem::MinVmsZero);
+            }
+            *n > 0
+        });
     let max_vms = given
         .required("max_vms", &mut problems)
         .and_then(|v| whole_number("max_vms", v, 1, &mut problems));

@@ -107,9 +107,9 @@ fn section_names_are_case_insensitive_as_in_oslo() {
 #[test]
 fn keys_may_stand_before_the_section_header_and_after_it() {
     let text =
-        "image = tomcat-web\nmin_vms = 0\n[template]\nmax_vms = 3\ntarget_response_time = 1\n";
+        "image = tomcat-web\nmin_vms = 1\n[template]\nmax_vms = 3\ntarget_response_time = 1\n";
     let template = parse(text).unwrap();
-    assert_eq!((template.min_vms(), template.max_vms()), (0, 3));
+    assert_eq!((template.min_vms(), template.max_vms()), (1, 3));
     assert_eq!(template.target_response_time(), Duration::from_secs(1));
 }
 
@@ -130,8 +130,8 @@ fn bounds_are_inclusive() {
     assert_eq!(parse(&text).unwrap().max_vms(), 20);
     let text = minimal_with("min_vms", "min_vms = 5");
     assert_eq!(parse(&text).unwrap().min_vms(), 5);
-    let text = minimal_with("min_vms", "min_vms = 0");
-    assert_eq!(parse(&text).unwrap().min_vms(), 0);
+    let text = minimal_with("min_vms", "min_vms = 1");
+    assert_eq!(parse(&text).unwrap().min_vms(), 1);
     let text = minimal_with("target_response_time", "target_response_time = 86400");
     assert_eq!(
         parse(&text).unwrap().target_response_time(),
@@ -643,7 +643,7 @@ proptest! {
         ceiling in prop_oneof![0u32..30, any::<u32>()],
     ) {
         let text = format!("image = i\nmin_vms = {min}\nmax_vms = {max}\ntarget_response_time = 0.5\n");
-        let accepted = min <= max && max >= 1 && max <= u64::from(ceiling);
+        let accepted = min >= 1 && min <= max && max <= u64::from(ceiling);
         let result = Template::parse("shop.template", &text, ceiling);
         prop_assert_eq!(result.is_ok(), accepted, "{:?}", result);
         if let Ok(template) = result {
@@ -656,7 +656,7 @@ proptest! {
         let template = Template::try_from(RawTemplate {
             name: "shop".into(),
             image: "i".into(),
-            min_vms: 0,
+            min_vms: 1,
             max_vms: 1,
             target_response_time: Duration::from_nanos(nanos).as_secs_f64(),
             flavor: None,
@@ -805,4 +805,22 @@ fn a_bad_site_path_says_what_is_wrong() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("site_path: \"/a b/\" is not a path"), "{err}");
+}
+
+/// Regression (issue 16, item 5): min_vms = 0 was accepted, and the site then never
+/// scaled out (no web VM serves, so no second can be sized). Refused, by a variant of
+/// its own naming the key.
+#[test]
+fn issue_16_min_vms_zero_is_refused_with_the_reason() {
+    let text = minimal_with("min_vms", "min_vms = 0");
+    let error = parse(&text).unwrap_err();
+    let problems = error.problems();
+    assert_eq!(problems, [TemplateProblem::MinVmsZero]);
+    assert_eq!(problems[0].key(), Some("min_vms"));
+    let message = problems[0].to_string();
+    assert!(
+        message.starts_with("min_vms: 0 is not supported: "),
+        "{message}"
+    );
+    assert!(message.contains("use min_vms = 1 or more"), "{message}");
 }

@@ -15,6 +15,10 @@ use crate::{
 pub use autoscaler_core::group::{GroupView, Phase, VmState};
 pub use autoscaler_core::template::TemplateRecord;
 
+/// The error kind that means "ask again": the request reached a conductor that does not
+/// own the group it is about (several conductors share the request queue; doc/ha.md).
+pub const NOT_OWNER: &str = "not_owner";
+
 /// Everything the CLI can ask the conductor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "method", content = "args", rename_all = "snake_case")]

@@ -7,7 +7,9 @@ pub mod delivery;
 /// One group's rules, pure (`autoscaler_core::group`).
 pub use autoscaler_core::group;
 pub mod handler;
+pub mod memory;
 pub mod notifier;
+pub mod ownership;
 pub mod service;
 pub mod state;
 pub mod steer;
@@ -24,6 +26,7 @@ pub fn group_settings(config: &crate::conf::Config) -> group::GroupSettings {
         heartbeat_timeout: timeout,
         drain_timeout: config.conductor.drain_timeout,
         boot_timeout: config.conductor.boot_timeout,
+        not_serving_timeout: config.conductor.not_serving_timeout,
         hearing_window: (config.agent.heartbeat_interval * 2).min(timeout / 2),
         policy: config.policy,
     }

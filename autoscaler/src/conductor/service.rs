@@ -5,7 +5,8 @@
 //! channels; this loop takes one message at a time ([`super::delivery`]), so a SIGTERM
 //! observed between two `select!` turns always finds the command in hand finished,
 //! replied to and acknowledged. Every `evaluation_interval` the [`Steering`] runs the
-//! groups' rules.
+//! groups' rules, and also as soon as a splitter's metrics complete the evidence for a
+//! scaling action ([`Group::acts_now`](super::group::Group::acts_now)).
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -21,11 +22,11 @@ use tracing::{info, warn};
 use super::{
     api::TemplateRecord,
     delivery::{handle_request, take_telemetry, Reception},
-    group::Group,
     group_settings,
     handler::{Conductor, Identity},
+    memory::Memory,
     notifier::Notifier,
-    state::{StateError, TemplateStore, VmRegistry},
+    state::{StateError, VmRegistry},
     steer::{CloudEvent, Outlets, Steering},
 };
 use crate::{
@@ -35,6 +36,7 @@ use crate::{
         topology::RPC_CONDUCTOR, DropCounts, Link, LinkHandle, LinkState, QueueSpec, Subscription,
         Topology,
     },
+    store::{Store, StoreError},
     template::metadata,
 };
 
@@ -56,6 +58,9 @@ pub enum ServiceError {
     State(#[from] StateError),
     #[error(transparent)]
     Driver(#[from] DriverError),
+    /// The database cannot be used (unreachable, no schema, a schema behind: `db sync`).
+    #[error("[database] connection: {0}")]
+    Store(#[from] StoreError),
     /// The broker refused the exchange's or a queue's declaration: what and what to do.
     #[error("{0}")]
     BrokerRefused(String),
@@ -110,6 +115,7 @@ pub async fn run(config: &Config, shutdown: watch::Receiver<bool>) -> Result<(),
     };
     let refused = serve(loop_state, &mut conductor, &mut steering, &rx, shutdown).await;
     info!("autoscaler-conductor stopping");
+    conductor.release_all().await;
     let _ = connection.stop.send(true);
     drop(connection.requests);
     drop(connection.telemetry);
@@ -123,37 +129,47 @@ pub async fn run(config: &Config, shutdown: watch::Receiver<bool>) -> Result<(),
     refused.map_or(Ok(()), |reason| Err(ServiceError::BrokerRefused(reason)))
 }
 
-/// A restarted conductor carries on: the recorded templates (and groups the cloud shows
-/// that the state file lost) get their groups back, and each group rebuilds its view
-/// from the cloud at its first tick (its policy adopts the VMs that exist: no duplicate
-/// boots).
+/// A restarted conductor carries on: its memory is the database (refused when its schema
+/// is not this build's: `autoscaler-manage db sync`); groups the cloud shows that the
+/// database lost are recorded from their VMs' metadata; the conductor then takes its
+/// share of the groups, and each group rebuilds its view from the cloud at its first tick
+/// (its policy adopts the VMs that exist: no duplicate boots).
 async fn restore(
     config: &Config,
     driver: &dyn driver::CloudDriver,
 ) -> Result<Conductor, ServiceError> {
     let settings = group_settings(config);
-    let mut templates = TemplateStore::open(&config.default.state_path)?;
-    recover_from_cloud(driver, &mut templates, config.conductor.max_vms_ceiling).await;
-    let groups = templates
-        .all()
-        .map(|r| {
-            let group = Group::new(r.template.clone(), r.destroying, settings);
-            (r.template.name().to_owned(), group)
-        })
-        .collect();
-    Ok(Conductor {
+    let store = Store::connect(&config.database_url(), &config.database.pool_settings()).await?;
+    store.check_schema().await?;
+    recover_from_cloud(
+        driver,
+        &store,
+        config.conductor.max_vms_ceiling,
+        config.conductor.list_timeout,
+    )
+    .await;
+    let memory = Memory::new(
+        store,
+        config.default.host.clone(),
+        config.conductor.lease_time,
+        config.default.service_down_time,
+    );
+    let mut conductor = Conductor {
         identity: Identity {
             host: config.default.host.clone(),
             started_at: Utc::now(),
         },
         max_vms_ceiling: config.conductor.max_vms_ceiling,
-        templates,
+        templates: BTreeMap::new(),
         vms: VmRegistry::default(),
-        groups,
+        groups: BTreeMap::new(),
+        memory,
         settings,
         received_requests: 0,
         received_telemetry: 0,
-    })
+    };
+    conductor.refresh().await;
+    Ok(conductor)
 }
 
 /// Starts the link: the RPC queue, the conductor's telemetry queue and the notification
@@ -236,21 +252,34 @@ async fn serve(
             reason = refusal(&mut l.link_state) => return Some(reason),
             Some(delivery) = l.requests.recv() => handle_request(delivery, conductor, rx).await,
             Some(event) = l.cloud_events.recv() => {
-                steering.cloud_event(event, conductor, &rx.out).await;
-            }
-            _ = ticks.tick() => {
-                // The tick judges silence: it must see every heartbeat already here (after
-                // a slow tick or a reconnect a backlog waits, and a VM whose heartbeat sits
-                // in it is not silent).
+                // A listing steps its group, which judges silence: it must see every
+                // heartbeat already here (after a slow step or a reconnect a backlog
+                // waits, and a VM whose heartbeat sits in it is not silent).
                 let mut backlog = 0;
                 while backlog < TELEMETRY_BACKLOG {
                     let Ok(delivery) = l.telemetry.try_recv() else { break };
+                    // Metrics that call for an action call again with the next
+                    // message (a quarter of a second), or the tick comes.
                     take_telemetry(delivery, conductor, steering, rx).await;
                     backlog += 1;
                 }
-                steering.tick(conductor, &rx.out, Utc::now()).await;
+                steering.cloud_event(event, conductor, &rx.out).await;
             }
-            Some(delivery) = l.telemetry.recv() => take_telemetry(delivery, conductor, steering, rx).await,
+            _ = ticks.tick() => {
+                // Which groups this conductor steers, from the database, then their
+                // listings.
+                conductor.refresh().await;
+                steering.tick(conductor.groups.keys());
+            }
+            Some(delivery) = l.telemetry.recv() => {
+                if let Some(group) = take_telemetry(delivery, conductor, steering, rx).await {
+                    // The splitter's metrics complete the evidence for a scaling action,
+                    // or a booted VM can join the pool: list and step that group now, not
+                    // at the next tick (up to a second later; doc/policy.md). The ticks
+                    // keep their pace: other groups and the leases depend on them.
+                    steering.list(&group);
+                }
+            }
         }
     }
 }
@@ -265,19 +294,33 @@ async fn refusal(state: &mut watch::Receiver<LinkState>) -> String {
 }
 
 /// The cloud is the source of truth: a group whose VMs carry our metadata but which the
-/// state file does not know (the state was lost, or the conductor died between booting
+/// database does not know (it was lost, or the conductor died between booting
 /// and recording) is adopted with the template its VMs carry, so its VMs are neither
 /// orphaned nor duplicated. A cloud that cannot be listed now is listed again by the
 /// groups' ticks; only adoption waits for a later restart.
 async fn recover_from_cloud(
     driver: &dyn driver::CloudDriver,
-    templates: &mut TemplateStore,
+    store: &Store,
     max_vms_ceiling: u32,
+    list_timeout: Duration,
 ) {
-    let vms = match driver.list_all().await {
-        Ok(vms) => vms,
+    let known: std::collections::BTreeSet<String> = match store.template_names().await {
+        Ok(names) => names.into_iter().map(|(n, _)| n).collect(),
         Err(error) => {
-            warn!(%error, "cannot list the cloud's VMs at start; groups unknown to the state file are not adopted");
+            warn!(%error, "cannot read the templates; groups unknown to the database are not adopted");
+            return;
+        }
+    };
+    // A hung cloud must not keep the service from starting (issue 16, item 3).
+    let listing = tokio::time::timeout(list_timeout, driver.list_all()).await;
+    let vms = match listing {
+        Ok(Ok(vms)) => vms,
+        Err(_) => {
+            warn!(timeout_s = list_timeout.as_secs_f64(), "the cloud did not list its VMs in time at start; groups unknown to the database are not adopted");
+            return;
+        }
+        Ok(Err(error)) => {
+            warn!(%error, "cannot list the cloud's VMs at start; groups unknown to the database are not adopted");
             return;
         }
     };
@@ -288,7 +331,7 @@ async fn recover_from_cloud(
         }
     }
     for (group, vms) in by_group {
-        if templates.get(group).is_some() {
+        if known.contains(group) {
             continue;
         }
         // The newest VM carries the template as last instantiated.
@@ -304,17 +347,17 @@ async fn recover_from_cloud(
                     destroying: false,
                     template,
                 };
-                match templates.insert(record) {
-                    Ok(()) => warn!(
+                match store.insert_template(&record).await {
+                    Ok(()) | Err(StoreError::Duplicate(_)) => warn!(
                         template = group,
                         vms = vms.len(),
-                        "adopted a group the state file did not know, from its VMs' metadata"
+                        "adopted a group the database did not know, from its VMs' metadata"
                     ),
                     Err(error) => warn!(%error, template = group, "cannot record an adopted group"),
                 }
             }
             Err(error) => warn!(%error, template = group, vms = vms.len(),
-                "VMs of a group the state file does not know, without a usable template in their metadata: left alone; delete them with the cloud's own tools (openstack server delete)"),
+                "VMs of a group the database does not know, without a usable template in their metadata: left alone; delete them with the cloud's own tools (openstack server delete)"),
         }
     }
 }

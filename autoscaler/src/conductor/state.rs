@@ -167,8 +167,8 @@ struct HeardVm {
 }
 
 impl VmRegistry {
-    /// Records a heartbeat received at `now`.
-    pub fn heard(&mut self, heartbeat: Heartbeat, now: DateTime<Utc>) {
+    /// Records a heartbeat received at `now`; whether it is the VM's first.
+    pub fn heard(&mut self, heartbeat: Heartbeat, now: DateTime<Utc>) -> bool {
         let entry = self
             .vms
             .entry(heartbeat.vm_id.clone())
@@ -180,6 +180,7 @@ impl VmRegistry {
         entry.heartbeat = heartbeat;
         entry.last = now;
         entry.count += 1;
+        entry.count == 1
     }
 
     /// The VMs heard from, optionally only those of `group`, as seen at `now`.
@@ -218,6 +219,14 @@ impl VmRegistry {
                 (vm.heartbeat.vm_id.clone(), info)
             })
             .collect()
+    }
+
+    /// Forgets the VMs not heard from since `before` whose group `keep` does not keep (a
+    /// group another conductor owns: this one never learns of their deletion). Every
+    /// conductor hears every agent, so without this the registry would only grow.
+    pub fn prune(&mut self, before: DateTime<Utc>, keep: impl Fn(&str) -> bool) {
+        self.vms
+            .retain(|_, vm| vm.last >= before || keep(&vm.heartbeat.group));
     }
 
     /// Forgets a VM (deleted).
@@ -277,6 +286,7 @@ mod tests {
     fn registry_counts_heartbeats_and_filters_by_group() {
         let mut vms = VmRegistry::default();
         let t0 = Utc::now();
+        let mut firsts = Vec::new();
         for (group, vm) in [("shop", "a"), ("shop", "a"), ("blog", "b")] {
             let hb = Heartbeat {
                 group: group.into(),
@@ -287,12 +297,34 @@ mod tests {
                 url: None,
                 address: None,
             };
-            vms.heard(hb, t0);
+            firsts.push(vms.heard(hb, t0));
         }
+        // Each VM's first heartbeat is told apart (a new splitter's gets its pool now).
+        assert_eq!(firsts, [true, false, true]);
         let shop = vms.list(Some("shop"), t0 + chrono::Duration::milliseconds(1500));
         assert_eq!(shop.len(), 1);
         assert_eq!(shop[0].heartbeats, 2);
         assert_eq!(shop[0].heartbeat_age, Some(1.5));
         assert_eq!(vms.list(None, t0).len(), 2);
+        // Another conductor's group, silent: forgotten; an own group's VM is kept.
+        vms.prune(t0 + chrono::Duration::seconds(1), |g| g == "shop");
+        assert_eq!(vms.list(None, t0).len(), 1);
+        vms.prune(t0 + chrono::Duration::seconds(1), |_| false);
+        assert!(vms.list(None, t0).is_empty());
+        let mut fresh = VmRegistry::default();
+        fresh.heard(
+            Heartbeat {
+                group: "blog".into(),
+                vm_id: "c".into(),
+                role: Role::Web,
+                seq: 0,
+                serving: None,
+                url: None,
+                address: None,
+            },
+            t0,
+        );
+        fresh.prune(t0, |_| false);
+        assert_eq!(fresh.list(None, t0).len(), 1, "heard at the cut: kept");
     }
 }

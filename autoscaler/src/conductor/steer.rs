@@ -1,11 +1,14 @@
-//! The control loop's hands: each tick, for every group, ask the cloud for its VMs, run
-//! the group's rules ([`Group::step`](super::group::Group::step)) and carry every action
-//! out, never second-guessing one. Boots and deletes run as tasks of their own (a Nova
-//! boot takes seconds) and report back as [`CloudEvent`]s, which the group takes in
-//! ([`Group::booted`](super::group::Group::booted), [`Group::deleted`](super::group::Group::deleted)),
-//! so the loop never waits on the cloud for more than a listing.
+//! The control loop's hands: each tick, for every group, ask the cloud for its VMs; when
+//! the listing comes back, run the group's rules ([`Group::step`](super::group::Group::step))
+//! and carry every action out, never second-guessing one. Listings, boots and deletes
+//! run as tasks of their own, each within a time limit (`[conductor] list_timeout`,
+//! `cloud_call_timeout`), and report back as [`CloudEvent`]s, which the group takes in
+//! ([`Group::booted`](super::group::Group::booted), [`Group::deleted`](super::group::Group::deleted)):
+//! the loop never waits on the cloud, so a hung cloud API cannot stop it from answering
+//! the CLI or taking heartbeats (issue 16, item 3). A group whose listing is still out is
+//! not listed again, nor stepped, until it comes back or times out.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::BTreeSet, future::Future, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
@@ -29,9 +32,13 @@ const CLOUD_EVENT_BACKLOG: usize = 64;
 /// How long a pool update may wait for the broker.
 const POOL_PUBLISH_PATIENCE: Duration = Duration::from_secs(5);
 
-/// A boot or delete finished.
+/// A listing, boot or delete finished (or timed out).
 #[derive(Debug)]
 pub enum CloudEvent {
+    Listed {
+        group: String,
+        result: Result<Vec<Vm>, DriverError>,
+    },
     Booted {
         group: String,
         role: Role,
@@ -55,6 +62,8 @@ pub struct Steering {
     topology: Topology,
     timeseries: TimeSeries,
     events: mpsc::Sender<CloudEvent>,
+    /// Groups whose listing is out: at most one each.
+    listing: BTreeSet<String>,
 }
 
 /// The loop's connections, for carrying actions out.
@@ -79,39 +88,81 @@ impl Steering {
             topology,
             timeseries,
             events,
+            listing: BTreeSet::new(),
         };
         (steering, receiver)
     }
 
-    /// One pass over every group.
-    pub async fn tick(&mut self, conductor: &mut Conductor, out: &Outlets<'_>, now: DateTime<Utc>) {
+    /// One pass over every group: asks the cloud for each group's VMs (unless a listing
+    /// is still out); each group steps when its listing comes back ([`Self::listed`]).
+    pub fn tick<'a>(&mut self, groups: impl IntoIterator<Item = &'a String>) {
+        for name in groups {
+            self.list(name);
+        }
+    }
+
+    /// Asks the cloud for `group`'s VMs, unless a listing of it is already out; the
+    /// group steps when the answer comes back. Also between ticks, for a group with a
+    /// new splitter to give its pool to.
+    pub fn list(&mut self, group: &str) {
+        if !self.listing.insert(group.to_owned()) {
+            debug!(template = %group, "the group's last listing is still out");
+            return;
+        }
+        let (driver, group) = (self.driver.clone(), group.to_owned());
+        let patience = self.config.conductor.list_timeout;
+        self.spawn(async move {
+            let result = within(patience, "list", driver.list(&group)).await;
+            CloudEvent::Listed { group, result }
+        });
+    }
+
+    /// Runs a cloud call as a task of its own; its answer comes back as an event.
+    fn spawn(&self, call: impl Future<Output = CloudEvent> + Send + 'static) {
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            let _ = events.send(call.await).await;
+        });
+    }
+
+    /// `group` may be listed again.
+    fn listing_returned(&mut self, group: &str) {
+        self.listing.remove(group);
+    }
+
+    /// A group's listing came back: the group steps on it.
+    async fn listed(
+        &mut self,
+        name: String,
+        result: Result<Vec<Vm>, DriverError>,
+        conductor: &mut Conductor,
+        out: &Outlets<'_>,
+    ) {
+        self.listing_returned(&name);
+        let vms = match result {
+            Ok(vms) => vms,
+            Err(error) => {
+                warn!(%error, template = %name, "cannot list the group's VMs; trying again next tick");
+                return;
+            }
+        };
         // Up means connected and allowed to publish, since a time the link reports: a
         // reconnect or a broker's block (memory alarm) between two ticks still restarts
         // the groups' grace, during which silence proves nothing (the agents were
         // disconnected or blocked too, and come back a little later).
         let link_up_since = out.link.state().up_since();
-        let link_up = link_up_since.is_some();
-        let names: Vec<String> = conductor.groups.keys().cloned().collect();
-        for name in names {
-            let vms = match self.driver.list(&name).await {
-                Ok(vms) => vms,
-                Err(error) => {
-                    warn!(%error, template = %name, "cannot list the group's VMs; trying again next tick");
-                    continue;
-                }
-            };
-            let observed = Observed {
-                vms,
-                heartbeats: conductor.vms.infos(&name),
-                link_up,
-                link_up_since,
-            };
-            let Some(group) = conductor.groups.get_mut(&name) else {
-                continue;
-            };
-            let actions = group.step(now, observed);
-            self.carry_out(&name, actions, conductor, out, now).await;
-        }
+        let observed = Observed {
+            vms,
+            heartbeats: conductor.vms.infos(&name),
+            link_up: link_up_since.is_some(),
+            link_up_since,
+        };
+        let Some(group) = conductor.groups.get_mut(&name) else {
+            return;
+        };
+        let now = Utc::now();
+        let actions = group.step(now, observed);
+        self.carry_out(&name, actions, conductor, out, now).await;
     }
 
     /// Carries out a group's actions, in order.
@@ -132,7 +183,8 @@ impl Steering {
                 }
                 Action::Delete(id) => self.delete(name, id),
                 Action::PublishPool(update) => {
-                    self.publish_pool(name, &update, out.link, now).await
+                    self.publish_pool(name, &update, out.link, now).await;
+                    conductor.pool_sent(name, update.generation).await;
                 }
                 Action::Notify(notification) => out.notifier.notify(out.link, notification).await,
                 Action::Record(row) => {
@@ -145,7 +197,7 @@ impl Steering {
                 }
                 Action::Forget => {
                     info!(template = %name, "every VM is gone; template forgotten");
-                    for notification in conductor.forget(name) {
+                    for notification in conductor.forget(name).await {
                         out.notifier.notify(out.link, notification).await;
                     }
                     self.timeseries.close(name);
@@ -163,27 +215,28 @@ impl Steering {
     ) {
         let spec = vm_spec(&self.config, template, role);
         info!(template = %group, vm = %spec.name, %role, image = %spec.image, "booting a VM");
-        let (driver, events, group) = (self.driver.clone(), self.events.clone(), group.to_owned());
-        tokio::spawn(async move {
+        let (driver, group) = (self.driver.clone(), group.to_owned());
+        let patience = self.config.conductor.cloud_call_timeout;
+        self.spawn(async move {
             let name = spec.name.clone();
-            let result = driver.boot(spec).await;
-            let event = CloudEvent::Booted {
+            let result = within(patience, "boot", driver.boot(spec)).await;
+            CloudEvent::Booted {
                 group,
                 role,
                 name,
                 replaces,
                 result,
-            };
-            let _ = events.send(event).await;
+            }
         });
     }
 
     fn delete(&self, group: &str, id: VmId) {
         info!(template = %group, vm = %id, "deleting a VM");
-        let (driver, events, group) = (self.driver.clone(), self.events.clone(), group.to_owned());
-        tokio::spawn(async move {
-            let result = driver.delete(&id).await;
-            let _ = events.send(CloudEvent::Deleted { group, id, result }).await;
+        let (driver, group) = (self.driver.clone(), group.to_owned());
+        let patience = self.config.conductor.cloud_call_timeout;
+        self.spawn(async move {
+            let result = within(patience, "delete", driver.delete(&id)).await;
+            CloudEvent::Deleted { group, id, result }
         });
     }
 
@@ -250,6 +303,9 @@ impl Steering {
     ) {
         let now = Utc::now();
         match event {
+            CloudEvent::Listed { group, result } => {
+                self.listed(group, result, conductor, out).await;
+            }
             CloudEvent::Booted {
                 group,
                 role,
@@ -295,6 +351,7 @@ impl Steering {
                     .and_then(|g| g.deleted(&id, result.is_ok()).map(str::to_owned));
                 if let Some(name) = gone {
                     conductor.vms.forget(&name);
+                    conductor.vm_gone(&group, &name).await;
                 }
             }
         }
@@ -311,5 +368,103 @@ impl Steering {
         }
         self.carry_out(&ack.group, actions, conductor, out, Utc::now())
             .await;
+    }
+}
+
+/// `call`, or [`DriverError::Unreachable`] once `patience` has passed (retryable: the
+/// group asks again). A boot given up on may still happen: its VM then shows up in a
+/// later listing, where the group's rules see it like any other.
+async fn within<T>(
+    patience: Duration,
+    call: &str,
+    answer: impl Future<Output = Result<T, DriverError>>,
+) -> Result<T, DriverError> {
+    tokio::time::timeout(patience, answer)
+        .await
+        .unwrap_or_else(|_| {
+            Err(DriverError::Unreachable {
+                call: call.to_owned(),
+                reason: format!("no answer within {} s", patience.as_secs_f64()),
+            })
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::driver::VmSpec;
+
+    /// A cloud whose listing of group `hung` never answers; every other call answers at
+    /// once with nothing. Counts the listings asked for, by group.
+    #[derive(Default)]
+    struct HalfHung {
+        listings: Mutex<Vec<String>>,
+    }
+
+    #[async_trait]
+    impl CloudDriver for HalfHung {
+        fn name(&self) -> &'static str {
+            "half-hung"
+        }
+        async fn boot(&self, _: VmSpec) -> Result<Vm, DriverError> {
+            unreachable!("no boot in this test")
+        }
+        async fn get(&self, _: &VmId) -> Result<Option<Vm>, DriverError> {
+            Ok(None)
+        }
+        async fn list(&self, group: &str) -> Result<Vec<Vm>, DriverError> {
+            self.listings.lock().unwrap().push(group.to_owned());
+            if group == "hung" {
+                std::future::pending::<()>().await;
+            }
+            Ok(Vec::new())
+        }
+        async fn list_all(&self) -> Result<Vec<Vm>, DriverError> {
+            Ok(Vec::new())
+        }
+        async fn delete(&self, _: &VmId) -> Result<(), DriverError> {
+            Ok(())
+        }
+    }
+
+    fn listed(event: CloudEvent) -> (String, bool) {
+        match event {
+            CloudEvent::Listed { group, result } => (group, result.is_ok()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Issue 16, item 3: a group whose listing hangs holds up neither the tick nor the
+    /// other groups' listings; it is not listed twice at once, and its listing gives up
+    /// after list_timeout, after which the next tick asks again.
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_listing_holds_up_no_other_group_and_times_out() {
+        let driver = Arc::new(HalfHung::default());
+        let mut config = Config::default();
+        config.conductor.list_timeout = Duration::from_secs(10);
+        let topology = Topology::new("test", crate::messaging::Durability::Transient);
+        let (mut steering, mut events) =
+            Steering::new(driver.clone(), config, "s".into(), topology);
+        let groups = ["hung".to_owned(), "shop".to_owned()];
+        let start = tokio::time::Instant::now();
+        steering.tick(&groups);
+        assert_eq!(listed(events.recv().await.unwrap()), ("shop".into(), true));
+        assert!(start.elapsed() < Duration::from_secs(1));
+        // The next tick lists the other group again, not the hung one.
+        steering.listing_returned("shop");
+        steering.tick(&groups);
+        assert_eq!(listed(events.recv().await.unwrap()), ("shop".into(), true));
+        assert_eq!(*driver.listings.lock().unwrap(), ["hung", "shop", "shop"]);
+        // The hung listing gives up after list_timeout.
+        assert_eq!(listed(events.recv().await.unwrap()), ("hung".into(), false));
+        assert_eq!(start.elapsed(), Duration::from_secs(10));
+        steering.listing_returned("hung");
+        steering.tick(&groups[..1]);
+        assert_eq!(listed(events.recv().await.unwrap()), ("hung".into(), false));
+        assert_eq!(driver.listings.lock().unwrap().len(), 4, "asked again");
     }
 }

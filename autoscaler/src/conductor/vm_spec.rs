@@ -49,6 +49,7 @@ pub fn vm_spec(config: &Config, template: &Template, role: Role) -> VmSpec {
         heartbeat_interval: config.agent.heartbeat_interval,
         telemetry_ttl: config.agent.telemetry_ttl,
         amqp_durable_queues: config.oslo_messaging_rabbit.amqp_durable_queues,
+        check_timeout: check_timeout(template.target_response_time()),
     };
     // The template's values ride along, so a conductor that lost its state rebuilds the
     // group from the cloud (see `service::recover_from_cloud`).
@@ -71,6 +72,18 @@ pub fn vm_spec(config: &Config, template: &Template, role: Role) -> VmSpec {
         metadata,
         user_data: user_data(&agent, template, role),
     }
+}
+
+/// How long the agent's local check may wait for the VM's page: five times the site's
+/// target response time, at least 1 s, at most 60 s. A page slower than the agent waits
+/// never says "serving", so its VM would never join the pool (issue 16, item 1); the
+/// target says how slow the site's page may be, and a single request may take several
+/// times the mean the target bounds.
+pub fn check_timeout(target_response_time: std::time::Duration) -> std::time::Duration {
+    (target_response_time * 5).clamp(
+        crate::messaging::agent_config::DEFAULT_CHECK_TIMEOUT,
+        std::time::Duration::from_secs(60),
+    )
 }
 
 /// The agent's configuration, plus the image settings the template overrides: for web
@@ -119,6 +132,8 @@ fn splitter_settings(template: &Template) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
@@ -157,6 +172,30 @@ mod tests {
             files.file(WEB_CONF_PATH).is_none(),
             "no override, no web.conf"
         );
+    }
+
+    /// Issue 16, item 1: a page slower than the agent's check must still join the pool.
+    #[test]
+    fn the_agents_check_timeout_follows_the_target() {
+        let secs = Duration::from_secs_f64;
+        for (target, timeout) in [
+            (0.05, 1.0),
+            (0.2, 1.0),
+            (0.5, 2.5),
+            (2.0, 10.0),
+            (3600.0, 60.0),
+        ] {
+            assert_eq!(check_timeout(secs(target)), secs(timeout), "{target}");
+        }
+        let template = Template::parse(
+            "slow.template",
+            "name = slow\nimage = tomcat-web\nmin_vms = 1\nmax_vms = 2\ntarget_response_time = 2\n",
+            20,
+        )
+        .unwrap();
+        let spec = vm_spec(&Config::default(), &template, Role::Web);
+        let agent = AgentConfig::from_user_data("user-data", &spec.user_data).unwrap();
+        assert_eq!(agent.check_timeout, secs(10.0));
     }
 
     #[test]

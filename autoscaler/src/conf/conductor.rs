@@ -53,6 +53,20 @@ pub const SECTION: SectionDecl = SectionDecl {
              own broker link is up and other VMs' heartbeats still arrive.",
         ),
         OptDecl::new(
+            "not_serving_timeout",
+            OptKind::Seconds {
+                min: 0.0,
+                max: Some(3600.0),
+            },
+            Some("2"),
+            "A web VM whose server answered its agent's check before and has stopped \
+             answering for this long has failed (the server died, its agent lives): it \
+             leaves the pool at once, and is deleted and replaced after this time. A VM \
+             whose server never answered is still booting until boot_timeout. The agent \
+             checks once per [agent] heartbeat_interval, so a death is acted on within \
+             about this time plus two intervals.",
+        ),
+        OptDecl::new(
             "drain_timeout",
             OptKind::Seconds {
                 min: 0.0,
@@ -63,6 +77,30 @@ pub const SECTION: SectionDecl = SectionDecl {
              splitter's graceful stop) before the VM is deleted anyway.",
         ),
         OptDecl::new(
+            "list_timeout",
+            OptKind::Seconds {
+                min: 0.1,
+                max: Some(3600.0),
+            },
+            Some("10"),
+            "Longest wait for the cloud to list a group's VMs. The listing runs apart from \
+             the control loop, which goes on answering the CLI and taking heartbeats; a \
+             group is decided for only when its listing comes back, and is listed again \
+             at the next pass once this time has passed without an answer.",
+        ),
+        OptDecl::new(
+            "cloud_call_timeout",
+            OptKind::Seconds {
+                min: 1.0,
+                max: Some(7200.0),
+            },
+            Some("600"),
+            "Longest wait for the cloud to boot or delete a VM (a Nova delete waits for the \
+             server to be gone, up to [nova] delete_timeout: keep this above it). Past it \
+             the call counts as failed and the group asks again; a boot given up on may \
+             still create its VM, which the next listing then shows.",
+        ),
+        OptDecl::new(
             "boot_timeout",
             OptKind::Seconds {
                 min: 1.0,
@@ -71,6 +109,19 @@ pub const SECTION: SectionDecl = SectionDecl {
             Some("300"),
             "A VM that is not ACTIVE and heartbeating this long after it was asked for \
              has failed: it stops counting as capacity, is deleted and replaced.",
+        ),
+        OptDecl::new(
+            "lease_time",
+            OptKind::Seconds {
+                min: 2.0,
+                max: Some(600.0),
+            },
+            Some("10"),
+            "How long a conductor's hold on a group (its lease in the database) lasts \
+             without renewal. The owner renews it at every pass of the control loop; when a \
+             conductor dies, another takes its groups over once their leases have expired, \
+             so this bounds how long a site goes unsteered. Keep it well above \
+             evaluation_interval.",
         ),
     ],
 };
@@ -83,8 +134,12 @@ pub struct ConductorOpts {
     pub telemetry_queue_length: usize,
     pub evaluation_interval: Duration,
     pub heartbeat_timeout: Duration,
+    pub not_serving_timeout: Duration,
     pub drain_timeout: Duration,
+    pub list_timeout: Duration,
+    pub cloud_call_timeout: Duration,
     pub boot_timeout: Duration,
+    pub lease_time: Duration,
 }
 
 impl ConductorOpts {
@@ -94,8 +149,12 @@ impl ConductorOpts {
             telemetry_queue_length: v.int("telemetry_queue_length"),
             evaluation_interval: v.duration("evaluation_interval"),
             heartbeat_timeout: v.duration("heartbeat_timeout"),
+            not_serving_timeout: v.duration("not_serving_timeout"),
             drain_timeout: v.duration("drain_timeout"),
+            list_timeout: v.duration("list_timeout"),
+            cloud_call_timeout: v.duration("cloud_call_timeout"),
             boot_timeout: v.duration("boot_timeout"),
+            lease_time: v.duration("lease_time"),
         }
     }
 }

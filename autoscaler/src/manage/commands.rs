@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 
 use super::{
     output::{print, Format, Table},
-    tables::{record_table, status_table, template_table, vm_table},
+    tables::{record_table, site_table, status_table, template_table, vm_table, SiteLine},
     wait::{self, Session},
     Ctx,
 };
@@ -106,6 +106,18 @@ pub(super) fn show(ctx: &Ctx, name: Option<String>) -> anyhow::Result<()> {
         }
         table
     });
+    Ok(())
+}
+
+/// `template list`: a line per site.
+pub(super) fn list(ctx: &Ctx) -> anyhow::Result<()> {
+    let views: Vec<TemplateView> = call(
+        &ctx.config,
+        ctx.timeout,
+        &Request::TemplateShow { name: None },
+    )?;
+    let sites: Vec<SiteLine> = views.iter().map(SiteLine::of).collect();
+    print(ctx.format, &sites, || site_table(&sites));
     Ok(())
 }
 

@@ -58,7 +58,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Category {
-    /// Web site templates: instantiate, destroy, show, validate.
+    /// Web site templates: instantiate, destroy, list, show, validate.
     #[command(subcommand)]
     Template(TemplateAction),
     /// VMs of the active templates.
@@ -96,7 +96,7 @@ enum Category {
 
 #[derive(Debug, Subcommand)]
 enum TemplateAction {
-    /// Validate FILE and make it the active template.
+    /// Validate FILE and start its site (a template of its own name must not be active).
     Instantiate { file: PathBuf },
     /// Destroy the template named in FILE, or called NAME.
     Destroy {
@@ -105,6 +105,8 @@ enum TemplateAction {
     },
     /// Show the active templates (or the one called NAME).
     Show { name: Option<String> },
+    /// One line per active template: its phase, VMs and URL.
+    List,
     /// Check FILE without contacting the conductor.
     Validate { file: PathBuf },
 }
@@ -213,6 +215,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Category::Template(TemplateAction::Destroy { target })
         | Category::DestroyTemplate { file: target } => commands::destroy(&ctx, &name_of(&target)?),
         Category::Template(TemplateAction::Show { name }) => commands::show(&ctx, name),
+        Category::Template(TemplateAction::List) => commands::list(&ctx),
         Category::Vm(VmAction::List { template }) => commands::vm_list(&ctx, template),
         Category::Vm(VmAction::Delete { name }) => commands::vm_delete(&ctx, &name),
         Category::Monitor { template, seconds } => {

@@ -1,10 +1,79 @@
 //! The tables `autoscaler-manage` prints (`--format table`).
 
+use chrono::{DateTime, Utc};
+
 use super::output::Table;
 use crate::{
-    conductor::api::{StatusView, TemplateRecord, VmView},
+    conductor::api::{Phase, StatusView, TemplateRecord, TemplateView, VmView},
+    driver::VmStatus,
+    messaging::Role,
     template::Template,
 };
+
+/// `template list`: one site in a line (also its JSON form).
+#[derive(Debug, serde::Serialize)]
+pub(super) struct SiteLine {
+    pub name: String,
+    /// `None` while the conductor has not stepped the group yet.
+    pub phase: Option<Phase>,
+    /// Web VMs the cloud shows `ACTIVE`, and all the group's web VMs.
+    pub web_active: usize,
+    pub web_total: usize,
+    pub min_vms: u32,
+    pub max_vms: u32,
+    pub url: Option<String>,
+    pub instantiated_at: DateTime<Utc>,
+}
+
+impl SiteLine {
+    pub(super) fn of(view: &TemplateView) -> SiteLine {
+        let status = view.status.as_ref();
+        let web = || {
+            status
+                .into_iter()
+                .flat_map(|s| &s.vms)
+                .filter(|vm| vm.role == Some(Role::Web))
+        };
+        let template = &view.record.template;
+        SiteLine {
+            name: template.name().to_owned(),
+            phase: status.map(|s| s.phase),
+            web_active: web().filter(|vm| vm.status == VmStatus::Active).count(),
+            web_total: web().count(),
+            min_vms: template.min_vms(),
+            max_vms: template.max_vms(),
+            url: status.and_then(|s| s.url.clone()),
+            instantiated_at: view.record.instantiated_at,
+        }
+    }
+}
+
+pub(super) fn site_table(sites: &[SiteLine]) -> Table {
+    Table {
+        header: vec![
+            "name",
+            "phase",
+            "web VMs (active/all)",
+            "min..max",
+            "url",
+            "instantiated",
+        ],
+        rows: sites
+            .iter()
+            .map(|s| {
+                vec![
+                    s.name.clone(),
+                    s.phase
+                        .map_or("-".into(), |p| format!("{p:?}").to_lowercase()),
+                    format!("{}/{}", s.web_active, s.web_total),
+                    format!("{}..{}", s.min_vms, s.max_vms),
+                    s.url.clone().unwrap_or_else(|| "-".into()),
+                    s.instantiated_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                ]
+            })
+            .collect(),
+    }
+}
 
 pub(super) fn template_table(templates: &[&Template]) -> Table {
     Table {

@@ -12,7 +12,7 @@ use anyhow::{anyhow, bail, Context};
 use serde::de::DeserializeOwned;
 
 use crate::{
-    conductor::api::{Phase, Request, TemplateView, VmState, VmView},
+    conductor::api::{Phase, Request, TemplateView, VmState, VmView, NOT_OWNER},
     conf::Config,
     driver::VmStatus,
     messaging::rpc::{RpcClient, RpcError},
@@ -51,22 +51,35 @@ impl Session {
 
     /// One request/reply round trip.
     pub fn call<T: DeserializeOwned>(&mut self, request: &Request) -> anyhow::Result<T> {
-        let client = self.client.as_mut().expect("open until dropped");
-        let value: serde_json::Value = self.runtime.block_on(client.call(request, self.timeout))?;
+        let value = self.ask(request)?;
         serde_json::from_value(value)
             .context("unexpected answer from the conductor (is it another version?)")
+    }
+
+    /// The answer to `request`. Several conductors share the request queue: one that does
+    /// not own the group asked about says so, and the request asked again reaches another
+    /// (ten tries at most).
+    fn ask(&mut self, request: &Request) -> Result<serde_json::Value, RpcError> {
+        let client = self.client.as_mut().expect("open until dropped");
+        let mut tries = 0;
+        loop {
+            match self.runtime.block_on(client.call(request, self.timeout)) {
+                Err(RpcError::Remote(e)) if e.kind == NOT_OWNER && tries < 10 => tries += 1,
+                answer => return answer,
+            }
+        }
     }
 
     fn show(&mut self, name: &str) -> anyhow::Result<Option<TemplateView>> {
         let request = Request::TemplateShow {
             name: Some(name.to_owned()),
         };
-        let client = self.client.as_mut().expect("open until dropped");
-        match self
-            .runtime
-            .block_on(client.call::<_, Vec<TemplateView>>(&request, self.timeout))
-        {
-            Ok(mut views) => Ok(views.pop()),
+        match self.ask(&request) {
+            Ok(value) => {
+                let mut views: Vec<TemplateView> = serde_json::from_value(value)
+                    .context("unexpected answer from the conductor (is it another version?)")?;
+                Ok(views.pop())
+            }
             Err(RpcError::Remote(e)) if e.kind == "not_found" => Ok(None),
             Err(e) => Err(e.into()),
         }

@@ -42,6 +42,24 @@ impl Store {
         rows.iter().map(record).collect()
     }
 
+    /// Every template's name and whether it is being destroyed, by name: what a
+    /// conductor reads at every pass of its loop (small rows; the templates themselves
+    /// only when it takes a group).
+    pub async fn template_names(&self) -> Result<Vec<(String, bool)>> {
+        let doing = "listing the template names";
+        let rows = sqlx::query("SELECT name, destroying FROM templates ORDER BY name")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_error(doing))?;
+        rows.iter()
+            .map(|row| {
+                let name: String = row.try_get(0).map_err(query_error(doing))?;
+                let destroying: i16 = row.try_get(1).map_err(query_error(doing))?;
+                Ok((name, destroying != 0))
+            })
+            .collect()
+    }
+
     /// Marks `name` as being destroyed; `false` when there is no such template.
     pub async fn set_destroying(&self, name: &str) -> Result<bool> {
         let done = sqlx::query("UPDATE templates SET destroying = 1 WHERE name = ?")

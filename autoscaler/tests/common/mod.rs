@@ -215,8 +215,11 @@ impl Fixture {
         self.start_conductor_with(&["--debug"])
     }
 
-    /// Starts `autoscaler-conductor --config-file <ours> ARGS...`.
+    /// Starts `autoscaler-conductor --config-file <ours> ARGS...`, after `autoscaler-manage
+    /// db sync` (the conductor refuses a database without its schema).
     pub fn start_conductor_with(&mut self, args: &[&str]) -> u32 {
+        let synced = self.manage(&["db", "sync"]);
+        assert!(synced.status.success(), "db sync: {}", stderr(&synced));
         // Appended to: a restarted conductor's log follows the previous one's.
         let log = std::fs::OpenOptions::new()
             .create(true)

@@ -134,8 +134,9 @@ fn a_boot_timed_out_at_a_whole_tick_is_named_by_its_replacement() {
 }
 
 /// Ticks a one-web-VM site from 391 s to 420 s; w1 (asked for at `created`) has its
-/// server stop answering from 401 s. Deletes are carried out at once.
-fn stops_serving(created: f64) -> Site {
+/// server stop answering from `stops` (it answered before unless `stops` is 391 or
+/// earlier). Deletes are carried out at once.
+fn stops_serving_at(created: f64, stops: u32) -> Site {
     let mut site = Site::settled(1).splitter("s", VmStatus::Active).with(web(
         "w1",
         VmStatus::Active,
@@ -145,7 +146,7 @@ fn stops_serving(created: f64) -> Site {
     site.agents_heard = true;
     site.auto_ack = true;
     for t in 391..=420 {
-        if t == 401 {
+        if t == stops {
             site.unserving.insert("w1".into());
         }
         let actions = site.tick_at(f64::from(t), Some(LOW));
@@ -156,38 +157,54 @@ fn stops_serving(created: f64) -> Site {
     site
 }
 
+fn stops_serving(created: f64) -> Site {
+    stops_serving_at(created, 401)
+}
+
+/// Regression (issue 16, item 1): a Tomcat that dies under its live agent was replaced
+/// only once its VM was past boot_timeout (300 s). A server that answered before and
+/// stops is failed after not_serving_timeout (2 s), however young its VM.
 #[test]
-fn a_web_vm_whose_server_stops_answering_is_failed_only_once_past_boot_timeout() {
-    // (asked for at, failed at): heartbeat_timeout 3 s of not serving, past boot_timeout
-    // 300 s.
-    for (created, failed_at) in [(0.0, Some(405.0)), (390.0, None)] {
+fn a_web_vm_whose_server_stops_answering_is_failed_after_not_serving_timeout() {
+    for created in [0.0, 390.0] {
         let site = stops_serving(created);
+        assert_eq!(
+            site.ticks_notifying("autoscaler.vm.failed"),
+            [403.0],
+            "created at {created}"
+        );
+        // Out of the pool at once.
+        let (_, at_401) = &site.log[10];
+        assert!(members(&pools(at_401)[0]).is_empty(), "{at_401:?}");
+        let (_, actions) = site.log.iter().find(|(at, _)| *at == 403.0).unwrap();
+        let failed = &notified(actions, "autoscaler.vm.failed")[0];
+        assert_eq!(failed["cause"], "not_serving");
+        assert_eq!(failed["vm_name"], "w1");
+        assert_eq!(deleted(actions), ["id-w1"]);
+        // One VM booted in its place by then (an old VM that stops serving stops
+        // counting as capacity at once: the policy may boot before health names it).
+        let boots = site.web_boots();
+        assert_eq!(boots.len(), 1, "created at {created}: {boots:?}");
+        assert!(boots[0].0 <= 403.0, "created at {created}: {boots:?}");
+    }
+}
+
+/// A web VM whose server never answered is booting (Tomcat starts after its agent on
+/// some images): it fails only past boot_timeout.
+#[test]
+fn a_web_vm_whose_server_never_answered_fails_only_past_boot_timeout() {
+    // (asked for at, failed at): 3 s (heartbeat_timeout) of not serving past 300 s.
+    for (created, failed_at) in [(0.0, Some(395.0)), (390.0, None)] {
+        let site = stops_serving_at(created, 391);
         assert_eq!(
             site.ticks_notifying("autoscaler.vm.failed"),
             failed_at.into_iter().collect::<Vec<_>>(),
             "created at {created}"
         );
-        // Out of the pool at once either way.
-        let (_, at_401) = &site.log[10];
-        assert!(
-            members(&pools(at_401)[0]).is_empty(),
-            "created at {created}: {at_401:?}"
-        );
-        match failed_at {
-            Some(t) => {
-                let (_, actions) = site.log.iter().find(|(at, _)| *at == t).unwrap();
-                let failed = &notified(actions, "autoscaler.vm.failed")[0];
-                assert_eq!(failed["cause"], "not_serving");
-                assert_eq!(failed["vm_name"], "w1");
-                assert_eq!(deleted(actions), ["id-w1"]);
-                // One VM booted in its place (not two).
-                assert_eq!(site.web_boots().len(), 1, "{:?}", site.web_boots());
-            }
-            None => {
-                // Young: still booting as far as the policy goes; it counts.
-                assert!(site.log.iter().all(|(_, a)| deleted(a).is_empty()));
-                assert!(site.web_boots().is_empty(), "{:?}", site.web_boots());
-            }
+        if failed_at.is_none() {
+            // Young: still booting as far as the policy goes; it counts.
+            assert!(site.log.iter().all(|(_, a)| deleted(a).is_empty()));
+            assert!(site.web_boots().is_empty(), "{:?}", site.web_boots());
         }
     }
 }
@@ -320,6 +337,7 @@ fn judge_names_each_cause() {
         heard_before: true,
         fresh: true,
         unserving_for: None,
+        served_before: true,
     };
     assert_eq!(judge(&ok, heard, &s), None);
     let cases = [
@@ -340,7 +358,15 @@ fn judge_names_each_cause() {
         ),
         (
             VmFacts {
+                unserving_for: Some(Duration::from_secs(2)),
+                ..ok
+            },
+            Cause::NotServing,
+        ),
+        (
+            VmFacts {
                 unserving_for: Some(Duration::from_secs(4)),
+                served_before: false,
                 ..ok
             },
             Cause::NotServing,
@@ -348,6 +374,20 @@ fn judge_names_each_cause() {
     ];
     for (facts, cause) in cases {
         assert_eq!(judge(&facts, heard, &s), Some(cause), "{facts:?}");
+    }
+    // Not serving for less than not_serving_timeout, or never served and young: nothing.
+    let briefly = VmFacts {
+        unserving_for: Some(Duration::from_millis(1900)),
+        ..ok
+    };
+    let booting = VmFacts {
+        age: Duration::from_secs(10),
+        unserving_for: Some(Duration::from_secs(60)),
+        served_before: false,
+        ..ok
+    };
+    for facts in [briefly, booting] {
+        assert_eq!(judge(&facts, heard, &s), None, "{facts:?}");
     }
     // Silence while nobody is heard, or in the grace period, proves nothing.
     let silent = VmFacts { fresh: false, ..ok };

@@ -39,6 +39,7 @@ fn settings() -> GroupSettings {
         heartbeat_timeout: Duration::from_secs(3),
         drain_timeout: Duration::from_secs(30),
         boot_timeout: Duration::from_secs(300),
+        not_serving_timeout: Duration::from_secs(2),
         hearing_window: Duration::from_millis(1500),
         policy: PolicyOpts {
             target_margin_percent: 10,
@@ -49,10 +50,15 @@ fn settings() -> GroupSettings {
     }
 }
 
-/// The sample's site: 1 to 4 web VMs (`min` here), target 0.2 s.
+/// The sample's site: 1 to 4 web VMs (`min` here), target 0.2 s. A `min` of 0 (a site
+/// of a splitter alone, for the tests of the splitter) is refused in a template file
+/// since issue 16 but still read from a record an older conductor stored.
 fn group(min: u32) -> Group {
-    let text = format!("name = shop\nimage = tomcat-web\nmin_vms = {min}\nmax_vms = 4\ntarget_response_time = 0.2\n");
-    let template = Template::parse("shop.template", &text, 20).unwrap();
+    let record = serde_json::json!({
+        "name": "shop", "image": "tomcat-web", "min_vms": min, "max_vms": 4,
+        "target_response_time": 0.2,
+    });
+    let template: Template = serde_json::from_value(record).unwrap();
     Group::new(template, false, settings())
 }
 

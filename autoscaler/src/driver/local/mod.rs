@@ -37,8 +37,15 @@
 //! A driver built on the same `state_path` reads every `vm.json` and reports the same VMs;
 //! without the boot process's handle it relies on the group's liveness alone. A VM
 //! directory without `vm.json` is what an interrupted boot (before anything started) or
-//! delete (after the group died) leaves behind, and is removed. One driver at a time may
-//! use a `state_path`: two would hand out the same addresses.
+//! delete (after the group died) leaves behind, and is removed.
+//!
+//! # Several conductors on one local cloud
+//!
+//! Conductors on one machine may share a `state_path` (and so one local cloud), each with
+//! an `[local] address_pool` of its own, disjoint from the others' (two drivers handing out
+//! addresses from one pool could give the same one twice). Each listing takes in the VMs
+//! the others booted and forgets those they deleted, so a conductor taking a group over
+//! sees its VMs.
 
 mod address_pool;
 mod image;
@@ -133,6 +140,7 @@ impl LocalDriver {
     /// order is total); VMs without one are never listed.
     fn list_where(&self, group: impl Fn(&str) -> bool) -> Vec<Vm> {
         let mut state = self.lock();
+        self.sync_with_disk(&mut state);
         let mut vms: Vec<Vm> = state
             .vms
             .values_mut()
@@ -141,6 +149,47 @@ impl LocalDriver {
             .collect();
         vms.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         vms
+    }
+
+    /// Another driver on the same `state_path` (a second conductor: see the module doc)
+    /// boots and deletes VMs too: VMs recorded on disk that this driver does not know are
+    /// taken in, and those whose directory is gone are forgotten. A directory without a
+    /// record is a boot or delete in progress, here or there, and is left alone.
+    fn sync_with_disk(&self, state: &mut State) {
+        let Ok(dirs) = record::vm_dirs(&self.vms_dir) else {
+            return;
+        };
+        let on_disk: std::collections::BTreeSet<PathBuf> = dirs.into_iter().collect();
+        let gone: Vec<VmId> = state
+            .vms
+            .iter()
+            .filter(|(id, e)| !e.deleting && !on_disk.contains(&self.vm_dir(id)))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in gone {
+            if let Some(entry) = state.vms.remove(&id) {
+                state.pool.release(entry.record.address);
+            }
+        }
+        for dir in on_disk {
+            let known = dir
+                .file_name()
+                .is_some_and(|n| state.vms.contains_key(&VmId(n.to_string_lossy().into())));
+            if known || !dir.join(RECORD_FILE).exists() {
+                continue;
+            }
+            let Ok(record) = VmRecord::read(&dir) else {
+                continue; // being written: the next listing reads it
+            };
+            state.pool.hold(record.address);
+            let entry = Entry {
+                record,
+                boot: None,
+                deleting: false,
+                member_hint: None,
+            };
+            state.vms.insert(entry.record.id.clone(), entry);
+        }
     }
 
     /// Reads the VMs recorded under `vms_dir` and holds their addresses.

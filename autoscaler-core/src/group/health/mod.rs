@@ -1,8 +1,9 @@
 //! Stage 1, health: which VMs have failed. Failed are VMs the cloud reports dead
 //! (`ERROR`, `SHUTOFF`); `ACTIVE` VMs gone silent; VMs not up and heard from within
-//! `boot_timeout`; web VMs whose server has not answered their agent for
-//! `heartbeat_timeout` once past `boot_timeout`. Each is reported once, leaves the pool,
-//! is deleted, and is queued for replacement (the policy's size has it made up for).
+//! `boot_timeout`; web VMs whose server has stopped answering their agent (for
+//! `not_serving_timeout` when it answered before, for `heartbeat_timeout` past
+//! `boot_timeout` when it never did). Each is reported once, leaves the pool, is deleted,
+//! and is queued for replacement (the policy's size has it made up for).
 //!
 //! Silence is evidence only while the conductor hears others *now*: when it goes deaf (a
 //! broker cut it has not noticed yet), every VM falls silent together, but their last
@@ -10,81 +11,24 @@
 //! would fail the stalest while the others are still fresh. And only after the grace
 //! period since the link came up: heartbeats may not have arrived yet.
 //!
-//! [`judge`] is the rule for one VM; the simulator applies it to its own VMs.
+//! [`judge`] (in `judge.rs`) is the rule for one VM; the simulator applies it to its own
+//! VMs. `serving.rs` keeps what agents said of their servers; this file gathers the
+//! facts and carries the verdicts out.
 
-use std::time::Duration;
+mod judge;
+mod serving;
 
-use super::{elapsed, within, Action, Group, GroupSettings, Tick};
+pub use judge::{judge, Hearing, VmFacts};
+
+use super::{elapsed, within, Action, Group, Tick};
 use crate::{
-    cloud::{Vm, VmStatus},
+    cloud::Vm,
     notification::{Cause, Notification, VmFailed},
 };
 
-/// What [`judge`] looks at for one VM.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct VmFacts {
-    pub status: VmStatus,
-    /// Since the VM was created.
-    pub age: Duration,
-    /// Whether the conductor ever heard it (since it started).
-    pub heard_before: bool,
-    /// Heard within `heartbeat_timeout`.
-    pub fresh: bool,
-    /// How long its agent has said its server does not answer.
-    pub unserving_for: Option<Duration>,
-}
-
-/// Whether the conductor can judge silence now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Hearing {
-    /// Past the grace period after the broker link came up.
-    pub settled: bool,
-    /// Some VM of the group heard within the hearing window.
-    pub anyone_heard: bool,
-}
-
-/// Why `vm` has failed, or `None` when it has not.
-pub fn judge(vm: &VmFacts, hearing: Hearing, settings: &GroupSettings) -> Option<Cause> {
-    let Hearing {
-        settled,
-        anyone_heard,
-    } = hearing;
-    let past_boot = settled && vm.age >= settings.boot_timeout;
-    if matches!(vm.status, VmStatus::Error | VmStatus::Shutoff) {
-        Some(Cause::Status)
-    } else if vm.status == VmStatus::Active
-        && settled
-        && anyone_heard
-        && vm.heard_before
-        && !vm.fresh
-    {
-        // Only a VM that has spoken before is silent (a VM booting is not).
-        Some(Cause::HeartbeatLost)
-    } else if past_boot && (vm.status == VmStatus::Build || (!vm.heard_before && anyone_heard)) {
-        // Never heard since this conductor started: only evidence while others are
-        // heard (after a broker restart, agents may take a while to return).
-        Some(Cause::BootTimeout)
-    } else if past_boot
-        && vm
-            .unserving_for
-            .is_some_and(|t| t > settings.heartbeat_timeout)
-    {
-        Some(Cause::NotServing)
-    } else {
-        None
-    }
-}
-
 pub(super) fn run(group: &mut Group, tick: &mut Tick) {
     let (now, obs) = (tick.now, tick.obs);
-    group
-        .unserving_since
-        .retain(|name, _| obs.heartbeats.get(name).and_then(|h| h.serving) == Some(false));
-    for (name, hb) in &obs.heartbeats {
-        if hb.serving == Some(false) {
-            group.unserving_since.entry(name.clone()).or_insert(now);
-        }
-    }
+    serving::note(group, now, obs);
     let hearing = Hearing {
         settled: tick.settled,
         anyone_heard: tick.anyone_heard,
@@ -117,6 +61,7 @@ impl Group {
             fresh: heartbeat
                 .is_some_and(|hb| within(now, hb.last, self.settings.heartbeat_timeout)),
             unserving_for: self.unserving_since.get(&vm.name).map(|t| elapsed(now, *t)),
+            served_before: self.served.contains(&vm.name),
         }
     }
 
