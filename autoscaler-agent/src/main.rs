@@ -34,6 +34,10 @@ use tokio::{
 };
 use tracing::info;
 
+/// Threads of tokio's blocking pool (file reads, name look-ups): the log follower's read
+/// and a look-up by the broker link at most at once.
+const MAX_BLOCKING_THREADS: usize = 2;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "autoscaler-agent",
@@ -92,8 +96,13 @@ fn main() -> ExitCode {
         )
         .with_ansi(false)
         .init();
+    // One thread runs every task. The blocking pool (tokio::fs for the request log, name
+    // look-ups) gets at most two threads instead of tokio's 512: each thread costs its own
+    // stack and malloc arena, and the agent never has more than two such calls at once
+    // (doc/agent.md has the measured resident memory).
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
         .build()
     {
         Ok(runtime) => runtime,

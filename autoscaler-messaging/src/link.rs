@@ -99,7 +99,17 @@ pub struct LinkConfig {
     pub interval_max: Duration,
     /// Shown in the RabbitMQ management UI and `rabbitmqctl list_connections`.
     pub connection_name: String,
+    /// The largest AMQP frame this side proposes (bytes; the broker may lower it);
+    /// `None`: the broker's (RabbitMQ: 128 KiB). lapin keeps a receive and a
+    /// send buffer of 32 frames each, touched in full: 2 × 4 MiB at 128 KiB, which was
+    /// half of the agent's resident memory (doc/agent.md).
+    pub frame_max: Option<u32>,
 }
+
+/// The agent's `frame_max`: its messages (heartbeats, metrics, acknowledgements; pool
+/// updates of at most 1 MiB, sent in several frames) need no large frames, and lapin's
+/// buffers are then 2 × 512 KiB.
+pub const AGENT_FRAME_MAX: u32 = 16 * 1024;
 
 impl LinkConfig {
     /// With oslo.messaging's defaults for everything but the URL.
@@ -111,15 +121,17 @@ impl LinkConfig {
             retry_backoff: Duration::from_secs(2),
             interval_max: Duration::from_secs(30),
             connection_name: connection_name.into(),
+            frame_max: None,
         }
     }
 
     /// An agent's: waits of 1, 2, 3, 3 ... s ([`AGENT_INTERVAL_MAX`]) rather than oslo's
-    /// 30 s at most.
+    /// 30 s at most, and frames of at most [`AGENT_FRAME_MAX`].
     pub fn for_agent(url: TransportUrl, connection_name: impl Into<String>) -> Self {
         LinkConfig {
             retry_backoff: Duration::from_secs(1),
             interval_max: AGENT_INTERVAL_MAX,
+            frame_max: Some(AGENT_FRAME_MAX),
             ..LinkConfig::new(url, connection_name)
         }
     }
@@ -175,7 +187,8 @@ pub async fn connect(
     let hosts = config.url.hosts.len();
     for offset in 0..hosts {
         let index = (start + offset) % hosts;
-        let uri = config.url.amqp_uri(index, Some(config.heartbeat));
+        let mut uri = config.url.amqp_uri(index, Some(config.heartbeat));
+        uri.query.frame_max = config.frame_max;
         let properties = ConnectionProperties::default()
             .with_connection_name(config.connection_name.as_str().into());
         match Connection::connect_uri(uri, properties).await {
