@@ -1,12 +1,13 @@
-//! Per-interval statistics of the splitter's request log: feeds on parsed lines, and once a
-//! second hands out a [`Metrics`] payload for the whole site and for each member.
+//! Per-interval statistics of the splitter's request log: feeds on parsed lines, and once an
+//! interval (a quarter of a second) hands out a [`Metrics`] payload for the whole site and
+//! for each member.
 //!
 //! Pure: no I/O and no clock; the caller passes the time to [`Aggregator::take`]. A request
 //! counts in the interval in which its log line arrived (the stamp is not read): mod_jk
 //! writes the line when the request ends, so arrival is at most one poll late.
 //!
-//! Percentiles are exact, by nearest rank over the interval's sorted samples: a second
-//! holds a few thousand requests here (about 80 req/s per VM), so sorting costs less than
+//! Percentiles are exact, by nearest rank over the interval's sorted samples: an interval
+//! holds at most a few thousand requests here (about 80 req/s per VM), so sorting costs less than
 //! a sketch's error. Memory is 8 bytes per request for the site plus 8 per request with a
 //! known member, kept between intervals for reuse.
 

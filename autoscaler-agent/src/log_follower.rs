@@ -16,9 +16,9 @@
 //!   its newline and counted in [`Batch::cut`], as is a partial line abandoned at rotation
 //!   or truncation.
 //!
-//! Polling (every `poll` given to [`LogFollower::open`]; 100 ms suits the agent) rather
+//! Polling (every `poll` given to [`LogFollower::open`]; 25 ms suits the agent) rather
 //! than inotify: no extra dependency, it sees rotation by rename and by copytruncate alike,
-//! and at a tenth of the one-second aggregation interval it costs one `read` and two
+//! and at a tenth of the quarter-second aggregation interval it costs one `read` and two
 //! `stat`s per poll when idle. With data waiting it reads [`CHUNK`] bytes per call and
 //! does not sleep.
 //!

@@ -1,6 +1,7 @@
 //! The conductor's per-second time series: one CSV file per group,
 //! `<state_path>/timeseries/<group>.csv`, one row per control-loop tick
-//! (`[conductor] evaluation_interval`, 1 s by default). Graphs are drawn from these
+//! (`[conductor] evaluation_interval`, 1 s by default, counted again from a tick that acts
+//! as soon as the splitter's metrics call for a scaling action). Graphs are drawn from these
 //! files by another tool, so the format below is a contract; `doc/monitoring.md` ("Time
 //! series") describes it for operators. Change a column only with both.
 //!

@@ -85,12 +85,13 @@ fn run_clients(
         .collect()
 }
 
-/// Whether one GET (HTTP/1.0, 30 s patience) is answered 200.
+/// Whether one GET (HTTP/1.0, 5 s patience: the pages here take at most 1.5 s) is
+/// answered 200.
 fn get_ok(addr: SocketAddr, path: &str) -> bool {
     let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(5)) else {
         return false;
     };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
     let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
     let mut response = Vec::new();
     stream.write_all(request.as_bytes()).is_ok()
@@ -232,4 +233,136 @@ fn issue_16_a_dead_tomcat_under_a_live_agent_is_replaced_within_5_s() {
         "replacement asked for {boot_asked:?} after the kill"
     );
     assert!(ok > 0);
+}
+
+/// When each line of the conductor's log containing every one of `words` was written,
+/// after `since`, as seconds after `since`.
+fn logged_after(log: &str, words: &[&str], since: chrono::DateTime<chrono::Utc>) -> Vec<f64> {
+    log.lines()
+        .filter(|l| words.iter().all(|w| l.contains(w)))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .next()?
+                .parse::<chrono::DateTime<chrono::Utc>>()
+                .ok()
+        })
+        .filter(|t| *t > since)
+        .map(|t| (t - since).num_milliseconds() as f64 / 1000.0)
+        .collect()
+}
+
+/// Issue 16, item 6: a killed splitter (kill -9 of its whole process group: Apache and
+/// its agent) is replaced on the same address; every request meanwhile fails. Measures
+/// the outage as a client sees it (one GET after another) and where the time goes.
+#[test]
+fn issue_16_a_killed_splitter_outage_is_measured() {
+    install_webtier();
+    let mut fx = Fixture::new();
+    fx.images_path = repo_images();
+    fx.write_config("");
+    let template = "[template]\nname = site\nimage = tomcat-web\nmin_vms = 1\nmax_vms = 1\ntarget_response_time = 0.5\nweb_service_time_ms = 10\n";
+    std::fs::write(fx.template_path("site"), template).unwrap();
+    fx.start_conductor();
+    fx.wait_for_conductor(Duration::from_secs(20));
+    let (url, _) = instantiate_site(&fx);
+    let (addr, path) = addr_and_path(&url);
+
+    // One client, one GET after another, each outcome timed.
+    let stop = Arc::new(AtomicBool::new(false));
+    let outcomes = Arc::new(std::sync::Mutex::new(Vec::<(Instant, bool)>::new()));
+    let client = {
+        let (stop, outcomes, path) = (stop.clone(), outcomes.clone(), path.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let ok = get_ok(addr, &path);
+                outcomes.lock().unwrap().push((Instant::now(), ok));
+                if !ok {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    let splitter = vms(&fx)
+        .into_iter()
+        .find(|v| v["role"] == "splitter")
+        .expect("a splitter");
+    let old_id = splitter["id"].as_str().unwrap().to_owned();
+    let pgid = common::load::vm_pgid(&fx, &old_id);
+    let killed = Instant::now();
+    let killed_at = chrono::Utc::now();
+    common::signal_group(pgid, "KILL");
+    let (_, back) = wait_for(
+        "the site answers again",
+        Duration::from_secs(60),
+        &fx,
+        || {
+            let outcomes = outcomes.lock().unwrap();
+            let failed = outcomes.iter().position(|(t, ok)| *t > killed && !*ok)?;
+            outcomes[failed..].iter().any(|(_, ok)| *ok).then_some(())
+        },
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, Ordering::Relaxed);
+    let _ = client.join();
+    let outcomes = outcomes.lock().unwrap().clone();
+    let last_ok_before = outcomes
+        .iter()
+        .filter(|(t, ok)| *t <= killed && *ok)
+        .count();
+    // A request may still complete right after the kill: the outage starts with the first
+    // failure and ends with the first 200 after it.
+    let first_failure = outcomes
+        .iter()
+        .find(|(t, ok)| *t > killed && !*ok)
+        .map(|(t, _)| *t)
+        .expect("a failure after the kill");
+    let first_ok_after = outcomes
+        .iter()
+        .find(|(t, ok)| *t > first_failure && *ok)
+        .map(|(t, _)| *t - killed)
+        .unwrap();
+    let failed = outcomes.iter().filter(|(_, ok)| !ok).count();
+    let new = vms(&fx)
+        .into_iter()
+        .find(|v| v["role"] == "splitter")
+        .expect("a new splitter");
+    assert_ne!(new["id"].as_str().unwrap(), old_id);
+    assert_eq!(new["address"], splitter["address"], "the same address");
+
+    let log = fx.conductor_log();
+    let at = |words: &[&str]| {
+        logged_after(&log, words, killed_at)
+            .first()
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    let failed_at = at(&["autoscaler.vm.failed", "splitter"]);
+    let boot_at = at(&["booting a VM", "role=splitter"]);
+    // The first pool sent after the new splitter was asked for (earlier ones were
+    // resends to the dead one).
+    let pool_at = logged_after(&log, &["pool sent to the splitter"], killed_at)
+        .into_iter()
+        .find(|t| *t > boot_at)
+        .unwrap_or(f64::NAN);
+    let console =
+        std::fs::read_to_string(vm_dir(&fx, new["id"].as_str().unwrap()).join("console.log"))
+            .unwrap_or_default();
+    // The boot script's steps, and the agent's lines about the pool (UTC times).
+    let boot_steps: Vec<&str> = console
+        .lines()
+        .filter(|l| l.contains(" boot[") || l.contains("pool") || l.contains("generation"))
+        .collect();
+    eprintln!(
+        "splitter killed at {killed_at}: outage {first_ok_after:?} (from the kill to the first 200 after the first failure; the site \
+         answered again {back:?} after, as polled), {failed} requests failed, {last_ok_before} ok \
+         before; conductor: failed at {failed_at} s, new splitter asked for at {boot_at} s, \
+         pool sent at {pool_at} s after the kill; the new splitter's boot:\n{}",
+        boot_steps.join("\n")
+    );
+    assert!(failed > 0, "requests fail while no splitter listens");
+    assert!(
+        first_ok_after < Duration::from_secs(10),
+        "outage {first_ok_after:?}"
+    );
 }

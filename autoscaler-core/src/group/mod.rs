@@ -12,7 +12,7 @@
 //!
 //! A tick runs the stages in order, each in its own file: [`health`] (which VMs failed),
 //! [`replace`] (the backoff and the splitter), [`sizing`] (the policy: web boots and
-//! removals), [`keeper`] (the pool; who is in it: `members.rs`), [`drain`] (deleting
+//! removals; what it is fed: [`inputs`] and `fleet.rs`), [`keeper`] (the pool; who is in it: `members.rs`), [`drain`] (deleting
 //! drained VMs), [`lifecycle`] (ready, stopping, deleting, gone) and [`row`] (the time
 //! series). The policy runs before the pool keeper so that a VM it removes drains in the
 //! same tick.
@@ -23,7 +23,9 @@
 
 mod backoff;
 pub mod drain;
+mod fleet;
 pub mod health;
+pub mod inputs;
 mod intake;
 pub mod keeper;
 pub mod lifecycle;

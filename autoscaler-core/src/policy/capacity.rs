@@ -21,12 +21,15 @@
 //! [`CapacityModel::learn_open_loop`]), a second also needs at least λ / μ VMs, the VMs
 //! that merely keep up with the arrivals.
 
+use chrono::{DateTime, Utc};
+
 use super::Observation;
 
-/// Weight of a new saturated second in the learned capacity.
+/// Weight of a new saturated second in the learned capacity (an observation of another
+/// length weighs as that many seconds would: 1 − 0.7^interval).
 const LEARNING_RATE: f64 = 0.3;
-/// A second counts towards the shortest response time (the service time) only with at
-/// least this many requests: a couple of lucky requests say little.
+/// An observation counts towards the shortest response time (the service time) only
+/// with at least this many requests: a couple of lucky requests say little.
 const SERVICE_TIME_MIN_REQUESTS: u64 = 10;
 /// Response time at least this many times the service time means requests queue: the
 /// VMs are saturated.
@@ -36,7 +39,7 @@ const QUEUEING_FACTOR: f64 = 1.5;
 /// new requests (mod_jk does not move a queued request), so the mean is slow while most
 /// VMs are not saturated, and the throughput per VM reads low (issue 6: after a
 /// backlog, μ read 37 where it is 80).
-const UNBALANCED_SECONDS: u32 = 10;
+const UNBALANCED_SECONDS: f64 = 10.0;
 
 /// Learned per-VM capacity and service time.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -48,10 +51,10 @@ pub struct CapacityModel {
     service_time: Option<f64>,
     /// The load has shown itself open-loop: the arrival rate stays when VMs go.
     open_loop: bool,
-    /// The serving VMs of the last second, and the seconds since that number changed
-    /// (`None` before the first change).
+    /// The serving VMs of the last observation, and the end of the observation that
+    /// first showed that number (`None` before the first change).
     serving: Option<u32>,
-    since_change: Option<u32>,
+    changed_at: Option<DateTime<Utc>>,
 }
 
 impl CapacityModel {
@@ -77,13 +80,11 @@ impl CapacityModel {
         self.open_loop = true;
     }
 
-    /// Learns from one second of measurements. `aim` is the response time the policy
-    /// aims at, seconds.
+    /// Learns from one observation (normally a quarter of a second or a second). `aim`
+    /// is the response time the policy aims at, seconds.
     pub fn observe(&mut self, obs: &Observation, aim: f64) {
         if self.serving.is_some_and(|s| s != obs.serving) {
-            self.since_change = Some(0);
-        } else if let Some(n) = self.since_change.as_mut() {
-            *n = n.saturating_add(1);
+            self.changed_at = Some(obs.end);
         }
         self.serving = Some(obs.serving);
         if obs.requests == 0 || obs.serving == 0 || !usable(obs) {
@@ -95,11 +96,14 @@ impl CapacityModel {
         let queueing = self
             .service_time
             .is_some_and(|s| obs.mean >= QUEUEING_FACTOR * s);
-        let balanced = self.since_change.is_none_or(|n| n >= UNBALANCED_SECONDS);
+        let balanced = self
+            .changed_at
+            .is_none_or(|t| (obs.end - t).num_milliseconds() as f64 / 1000.0 >= UNBALANCED_SECONDS);
         if balanced && (queueing || obs.mean > aim) {
             let seen = obs.rate() / f64::from(obs.serving);
+            let weight = 1.0 - (1.0 - LEARNING_RATE).powf(obs.interval.min(1.0));
             self.per_vm_rate = Some(match self.per_vm_rate {
-                Some(mu) => mu + LEARNING_RATE * (seen - mu),
+                Some(mu) => mu + weight * (seen - mu),
                 None => seen,
             });
         }
@@ -153,7 +157,6 @@ fn usable(obs: &Observation) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::DateTime;
 
     fn obs(requests: u64, mean: f64, serving: u32) -> Observation {
         Observation {

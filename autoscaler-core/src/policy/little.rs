@@ -4,16 +4,19 @@
 //! Each observation becomes a *need*: the VMs its load requires to be answered within the
 //! aim, `target_response_time × (1 − margin)` ([`CapacityModel::needed`]). Then:
 //!
-//! - **Scale out** when each of the last `stabilization + 2` observations (7 for the
-//!   default 5 s) needs more VMs than the decided size, to the mean need of those seconds
-//!   in one step (not +1 a tick). A load change shorter than `stabilization` seconds
-//!   touches at most `stabilization + 1` one-second observations (the first and the last
-//!   partly), so it can never fill the window: no action for it.
-//! - **Scale in** when each of the last `scale_in_delay` seconds (at least as many as
-//!   scale-out looks at) needs fewer VMs than the decided size, to the largest need of
-//!   the last `stabilization + 2` of them (the level the load has settled at, not the
-//!   tail of the busier period the longer window still holds: no two-step scale-in),
-//!   and not within `scale_in_cooldown` of a scale-out (no flapping).
+//! - **Scale out** when the newest observations, all needing more VMs than the decided
+//!   size (each judged on its last second), prove that need for `stabilization` seconds
+//!   (the window counts seconds of observations, not messages, and reads a partial
+//!   second's share by Little's law: [`super::window`]), to their mean need in one step
+//!   (not +1 a tick). A load change shorter than `stabilization` seconds at a steady
+//!   level never proves that: no action for it. With the default 5 s and the splitter's
+//!   quarter-second observations, a lasting change is acted on 5 to 5.25 s after it
+//!   shows.
+//! - **Scale in** when the observations of the last `scale_in_delay` seconds all need
+//!   fewer VMs than the decided size, to the largest need of the newest `stabilization`
+//!   seconds of them (the level the load has
+//!   settled at, not the tail of the busier period the longer window still holds: no
+//!   two-step scale-in), and not within `scale_in_cooldown` of a scale-out (no flapping).
 //!   Removed first: VMs still booting (nothing to drain), then those with the fewest
 //!   requests in flight, then the newest.
 //! - **Hold** otherwise. Evidence is used once: after a change, the window starts over, so
@@ -29,16 +32,24 @@
 //! Bounds, whatever the inputs: `min_vms <= desired <= max_vms`; VMs are added only while
 //! booting + active + draining stay within `max_vms`; removals never go below `desired`.
 
-use std::{collections::VecDeque, time::Duration};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::{carry_out, fleet_capacity, CapacityModel, Decision, Inputs, ScalingPolicy, Verdict};
+use super::{
+    carry_out, fleet_capacity,
+    window::{whole_vms, Sample, Window, JITTER_SECONDS},
+    CapacityModel, Decision, Inputs, Observation, ScalingPolicy, Verdict,
+};
 
 /// Observations further apart than this are not consecutive: the window starts over.
 const MAX_GAP_SECONDS: f64 = 2.5;
 /// A tick whose newest observation is older than this holds, whatever the window says.
 const STALE_SECONDS: f64 = 2.5;
+/// An observation ending further than this after the tick's time is not believed (clock
+/// skew between the splitter and the conductor is far smaller): it would make every
+/// honest observation after it look old.
+const FUTURE_SECONDS: f64 = 2.0;
 
 /// The policy's knobs: the template's bounds and target, and `[policy]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,37 +77,21 @@ impl PolicySettings {
         self.target_response_time * (1.0 - self.target_margin)
     }
 
-    /// Consecutive observations a scale-out needs: one per second of `stabilization`
-    /// plus the two partial seconds a load change may begin and end in.
-    pub fn scale_out_observations(&self) -> usize {
-        self.stabilization.as_secs_f64().ceil() as usize + 2
+    /// Seconds of observations, between the first and the last of a run, that prove a
+    /// load change lasted long enough for a scale-out ([`super::window`]).
+    pub fn scale_out_seconds(&self) -> f64 {
+        self.stabilization.as_secs_f64()
     }
 
-    /// Consecutive observations a scale-in needs.
-    pub fn scale_in_observations(&self) -> usize {
-        (self.scale_in_delay.as_secs_f64().ceil() as usize).max(self.scale_out_observations())
+    /// Seconds of observations that must all need fewer VMs before a scale-in.
+    pub fn scale_in_seconds(&self) -> f64 {
+        self.scale_in_delay.as_secs_f64()
     }
-}
 
-/// One observation's verdict on the size: the VMs it needs.
-#[derive(Debug, Clone, Copy)]
-struct Sample {
-    need: f64,
-    /// Requests in flight (L = λ·W).
-    in_flight: f64,
-}
-
-impl Sample {
-    /// Whole VMs (a need of 3.0000001 is 4 VMs; 3.0 is 3).
-    fn vms(self) -> u32 {
-        let whole = (self.need - 1e-9).ceil();
-        if whole <= 0.0 {
-            0
-        } else if whole >= f64::from(u32::MAX) {
-            u32::MAX
-        } else {
-            whole as u32
-        }
+    /// How far back the window keeps observations.
+    fn horizon(&self) -> f64 {
+        self.scale_in_seconds()
+            .max(self.scale_out_seconds() + 2.0 * MAX_GAP_SECONDS)
     }
 }
 
@@ -105,7 +100,7 @@ impl Sample {
 pub struct LittlePolicy {
     settings: PolicySettings,
     model: CapacityModel,
-    window: VecDeque<Sample>,
+    window: Window,
     /// The decided size; `None` until the first tick, which adopts the VMs that exist
     /// (a restarted conductor carries on from the cloud's state).
     desired: Option<u32>,
@@ -125,7 +120,7 @@ impl LittlePolicy {
         LittlePolicy {
             settings,
             model: CapacityModel::default(),
-            window: VecDeque::new(),
+            window: Window::default(),
             desired: None,
             last_scale_out: None,
             last_observation: None,
@@ -148,17 +143,24 @@ impl LittlePolicy {
     }
 
     /// Takes new observations into the window; returns the need of the newest one.
-    fn take(&mut self, inputs: &Inputs<'_>) -> Option<f64> {
+    fn take(&mut self, now: DateTime<Utc>, inputs: &Inputs<'_>) -> Option<f64> {
         let aim = self.settings.aim();
-        let capacity = self.settings.scale_in_observations();
+        let horizon = self.settings.horizon();
         let mut newest = None;
         for obs in inputs.observations {
-            if self.last_observation.is_some_and(|last| obs.end <= last) {
-                continue; // old or repeated
+            if self.last_observation.is_some_and(|last| obs.end <= last)
+                || seconds(obs.end - now) > FUTURE_SECONDS
+            {
+                continue; // old, repeated, or from the future
             }
+            // The time this observation adds: its interval, no more than since the last.
+            let mut covers = obs.interval.clamp(0.0, MAX_GAP_SECONDS);
             if let Some(last) = self.last_observation {
-                if seconds(obs.end - last) > MAX_GAP_SECONDS {
+                let since = seconds(obs.end - last);
+                if since > MAX_GAP_SECONDS {
                     self.window.clear();
+                } else {
+                    covers = covers.min(since);
                 }
             }
             self.last_observation = Some(obs.end);
@@ -173,13 +175,13 @@ impl LittlePolicy {
             }
             match self.model.needed(obs, aim) {
                 Some(need) => {
-                    self.window.push_back(Sample {
+                    let sample = Sample {
                         need,
                         in_flight: obs.in_flight(),
-                    });
-                    if self.window.len() > capacity {
-                        self.window.pop_front();
-                    }
+                        seconds: covers,
+                        smooth: need,
+                    };
+                    self.window.push(sample, horizon);
                     newest = Some(need);
                 }
                 // Nobody serving (the pool is being built) or a nonsensical message:
@@ -188,11 +190,6 @@ impl LittlePolicy {
             }
         }
         newest
-    }
-
-    /// The newest `n` samples, if there are that many.
-    fn last(&self, n: usize) -> Option<impl Iterator<Item = &Sample> + Clone> {
-        (n > 0 && self.window.len() >= n).then(|| self.window.iter().skip(self.window.len() - n))
     }
 }
 
@@ -204,9 +201,71 @@ fn clamp(x: u32, min: u32, max: u32) -> u32 {
     x.max(min).min(max.max(min))
 }
 
+impl LittlePolicy {
+    /// The change the window calls for at size `desired`, if any: the verdict, the new
+    /// size and why.
+    fn change(&mut self, now: DateTime<Utc>, desired: u32) -> Option<(Verdict, u32, String)> {
+        let s = &self.settings;
+        let (min, max) = (s.min_vms, s.max_vms.max(s.min_vms));
+        let out_s = s.scale_out_seconds();
+        if desired < max {
+            if let Some(run) = self.window.lasting(out_s, |x| x.vms() > desired) {
+                let mean_need = run.mean_need();
+                let new = clamp(whole_vms(mean_need), desired + 1, max);
+                let reason = format!(
+                    "for {:.2} s the load needed more than {desired} VMs (mean {mean_need:.2} \
+                     at an aim of {:.3} s): {desired} -> {new}",
+                    run.seconds(),
+                    s.aim()
+                );
+                self.last_scale_out = Some(now);
+                self.window.clear();
+                return Some((Verdict::ScaleOut, new, reason));
+            }
+        }
+        let cooled = self
+            .last_scale_out
+            .is_none_or(|t| seconds(now - t) >= s.scale_in_cooldown.as_secs_f64());
+        let fewer = |x: &Sample| x.vms() < desired;
+        let calm = self.window.seconds_showing(fewer);
+        if !cooled || desired <= min || calm < s.scale_in_seconds() - JITTER_SECONDS {
+            return None;
+        }
+        let run = self.window.newest(out_s);
+        let most = run.most_vms();
+        let new = clamp(most, min, desired - 1);
+        let reason = format!(
+            "for {calm:.2} s the load needed fewer than {desired} VMs, for the last {:.2} s \
+             at most {most} at an aim of {:.3} s: {desired} -> {new}",
+            run.seconds(),
+            s.aim()
+        );
+        if !self.model.open_loop() {
+            let before = run.mean_in_flight();
+            let delay = chrono::TimeDelta::from_std(s.scale_in_delay).unwrap_or_default();
+            self.watch_scale_in = Some((now + delay, before));
+        }
+        self.window.clear();
+        Some((Verdict::ScaleIn, new, reason))
+    }
+}
+
 impl ScalingPolicy for LittlePolicy {
     fn name(&self) -> &'static str {
         "autoscaler"
+    }
+
+    /// On a copy: the evidence the window would hold with `observations` added. Never
+    /// before the first tick (which adopts the VMs that exist).
+    fn acts_now(&self, now: DateTime<Utc>, observations: &[Observation]) -> bool {
+        if self.desired.is_none() || observations.is_empty() {
+            return false;
+        }
+        let inputs = Inputs {
+            observations,
+            fleet: &[],
+        };
+        self.clone().decide(now, inputs).verdict != Verdict::Hold
     }
 
     fn decide(&mut self, now: DateTime<Utc>, inputs: Inputs<'_>) -> Decision {
@@ -216,7 +275,7 @@ impl ScalingPolicy for LittlePolicy {
         let mut desired = *self.desired.get_or_insert(clamp(capacity, min, max));
         desired = clamp(desired, min, max);
 
-        let metric = self.take(&inputs);
+        let metric = self.take(now, &inputs);
         let stale = self
             .last_observation
             .is_none_or(|t| seconds(now - t) > STALE_SECONDS);
@@ -231,64 +290,15 @@ impl ScalingPolicy for LittlePolicy {
                     ),
                 },
             )
+        } else if let Some((verdict, new, reason)) = self.change(now, desired) {
+            desired = new;
+            (verdict, reason)
         } else {
-            let out_n = s.scale_out_observations();
-            let in_n = s.scale_in_observations();
-            let scale_out = self
-                .last(out_n)
-                .filter(|w| desired < max && w.clone().all(|x| x.vms() > desired))
-                .map(|w| w.map(|x| x.need).sum::<f64>() / out_n as f64);
-            let cooled = self
-                .last_scale_out
-                .is_none_or(|t| seconds(now - t) >= s.scale_in_cooldown.as_secs_f64());
-            let scale_in = self
-                .last(in_n)
-                .filter(|w| cooled && desired > min && w.clone().all(|x| x.vms() < desired))
-                .and_then(|_| self.last(out_n))
-                .map(|w| w.map(|x| x.vms()).max().unwrap_or(0));
-            if let Some(mean_need) = scale_out {
-                let new = clamp(
-                    Sample {
-                        need: mean_need,
-                        in_flight: 0.0,
-                    }
-                    .vms(),
-                    desired + 1,
-                    max,
-                );
-                let reason = format!(
-                    "for {out_n} s the load needed more than {desired} VMs (mean {mean_need:.2} \
-                     at an aim of {:.3} s): {desired} -> {new}",
-                    s.aim()
-                );
-                desired = new;
-                self.last_scale_out = Some(now);
-                self.window.clear();
-                (Verdict::ScaleOut, reason)
-            } else if let Some(most) = scale_in {
-                let new = clamp(most, min, desired - 1);
-                let reason = format!(
-                    "for {in_n} s the load needed fewer than {desired} VMs, for the last {out_n} s \
-                     at most {most} at an aim of {:.3} s: {desired} -> {new}",
-                    s.aim()
-                );
-                desired = new;
-                if !self.model.open_loop() {
-                    let before = self
-                        .last(out_n)
-                        .map_or(0.0, |w| w.map(|x| x.in_flight).sum::<f64>() / out_n as f64);
-                    let delay = chrono::TimeDelta::from_std(s.scale_in_delay).unwrap_or_default();
-                    self.watch_scale_in = Some((now + delay, before));
-                }
-                self.window.clear();
-                (Verdict::ScaleIn, reason)
-            } else {
-                let need = metric.map_or_else(|| "-".to_owned(), |n| format!("{n:.2}"));
-                (
-                    Verdict::Hold,
-                    format!("the load needs {need} VMs, {desired} decided"),
-                )
-            }
+            let need = metric.map_or_else(|| "-".to_owned(), |n| format!("{n:.2}"));
+            (
+                Verdict::Hold,
+                format!("the load needs {need} VMs, {desired} decided"),
+            )
         };
         self.desired = Some(desired);
 

@@ -13,6 +13,7 @@ mod capacity;
 mod little;
 #[cfg(test)]
 mod tests;
+mod window;
 
 pub use capacity::CapacityModel;
 pub use little::{LittlePolicy, PolicySettings};
@@ -151,6 +152,14 @@ pub trait ScalingPolicy: Send {
     /// The tick at `now`. Must never return `add` or `remove` that break the group's
     /// bounds, whatever the inputs.
     fn decide(&mut self, now: DateTime<Utc>, inputs: Inputs<'_>) -> Decision;
+
+    /// Whether `observations`, newer than the last tick's, already call for a scaling
+    /// action at `now`: a preview, nothing changes. The conductor (and the simulator)
+    /// then decide at once instead of at the next tick. A policy that decides only on a
+    /// schedule of its own says no (the default).
+    fn acts_now(&self, _now: DateTime<Utc>, _observations: &[Observation]) -> bool {
+        false
+    }
 
     /// A short name for tables and logs.
     fn name(&self) -> &'static str;

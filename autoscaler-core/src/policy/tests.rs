@@ -368,22 +368,109 @@ fn burst_run(
     duration: f64,
     secs: u32,
 ) -> Vec<Decision> {
+    burst_run_every(1.0, settings, k, low, high, (start, duration), secs)
+        .into_iter()
+        .map(|(_, d)| d)
+        .collect()
+}
+
+/// [`burst_run`] with an observation (and a tick) every `step` seconds; returns every
+/// decision with its time.
+fn burst_run_every(
+    step: f64,
+    settings: PolicySettings,
+    k: u32,
+    low: f64,
+    high: f64,
+    (start, duration): (f64, f64),
+    secs: u32,
+) -> Vec<(f64, Decision)> {
     let mut policy = LittlePolicy::new(settings);
     let vms = fleet(k);
-    (1..=secs)
+    let ticks = (f64::from(secs) / step).round() as u32;
+    (1..=ticks)
         .map(|i| {
-            let (a, b) = (f64::from(i - 1), f64::from(i));
-            let overlap = (b.min(start + duration) - a.max(start)).max(0.0);
-            let obs = mixed_second(b, low, high, overlap, k);
-            policy.decide(
+            let (a, b) = (f64::from(i - 1) * step, f64::from(i) * step);
+            let overlap = (b.min(start + duration) - a.max(start)).max(0.0) / step;
+            let mut obs = mixed_second(b, low, high, overlap, k);
+            obs.interval = step;
+            obs.requests = (obs.requests as f64 * step).round() as u64;
+            let d = policy.decide(
                 at(b),
                 Inputs {
                     observations: &[obs],
                     fleet: &vms,
                 },
-            )
+            );
+            (b, d)
         })
         .collect()
+}
+
+/// The time of the first action, if any.
+fn first_action(decisions: &[(f64, Decision)]) -> Option<f64> {
+    decisions
+        .iter()
+        .find(|(_, d)| d.verdict != Verdict::Hold)
+        .map(|(t, _)| *t)
+}
+
+#[test]
+fn quarter_second_observations_act_five_seconds_after_the_step() {
+    // 40 clients on 2 VMs need 2.8: from every offset within a quarter, the decision
+    // comes at the first quarter's end 5 s after the step (the window reads the step's
+    // share of the quarter it starts in), give or take the 20 ms the window allows for
+    // the splitter's timer.
+    for q in 0..10 {
+        let start = 120.0 + f64::from(q) * 0.025;
+        let decisions = burst_run_every(0.25, settings(2, 8), 2, 4.0, 40.0, (start, 1000.0), 200);
+        let at = first_action(&decisions).expect("an action");
+        let late = at - start;
+        assert!(
+            (4.97..=5.25 + 1e-9).contains(&late),
+            "acted {late} s after the step"
+        );
+    }
+}
+
+#[test]
+fn extra_or_repeated_messages_within_a_second_do_not_shorten_the_window() {
+    // A lasting step from 4 to 40 clients at 120 s, measured in one-second observations.
+    // The extra messages (a splitter gone wrong, or forged) come four more times a
+    // second, each again, and claim a whole second each; they all tell the truth about
+    // the load at their end. Counting messages, 7 of them would come 1.4 s after the
+    // step; counting seconds, the action still needs 5 s of the load.
+    let reaction = |extra: bool| {
+        let mut policy = LittlePolicy::new(settings(2, 8));
+        let vms = fleet(2);
+        for i in 1..=200u32 {
+            let mut ends = vec![f64::from(i)];
+            if extra {
+                ends.extend([0.2, 0.4, 0.6, 0.8].map(|k| f64::from(i) + k));
+            }
+            for end in ends {
+                let clients = if end > 120.0 { 40.0 } else { 4.0 };
+                let obs = mixed_second(end, clients, clients, 1.0, 2);
+                for _ in 0..if extra { 2 } else { 1 } {
+                    let d = policy.decide(
+                        at(end),
+                        Inputs {
+                            observations: &[obs],
+                            fleet: &vms,
+                        },
+                    );
+                    if d.verdict != Verdict::Hold {
+                        return Some(end);
+                    }
+                }
+            }
+        }
+        None
+    };
+    // The step fills the 121st second from its start: 5 s later, at the end of the 125th.
+    assert_eq!(reaction(false), Some(125.0), "5 one-second observations");
+    let extra = reaction(true).expect("the step is acted on");
+    assert!(extra >= 125.0, "acted {} s after the step", extra - 120.0);
 }
 
 #[test]
@@ -469,7 +556,8 @@ proptest! {
     }
 
     /// A burst (more clients) or a dip (fewer) lasting up to 4.9 s, at any offset within
-    /// the second and of any size, never changes the size.
+    /// the second and of any size, never changes the size, whether the splitter measures
+    /// seconds, halves or quarters.
     #[test]
     fn a_burst_under_five_seconds_never_changes_the_size(
         low in 1.0f64..28.0,
@@ -477,6 +565,7 @@ proptest! {
         offset in 0.0f64..1.0,
         duration in 0.1f64..4.9,
         dip in any::<bool>(),
+        step in prop_oneof![Just(1.0), Just(0.5), Just(0.25)],
     ) {
         // Burst: 2 VMs at min, the base load needs at most 2. Dip: 4 VMs, the base load
         // needs exactly 4, the dip needs fewer.
@@ -485,9 +574,9 @@ proptest! {
         } else {
             (settings(2, 8), 2, low, high.max(low))
         };
-        let decisions = burst_run(s, k, base, other, 120.0 + offset, duration, 200);
-        for (i, d) in decisions.iter().enumerate() {
-            prop_assert_eq!(d.verdict, Verdict::Hold, "second {}: {}", i + 1, &d.reason);
+        let decisions = burst_run_every(step, s, k, base, other, (120.0 + offset, duration), 200);
+        for (t, d) in &decisions {
+            prop_assert_eq!(d.verdict, Verdict::Hold, "at {} s: {}", t, &d.reason);
             prop_assert_eq!(d.desired, k);
         }
     }
@@ -500,7 +589,7 @@ proptest! {
         offset in 0.0f64..1.0,
     ) {
         let s = settings(2, 8);
-        let window = s.scale_out_observations();
+        let window = s.scale_out_seconds() as usize + 2;
         let start = 120.0 + offset;
         let decisions = burst_run(s, 2, low, high, start, 1000.0, 200);
         let first = decisions.iter().position(|d| d.verdict != Verdict::Hold);

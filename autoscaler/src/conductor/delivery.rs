@@ -19,7 +19,7 @@ use super::{
 };
 use crate::messaging::{
     rpc::{RemoteError, ReplyTo, RpcReply},
-    DropCounts, DropReason, Envelope, Heartbeat, LinkHandle, LinkState, Metrics, PoolAck,
+    DropCounts, DropReason, Envelope, Heartbeat, LinkHandle, LinkState, Metrics, PoolAck, Role,
 };
 
 /// How long a reply may wait for the broker.
@@ -36,25 +36,38 @@ pub(super) struct Reception<'a> {
 }
 
 /// Takes in one heartbeat, metrics message or pool acknowledgement, and acknowledges it.
+/// The group that should be listed and stepped now rather than at the next tick: its
+/// metrics complete the evidence for a scaling action, or a web VM's server answers and
+/// it can join the pool.
 pub(super) async fn take_telemetry(
     delivery: Delivery,
     conductor: &mut Conductor,
     steering: &mut Steering,
     rx: &Reception<'_>,
-) {
+) -> Option<String> {
+    let mut act = None;
     match decode_telemetry(&delivery.data, rx.max_size) {
-        Ok(Telemetry::Heartbeat(heartbeat)) => conductor.heard(heartbeat, Utc::now()),
+        Ok(Telemetry::Heartbeat(heartbeat)) => {
+            let joins = heartbeat.role == Role::Web
+                && heartbeat.serving == Some(true)
+                && conductor.joins_now(&heartbeat.group, &heartbeat.vm_id);
+            act = joins.then(|| heartbeat.group.clone());
+            if let Some(group) = conductor.heard(heartbeat, Utc::now()) {
+                steering.list(&group);
+            }
+        }
         Ok(Telemetry::Metrics(metrics)) => {
             // For measuring the reaction (doc/policy.md): how long after its interval
             // ended the splitter's measurement is here.
             let now = Utc::now();
-            let interval = chrono::TimeDelta::milliseconds((metrics.interval * 1000.0) as i64);
-            if let Some(end) = metrics.start.checked_add_signed(interval) {
+            let interval = chrono::TimeDelta::try_milliseconds((metrics.interval * 1000.0) as i64);
+            if let Some(end) = interval.and_then(|i| metrics.start.checked_add_signed(i)) {
                 debug!(template = %metrics.group, %end, interval = metrics.interval,
                     requests = metrics.site.requests, mean = metrics.site.mean,
                     lag_ms = (now - end).num_milliseconds(), "metrics taken");
             }
-            conductor.metrics(metrics)
+            let group = metrics.group.clone();
+            act = conductor.metrics(metrics, now).then_some(group);
         }
         Ok(Telemetry::PoolAck(ack)) => {
             conductor.received_telemetry += 1;
@@ -74,6 +87,7 @@ pub(super) async fn take_telemetry(
             debug!(%error, "telemetry ack failed (the channel was replaced)");
         }
     });
+    act
 }
 
 /// What the telemetry queue carries.

@@ -351,17 +351,35 @@ impl Conductor {
 
     /// Takes in the splitter's per-second metrics; metrics for a group this conductor
     /// does not steer are not kept.
-    pub fn metrics(&mut self, metrics: Metrics) {
+    /// Takes in the splitter's metrics; true when they complete the evidence for a
+    /// scaling action of their group at `now` (the caller then ticks at once).
+    pub fn metrics(&mut self, metrics: Metrics, now: DateTime<Utc>) -> bool {
         self.received_telemetry += 1;
-        if let Some(group) = self.groups.get_mut(&metrics.group) {
-            group.metrics(metrics);
+        match self.groups.get_mut(&metrics.group) {
+            Some(group) => {
+                group.metrics(metrics);
+                group.acts_now(now)
+            }
+            None => false,
         }
     }
 
-    /// Takes in one heartbeat.
-    pub fn heard(&mut self, heartbeat: Heartbeat, now: DateTime<Utc>) {
+    /// Whether a heartbeat from `vm` of `group` saying its server answers puts it into the
+    /// splitter's pool at a tick now (the caller then ticks at once).
+    pub fn joins_now(&self, group: &str, vm: &str) -> bool {
+        self.groups.get(group).is_some_and(|g| g.joins_now(vm))
+    }
+
+    /// Takes in one heartbeat. When it is the first of a splitter of a group this
+    /// conductor steers, that group: a new splitter serves nothing until it has the pool,
+    /// so its group should be looked at now rather than at the next tick (issue 16,
+    /// item 6).
+    pub fn heard(&mut self, heartbeat: Heartbeat, now: DateTime<Utc>) -> Option<String> {
         self.received_telemetry += 1;
-        self.vms.heard(heartbeat, now);
+        let group = heartbeat.group.clone();
+        let splitter = heartbeat.role == crate::messaging::Role::Splitter;
+        let first = self.vms.heard(heartbeat, now);
+        (first && splitter && self.groups.contains_key(&group)).then_some(group)
     }
 }
 

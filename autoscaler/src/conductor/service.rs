@@ -5,7 +5,8 @@
 //! channels; this loop takes one message at a time ([`super::delivery`]), so a SIGTERM
 //! observed between two `select!` turns always finds the command in hand finished,
 //! replied to and acknowledged. Every `evaluation_interval` the [`Steering`] runs the
-//! groups' rules.
+//! groups' rules, and also as soon as a splitter's metrics complete the evidence for a
+//! scaling action ([`Group::acts_now`](super::group::Group::acts_now)).
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -257,6 +258,8 @@ async fn serve(
                 let mut backlog = 0;
                 while backlog < TELEMETRY_BACKLOG {
                     let Ok(delivery) = l.telemetry.try_recv() else { break };
+                    // Metrics that call for an action call again with the next
+                    // message (a quarter of a second), or the tick comes.
                     take_telemetry(delivery, conductor, steering, rx).await;
                     backlog += 1;
                 }
@@ -266,9 +269,17 @@ async fn serve(
                 // Which groups this conductor steers, from the database, then their
                 // listings.
                 conductor.refresh().await;
-                steering.tick(conductor);
+                steering.tick(conductor.groups.keys());
             }
-            Some(delivery) = l.telemetry.recv() => take_telemetry(delivery, conductor, steering, rx).await,
+            Some(delivery) = l.telemetry.recv() => {
+                if let Some(group) = take_telemetry(delivery, conductor, steering, rx).await {
+                    // The splitter's metrics complete the evidence for a scaling action,
+                    // or a booted VM can join the pool: list and step that group now, not
+                    // at the next tick (up to a second later; doc/policy.md). The ticks
+                    // keep their pace: other groups and the leases depend on them.
+                    steering.list(&group);
+                }
+            }
         }
     }
 }

@@ -167,8 +167,8 @@ struct HeardVm {
 }
 
 impl VmRegistry {
-    /// Records a heartbeat received at `now`.
-    pub fn heard(&mut self, heartbeat: Heartbeat, now: DateTime<Utc>) {
+    /// Records a heartbeat received at `now`; whether it is the VM's first.
+    pub fn heard(&mut self, heartbeat: Heartbeat, now: DateTime<Utc>) -> bool {
         let entry = self
             .vms
             .entry(heartbeat.vm_id.clone())
@@ -180,6 +180,7 @@ impl VmRegistry {
         entry.heartbeat = heartbeat;
         entry.last = now;
         entry.count += 1;
+        entry.count == 1
     }
 
     /// The VMs heard from, optionally only those of `group`, as seen at `now`.
@@ -285,6 +286,7 @@ mod tests {
     fn registry_counts_heartbeats_and_filters_by_group() {
         let mut vms = VmRegistry::default();
         let t0 = Utc::now();
+        let mut firsts = Vec::new();
         for (group, vm) in [("shop", "a"), ("shop", "a"), ("blog", "b")] {
             let hb = Heartbeat {
                 group: group.into(),
@@ -295,8 +297,10 @@ mod tests {
                 url: None,
                 address: None,
             };
-            vms.heard(hb, t0);
+            firsts.push(vms.heard(hb, t0));
         }
+        // Each VM's first heartbeat is told apart (a new splitter's gets its pool now).
+        assert_eq!(firsts, [true, false, true]);
         let shop = vms.list(Some("shop"), t0 + chrono::Duration::milliseconds(1500));
         assert_eq!(shop.len(), 1);
         assert_eq!(shop[0].heartbeats, 2);

@@ -95,19 +95,26 @@ impl Steering {
 
     /// One pass over every group: asks the cloud for each group's VMs (unless a listing
     /// is still out); each group steps when its listing comes back ([`Self::listed`]).
-    pub fn tick(&mut self, conductor: &Conductor) {
-        for name in conductor.groups.keys() {
-            if !self.listing.insert(name.clone()) {
-                debug!(template = %name, "the group's last listing is still out");
-                continue;
-            }
-            let (driver, group) = (self.driver.clone(), name.clone());
-            let patience = self.config.conductor.list_timeout;
-            self.spawn(async move {
-                let result = within(patience, "list", driver.list(&group)).await;
-                CloudEvent::Listed { group, result }
-            });
+    pub fn tick<'a>(&mut self, groups: impl IntoIterator<Item = &'a String>) {
+        for name in groups {
+            self.list(name);
         }
+    }
+
+    /// Asks the cloud for `group`'s VMs, unless a listing of it is already out; the
+    /// group steps when the answer comes back. Also between ticks, for a group with a
+    /// new splitter to give its pool to.
+    pub fn list(&mut self, group: &str) {
+        if !self.listing.insert(group.to_owned()) {
+            debug!(template = %group, "the group's last listing is still out");
+            return;
+        }
+        let (driver, group) = (self.driver.clone(), group.to_owned());
+        let patience = self.config.conductor.list_timeout;
+        self.spawn(async move {
+            let result = within(patience, "list", driver.list(&group)).await;
+            CloudEvent::Listed { group, result }
+        });
     }
 
     /// Runs a cloud call as a task of its own; its answer comes back as an event.
@@ -118,6 +125,11 @@ impl Steering {
         });
     }
 
+    /// `group` may be listed again.
+    fn listing_returned(&mut self, group: &str) {
+        self.listing.remove(group);
+    }
+
     /// A group's listing came back: the group steps on it.
     async fn listed(
         &mut self,
@@ -126,7 +138,7 @@ impl Steering {
         conductor: &mut Conductor,
         out: &Outlets<'_>,
     ) {
-        self.listing.remove(&name);
+        self.listing_returned(&name);
         let vms = match result {
             Ok(vms) => vms,
             Err(error) => {
@@ -375,4 +387,84 @@ async fn within<T>(
                 reason: format!("no answer within {} s", patience.as_secs_f64()),
             })
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::driver::VmSpec;
+
+    /// A cloud whose listing of group `hung` never answers; every other call answers at
+    /// once with nothing. Counts the listings asked for, by group.
+    #[derive(Default)]
+    struct HalfHung {
+        listings: Mutex<Vec<String>>,
+    }
+
+    #[async_trait]
+    impl CloudDriver for HalfHung {
+        fn name(&self) -> &'static str {
+            "half-hung"
+        }
+        async fn boot(&self, _: VmSpec) -> Result<Vm, DriverError> {
+            unreachable!("no boot in this test")
+        }
+        async fn get(&self, _: &VmId) -> Result<Option<Vm>, DriverError> {
+            Ok(None)
+        }
+        async fn list(&self, group: &str) -> Result<Vec<Vm>, DriverError> {
+            self.listings.lock().unwrap().push(group.to_owned());
+            if group == "hung" {
+                std::future::pending::<()>().await;
+            }
+            Ok(Vec::new())
+        }
+        async fn list_all(&self) -> Result<Vec<Vm>, DriverError> {
+            Ok(Vec::new())
+        }
+        async fn delete(&self, _: &VmId) -> Result<(), DriverError> {
+            Ok(())
+        }
+    }
+
+    fn listed(event: CloudEvent) -> (String, bool) {
+        match event {
+            CloudEvent::Listed { group, result } => (group, result.is_ok()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Issue 16, item 3: a group whose listing hangs holds up neither the tick nor the
+    /// other groups' listings; it is not listed twice at once, and its listing gives up
+    /// after list_timeout, after which the next tick asks again.
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_listing_holds_up_no_other_group_and_times_out() {
+        let driver = Arc::new(HalfHung::default());
+        let mut config = Config::default();
+        config.conductor.list_timeout = Duration::from_secs(10);
+        let topology = Topology::new("test", crate::messaging::Durability::Transient);
+        let (mut steering, mut events) =
+            Steering::new(driver.clone(), config, "s".into(), topology);
+        let groups = ["hung".to_owned(), "shop".to_owned()];
+        let start = tokio::time::Instant::now();
+        steering.tick(&groups);
+        assert_eq!(listed(events.recv().await.unwrap()), ("shop".into(), true));
+        assert!(start.elapsed() < Duration::from_secs(1));
+        // The next tick lists the other group again, not the hung one.
+        steering.listing_returned("shop");
+        steering.tick(&groups);
+        assert_eq!(listed(events.recv().await.unwrap()), ("shop".into(), true));
+        assert_eq!(*driver.listings.lock().unwrap(), ["hung", "shop", "shop"]);
+        // The hung listing gives up after list_timeout.
+        assert_eq!(listed(events.recv().await.unwrap()), ("hung".into(), false));
+        assert_eq!(start.elapsed(), Duration::from_secs(10));
+        steering.listing_returned("hung");
+        steering.tick(&groups[..1]);
+        assert_eq!(listed(events.recv().await.unwrap()), ("hung".into(), false));
+        assert_eq!(driver.listings.lock().unwrap().len(), 4, "asked again");
+    }
 }

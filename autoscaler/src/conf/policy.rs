@@ -27,8 +27,9 @@ pub const SECTION: SectionDecl = SectionDecl {
             },
             Some("5"),
             "Load changes shorter than this never add or remove VMs. A longer change is \
-             acted on once it shows in stabilization + 2 consecutive one-second \
-             measurements (its first and last seconds may be partial).",
+             acted on once consecutive measurements (each judged on its last second) \
+             prove it has lasted this long: the window counts seconds of measurements, \
+             not messages.",
         ),
         OptDecl::new(
             "scale_in_delay",

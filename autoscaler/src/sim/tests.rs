@@ -68,7 +68,7 @@ fn the_csv_is_the_conductors_format() {
         .lines()
         .nth(1)
         .unwrap()
-        .starts_with("2030-01-01T00:00:01.500Z,sim,"));
+        .starts_with("2030-01-01T00:00:01.600Z,sim,"));
 }
 
 #[test]

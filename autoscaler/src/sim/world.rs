@@ -1,11 +1,13 @@
 //! One run of the whole loop in virtual time: clients or arrivals, the splitter, the web
-//! VMs, the splitter agent's per-second observations, and the conductor's tick feeding a
-//! [`ScalingPolicy`] and carrying its decisions out as `conductor/group.rs` does.
+//! VMs, the splitter agent's quarter-second observations, and the conductor's tick feeding
+//! a [`ScalingPolicy`] and carrying its decisions out as `conductor/group.rs` does.
 //!
-//! Timeline of a second `k`: the agent's interval `[k-1, k)` ends at `k` (its requests
-//! are those that *ended* in it); the conductor ticks at `k + 0.5` (the tick is not
-//! aligned with the agent, and the metrics need a moment to arrive), takes the
-//! observations that arrived since its last tick, decides and acts, and writes its row.
+//! Timeline: the agent's intervals end every quarter of a second (its requests are those
+//! that *ended* in it, as `autoscaler-agent` measures); the conductor ticks once a second,
+//! first at 1.6 s (the tick is not aligned with the agent), takes the observations that
+//! arrived since its last tick, decides and acts, and writes its row. As the conductor
+//! does, it also ticks as soon as an observation completes the evidence for a scaling
+//! action ([`ScalingPolicy::acts_now`]), and counts its next tick a second from then.
 //!
 //! What the conductor does, with the group's own rules (`autoscaler_core::group`: health's
 //! [`judge`], the drain rule [`drained`], the bounds [`boots_within_bounds`], the row
@@ -62,8 +64,10 @@ pub fn epoch() -> DateTime<Utc> {
 /// A closed-loop client whose request failed at once (no member to take it) tries again
 /// after this long, seconds: ab's next request after a refused connection.
 const RETRY_AFTER_FAILURE: f64 = 0.01;
-/// The conductor's tick, this long after the agent's interval ends, seconds.
-const TICK_OFFSET: f64 = 0.5;
+/// The conductor's first tick, this long after the agent's first second ends, seconds.
+const TICK_OFFSET: f64 = 0.6;
+/// The agent's interval, seconds (`autoscaler-agent`'s `METRICS_INTERVAL`).
+const REPORT_INTERVAL: f64 = 0.25;
 
 /// A failure the run injects.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -191,7 +195,10 @@ enum Event {
     Fault(usize),
     /// The agent's interval ends.
     Report,
-    Tick,
+    /// The conductor's tick, unless a tick of a later `epoch` replaced it.
+    Tick {
+        epoch: u32,
+    },
 }
 
 struct World<'a> {
@@ -210,6 +217,8 @@ struct World<'a> {
     next_id: u64,
     pending: Vec<Observation>,
     pending_errors: u64,
+    /// The conductor's ticks: a tick that acts early starts a new epoch.
+    tick_epoch: u32,
     failed_per_row: Vec<u64>,
     counts: Vec<PhaseCounts>,
     rows: Vec<Row>,
@@ -239,6 +248,7 @@ pub fn run(config: &SimConfig, load: &Load, policy: &mut dyn ScalingPolicy) -> R
         next_id: 0,
         pending: Vec::new(),
         pending_errors: 0,
+        tick_epoch: 0,
         failed_per_row: Vec::new(),
         counts: vec![PhaseCounts::default(); load.phases.len()],
         rows: Vec::new(),
@@ -257,8 +267,10 @@ pub fn run(config: &SimConfig, load: &Load, policy: &mut dyn ScalingPolicy) -> R
     for (i, fault) in config.faults.iter().enumerate() {
         world.queue.schedule(fault.at, Event::Fault(i));
     }
-    world.queue.schedule(1.0, Event::Report);
-    world.queue.schedule(1.0 + TICK_OFFSET, Event::Tick);
+    world.queue.schedule(REPORT_INTERVAL, Event::Report);
+    world
+        .queue
+        .schedule(1.0 + TICK_OFFSET, Event::Tick { epoch: 0 });
 
     // The last second's row comes at its tick, half a second after the end.
     while let Some((now, event)) = world.queue.pop() {
@@ -291,15 +303,12 @@ pub fn run(config: &SimConfig, load: &Load, policy: &mut dyn ScalingPolicy) -> R
                 }
             }
             Event::Fault(i) => world.fault(now, config.faults[i].kind),
-            Event::Report => {
-                world.queue.schedule(now + 1.0, Event::Report);
-                world.pending_errors += world.stats.errors();
-                let obs = world.stats.take(at(now), 1.0, 0);
-                world.pending.push(obs);
-            }
-            Event::Tick => {
-                world.queue.schedule(now + 1.0, Event::Tick);
-                world.tick(now, policy);
+            Event::Report => world.report(now, policy),
+            Event::Tick { epoch } => {
+                if epoch == world.tick_epoch {
+                    world.queue.schedule(now + 1.0, Event::Tick { epoch });
+                    world.tick(now, policy);
+                }
             }
         }
     }
@@ -459,6 +468,38 @@ impl World<'_> {
         let v = &mut self.vms[vm];
         v.state = VmState::Gone;
         v.deleted_at = Some(now);
+    }
+
+    /// The agent's interval ends: its observation goes to the conductor, which ticks at
+    /// once when it completes the evidence for an action (and counts its next tick a
+    /// second from then).
+    fn report(&mut self, now: f64, policy: &mut dyn ScalingPolicy) {
+        self.queue.schedule(now + REPORT_INTERVAL, Event::Report);
+        self.pending_errors += self.stats.errors();
+        let obs = self.stats.take(at(now), REPORT_INTERVAL, 0);
+        self.pending.push(obs);
+        if self.acts_now(now, policy) {
+            self.tick_epoch += 1;
+            let epoch = self.tick_epoch;
+            self.queue.schedule(now + 1.0, Event::Tick { epoch });
+            self.tick(now, policy);
+        }
+    }
+
+    /// Whether the observations since the last tick call for an action now (the
+    /// conductor's early tick).
+    fn acts_now(&self, now: f64, policy: &dyn ScalingPolicy) -> bool {
+        let serving = self
+            .vms
+            .iter()
+            .filter(|v| v.state == VmState::Active)
+            .count() as u32;
+        let observations: Vec<Observation> = self
+            .pending
+            .iter()
+            .map(|o| Observation { serving, ..*o })
+            .collect();
+        policy.acts_now(at(now), &observations)
     }
 
     fn tick(&mut self, now: f64, policy: &mut dyn ScalingPolicy) {

@@ -219,7 +219,7 @@ fn burst(run: &Run, i: usize) -> Verdict {
 }
 
 /// `phase 4 (high, 36 clients)`; measured phases count requests in flight.
-fn name(run: &Run, phase: &Phase) -> String {
+pub(crate) fn name(run: &Run, phase: &Phase) -> String {
     let unit = match run.source {
         Phases::LoadTest => "clients",
         Phases::Measured { .. } => "in flight",

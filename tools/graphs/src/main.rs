@@ -13,6 +13,7 @@ mod capacity;
 mod data;
 mod draw;
 mod load;
+mod reaction;
 mod summary;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -136,6 +137,7 @@ fn check(
     limits: &acceptance::Limits,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let mut verdicts = acceptance::check_run(run, limits);
+    verdicts.extend(reaction::check(run));
     verdicts.extend(acceptance::figures(&args.out, args.size));
     let report = acceptance::report(&verdicts);
     let path = args.out.join("check.txt");

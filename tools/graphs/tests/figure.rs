@@ -10,7 +10,8 @@ fn t(s: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap()
 }
 
-/// 60 s: low (4 clients) 0-20 s, high (36) 20-40 s with a scale-out at 27 s, low after.
+/// 60 s: low (4 clients) 0-20 s, high (36) 20-40 s with a scale-out at 26 s (its VMs
+/// active at 32 s), low after.
 fn write_run(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
     let mut series = TimeSeries::new(dir.join("timeseries"));
     for s in 0..60 {
@@ -22,11 +23,11 @@ fn write_run(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) 
             _ => (80, 0.05),
         };
         let decision = match s {
-            27 => "scale_out",
+            26 => "scale_out",
             55 => "scale_in",
             _ => "hold",
         };
-        let vms = if (27..55).contains(&s) { 3 } else { 1 };
+        let vms = if (26..55).contains(&s) { 3 } else { 1 };
         series
             .append(&Row {
                 time: t(s),
@@ -36,8 +37,8 @@ fn write_run(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) 
                 mean_response_time: Some(mean),
                 p95_response_time: Some(mean * 1.2),
                 in_flight: Some(requests as f64 * mean),
-                vms_booting: if (27..32).contains(&s) { 2 } else { 0 },
-                vms_active: if (27..32).contains(&s) { 1 } else { vms },
+                vms_booting: if (26..32).contains(&s) { 2 } else { 0 },
+                vms_active: if (26..32).contains(&s) { 1 } else { vms },
                 vms_draining: 0,
                 desired: vms,
                 target_response_time: 0.2,
@@ -110,7 +111,7 @@ fn draws_the_four_panels_and_writes_the_summary() {
     // 31-35: one slow second left, 180 s of response time over 1,040 requests).
     let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
     assert!(
-        summary.contains("| 2 (high) | high | 36 | 20 s | 0.150 s | 3 | 3 | 7.0 s | 15.0 s | 0 |"),
+        summary.contains("| 2 (high) | high | 36 | 20 s | 0.150 s | 3 | 3 | 6.0 s | 15.0 s | 0 |"),
         "{summary}"
     );
     assert!(summary.contains("1 failed or not 2xx"), "{summary}");
@@ -167,7 +168,7 @@ fn check_reports_each_verdict_and_fails_on_the_failed_request() {
     let stderr = String::from_utf8_lossy(&run.stderr);
     // The run's third phase has one non-2xx answer: everything else passes.
     assert_eq!(run.status.code(), Some(1), "{stdout}{stderr}");
-    assert_eq!(stderr.trim_end(), "ERROR: 1 of 6 checks failed");
+    assert_eq!(stderr.trim_end(), "ERROR: 1 of 8 checks failed");
     let check = std::fs::read_to_string(out.join("check.txt")).unwrap();
     assert_eq!(
         check.lines().filter(|l| l.starts_with("FAIL ")).count(),
@@ -224,7 +225,7 @@ fn without_a_phase_file_the_measured_load_gives_the_panel_the_shading_and_the_ph
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "{stdout}{stderr}");
     assert!(
-        stdout.contains("5 checks passed, 1 not judged (SKIP: see why above)"),
+        stdout.contains("7 checks passed, 1 not judged (SKIP: see why above)"),
         "{stdout}"
     );
     let svg = std::fs::read_to_string(out.join("graphs.svg")).unwrap();
@@ -314,6 +315,6 @@ fn check_needs_the_template_and_takes_it_either_way() {
     );
     assert_eq!(
         String::from_utf8_lossy(&run.stderr).trim_end(),
-        "ERROR: 1 of 6 checks failed"
+        "ERROR: 1 of 8 checks failed"
     );
 }

@@ -12,9 +12,11 @@
 //! period since the link came up: heartbeats may not have arrived yet.
 //!
 //! [`judge`] (in `judge.rs`) is the rule for one VM; the simulator applies it to its own
-//! VMs. This file gathers the facts and carries the verdicts out.
+//! VMs. `serving.rs` keeps what agents said of their servers; this file gathers the
+//! facts and carries the verdicts out.
 
 mod judge;
+mod serving;
 
 pub use judge::{judge, Hearing, VmFacts};
 
@@ -26,23 +28,7 @@ use crate::{
 
 pub(super) fn run(group: &mut Group, tick: &mut Tick) {
     let (now, obs) = (tick.now, tick.obs);
-    group
-        .unserving_since
-        .retain(|name, _| obs.heartbeats.get(name).and_then(|h| h.serving) == Some(false));
-    for (name, hb) in &obs.heartbeats {
-        if hb.serving == Some(false) {
-            group.unserving_since.entry(name.clone()).or_insert(now);
-        }
-    }
-    // Bounded by the cloud's VMs of the group, not by what agents say.
-    group
-        .served
-        .retain(|name| obs.vms.iter().any(|vm| &vm.name == name));
-    for vm in &obs.vms {
-        if obs.heartbeats.get(&vm.name).and_then(|h| h.serving) == Some(true) {
-            group.served.insert(vm.name.clone());
-        }
-    }
+    serving::note(group, now, obs);
     let hearing = Hearing {
         settled: tick.settled,
         anyone_heard: tick.anyone_heard,

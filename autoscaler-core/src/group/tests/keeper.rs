@@ -173,3 +173,27 @@ fn a_new_owner_sends_pools_newer_than_the_last_owner_even_with_a_clock_behind() 
     let first = pools(&site.tick_at(0.0, None));
     assert_eq!(first[0].generation, floor + 1);
 }
+
+#[test]
+fn issue_16_a_booting_vm_whose_server_answers_joins_at_once() {
+    // min_vms 2 and one web VM so far: the second is wanted.
+    let mut site = Site::ready(2, &["w1"]);
+    // w2 booting as the last tick saw it: its first serving heartbeat calls for a tick.
+    site.vms
+        .push(vm("w2", Role::Web, VmStatus::Build, "127.0.1.11"));
+    site.tick(None);
+    assert!(site.g.joins_now("w2"));
+    assert!(!site.g.joins_now("w1"), "already in the pool");
+    assert!(!site.g.joins_now("s"), "the splitter");
+    assert!(!site.g.joins_now("nobody"));
+    // Once in the pool, its heartbeats call for nothing.
+    site.set_status("w2", VmStatus::Active);
+    site.heard("w2", site.now + 1.0);
+    site.tick(None);
+    let pool = site.pool();
+    assert!(
+        members(&pool).contains(&(crate::pool::member_name("w2").as_str(), MemberState::Active)),
+        "{pool:?}"
+    );
+    assert!(!site.g.joins_now("w2"));
+}

@@ -194,12 +194,12 @@ fn verdict(before: u32, after: u32) -> Verdict {
     }
 }
 
-/// Recent per-second observations, for metrics averaged over a period (what a
-/// metrics pipeline with that resolution would report).
+/// Recent observations (a quarter of a second each from the agent), for metrics averaged
+/// over a period (what a metrics pipeline with that resolution would report).
 #[derive(Debug, Default, Clone)]
 struct Recent {
-    /// (end, requests, mean), oldest first.
-    seconds: VecDeque<(f64, u64, f64)>,
+    /// (end, requests, mean, interval), oldest first.
+    seconds: VecDeque<(f64, u64, f64, f64)>,
     last_end: Option<f64>,
 }
 
@@ -212,7 +212,8 @@ impl Recent {
                 continue;
             }
             self.last_end = Some(end);
-            self.seconds.push_back((end, obs.requests, obs.mean));
+            self.seconds
+                .push_back((end, obs.requests, obs.mean, obs.interval));
         }
         while self
             .seconds
@@ -227,7 +228,7 @@ impl Recent {
     /// `None` without requests.
     fn mean(&self, from: f64, to: f64) -> Option<f64> {
         let (mut requests, mut total) = (0u64, 0.0);
-        for &(end, n, mean) in &self.seconds {
+        for &(end, n, mean, _) in &self.seconds {
             if end > from && end <= to {
                 requests += n;
                 total += n as f64 * mean;
@@ -238,7 +239,10 @@ impl Recent {
 
     /// The newest observation's requests in flight (Little's law).
     fn newest_in_flight(&self) -> Option<f64> {
-        self.seconds.back().map(|&(_, n, mean)| n as f64 * mean)
+        self.seconds
+            .back()
+            .filter(|&&(.., interval)| interval > 0.0)
+            .map(|&(_, n, mean, interval)| n as f64 * mean / interval)
     }
 }
 
