@@ -122,6 +122,14 @@ fn template_round_trip_through_the_conductor() {
         .map(|t| t["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["blog", "shop"], "{listed}");
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["conductor"] == fx.host.as_str()),
+        "{listed}"
+    );
     let table = stdout(&fx.manage(&["template", "list"]));
     assert!(table.starts_with("name"), "{table}");
     let out = fx.manage(&["template", "destroy", "blog"]);

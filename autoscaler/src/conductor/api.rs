@@ -52,6 +52,10 @@ pub struct TemplateView {
     pub status: Option<GroupView>,
     /// The splitter's last per-second metrics.
     pub metrics: Option<Metrics>,
+    /// The conductor (`[DEFAULT] host`) whose unexpired lease steers the group; `None`
+    /// while nobody holds it (between an owner's death and a takeover).
+    #[serde(default)]
+    pub conductor: Option<String>,
 }
 
 /// A VM as the conductor knows it: from the cloud, from its heartbeats, or both.

@@ -238,9 +238,22 @@ impl Conductor {
                 self.not_found(name.unwrap_or_default()).await
             }
             Ok(records) => {
+                let holders: BTreeMap<String, String> = match self.memory.store.leases().await {
+                    Ok(leases) => leases
+                        .into_iter()
+                        .filter(|l| !l.expires_in.is_zero())
+                        .filter_map(|l| Some((l.group, l.owner?)))
+                        .collect(),
+                    Err(e) => return error("internal", e.to_string()),
+                };
                 let views: Vec<TemplateView> = records
                     .iter()
-                    .map(|r| self.view(self.templates.get(r.template.name()).unwrap_or(r), now))
+                    .map(|r| {
+                        let mut view =
+                            self.view(self.templates.get(r.template.name()).unwrap_or(r), now);
+                        view.conductor = holders.get(r.template.name()).cloned();
+                        view
+                    })
                     .collect();
                 ok(views, vec![])
             }
@@ -256,6 +269,7 @@ impl Conductor {
                 .groups
                 .get(record.template.name())
                 .and_then(|g| g.last_metrics().cloned()),
+            conductor: None,
         }
     }
 
@@ -539,7 +553,10 @@ mod tests {
             .await
             .reply
         {
-            RpcReply::Ok(v) => assert_eq!(v[0]["status"], serde_json::Value::Null),
+            RpcReply::Ok(v) => {
+                assert_eq!(v[0]["status"], serde_json::Value::Null);
+                assert_eq!(v[0]["conductor"], "node1");
+            }
             other => panic!("{other:?}"),
         }
         // node1 stops cleanly: its lease is released and node2 takes the group at once.

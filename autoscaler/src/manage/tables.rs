@@ -22,6 +22,8 @@ pub(super) struct SiteLine {
     pub min_vms: u32,
     pub max_vms: u32,
     pub url: Option<String>,
+    /// The conductor that steers it, if one holds its lease.
+    pub conductor: Option<String>,
     pub instantiated_at: DateTime<Utc>,
 }
 
@@ -43,6 +45,7 @@ impl SiteLine {
             min_vms: template.min_vms(),
             max_vms: template.max_vms(),
             url: status.and_then(|s| s.url.clone()),
+            conductor: view.conductor.clone(),
             instantiated_at: view.record.instantiated_at,
         }
     }
@@ -56,6 +59,7 @@ pub(super) fn site_table(sites: &[SiteLine]) -> Table {
             "web VMs (active/all)",
             "min..max",
             "url",
+            "conductor",
             "instantiated",
         ],
         rows: sites
@@ -68,6 +72,7 @@ pub(super) fn site_table(sites: &[SiteLine]) -> Table {
                     format!("{}/{}", s.web_active, s.web_total),
                     format!("{}..{}", s.min_vms, s.max_vms),
                     s.url.clone().unwrap_or_else(|| "-".into()),
+                    s.conductor.clone().unwrap_or_else(|| "-".into()),
                     s.instantiated_at.format("%Y-%m-%d %H:%M:%S").to_string(),
                 ]
             })
