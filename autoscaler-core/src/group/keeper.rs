@@ -31,8 +31,11 @@ pub(super) fn run(group: &mut Group, tick: &mut Tick) {
     match group.phase {
         Phase::Starting | Phase::Ready => {
             let desired = group.desired_pool(tick);
-            // Before the conductor has heard its VMs it does not know the pool.
-            if tick.settled || group.pool.generation > 0 {
+            // Before the conductor has heard its VMs it does not know the pool: a group
+            // it adopted (taken over from another conductor, or after a restart) keeps the
+            // splitter's pool until someone is heard, rather than empty it.
+            let known = tick.anyone_heard || group.adopted != Some(true);
+            if (tick.settled && known) || group.pool.generation > 0 {
                 let splitter = tick
                     .live(Role::Splitter, &group.in_flight)
                     .into_iter()

@@ -115,6 +115,10 @@ pub struct Group {
     /// not have arrived yet (conductor restart, broker outage): silence proves nothing and
     /// the pool is left as it is.
     link_up_since: Option<DateTime<Utc>>,
+    /// Whether the cloud already listed VMs of the group when this conductor first stepped
+    /// it (`None` before that): a group taken over from another conductor, or adopted
+    /// after a restart, whose agents were heard by the previous owner only.
+    adopted: Option<bool>,
     /// VMs already reported failed (each is reported once).
     reported: BTreeSet<VmId>,
     /// Web VMs whose agent says their server does not answer, and since when.
@@ -190,6 +194,7 @@ impl Group {
             policy,
             last_decision: None,
             link_up_since: None,
+            adopted: None,
             reported: BTreeSet::new(),
             unserving_since: BTreeMap::new(),
             served: BTreeSet::new(),
@@ -241,6 +246,7 @@ impl Group {
         } else {
             None
         };
+        self.adopted.get_or_insert(!obs.vms.is_empty());
         let settled = self
             .link_up_since
             .is_some_and(|t| elapsed(now, t) >= self.settings.heartbeat_timeout);

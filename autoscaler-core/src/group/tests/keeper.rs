@@ -197,3 +197,17 @@ fn issue_16_a_booting_vm_whose_server_answers_joins_at_once() {
     );
     assert!(!site.g.joins_now("w2"));
 }
+
+#[test]
+fn a_group_taken_over_sends_no_pool_before_it_hears_anyone() {
+    // Another conductor's group, settled here at once (this conductor's link has long
+    // been up), whose agents it has not heard yet: the splitter keeps its pool.
+    let mut site = Site::settled(1)
+        .splitter("s", VmStatus::Active)
+        .web("w1", VmStatus::Active);
+    assert!(pools(&site.tick_at(1.0, None)).is_empty());
+    assert!(pools(&site.tick_at(2.0, None)).is_empty());
+    site.agents_heard = true;
+    let sent = pools(&site.tick_at(3.0, None));
+    assert_eq!(sent[0].members.len(), 1);
+}
