@@ -105,6 +105,19 @@ struct Entry {
     member_hint: Option<i32>,
 }
 
+impl Entry {
+    /// A VM known from its record only (booted by an earlier driver, or another
+    /// conductor's on the same `state_path`).
+    fn recorded(record: VmRecord) -> Entry {
+        Entry {
+            record,
+            boot: None,
+            deleting: false,
+            member_hint: None,
+        }
+    }
+}
+
 impl LocalDriver {
     /// The driver for `[DEFAULT] state_path` and `[local]`, with the VMs recorded there.
     pub fn from_config(config: &Config) -> Result<Self, DriverError> {
@@ -182,12 +195,7 @@ impl LocalDriver {
                 continue; // being written: the next listing reads it
             };
             state.pool.hold(record.address);
-            let entry = Entry {
-                record,
-                boot: None,
-                deleting: false,
-                member_hint: None,
-            };
+            let entry = Entry::recorded(record);
             state.vms.insert(entry.record.id.clone(), entry);
         }
     }
@@ -220,12 +228,7 @@ impl LocalDriver {
                 tracing::warn!(vm = %record.id, address = %record.address,
                     "two VM records hold the same address");
             }
-            let entry = Entry {
-                record,
-                boot: None,
-                deleting: false,
-                member_hint: None,
-            };
+            let entry = Entry::recorded(record);
             state.vms.insert(entry.record.id.clone(), entry);
         }
         Ok(())
