@@ -11,9 +11,10 @@
 //!   spare at each, then the file follows, no reload; any other membership change: a new
 //!   workers.properties, checked, renamed into place, `apache2 -k graceful`, which stops
 //!   Apache from accepting for about a second; a drain or an undrain: jkstatus, then the
-//!   file, no reload; a join, drain or undrain jkstatus refuses: the file and a reload; `listening = false`:
-//!   `apache2 -k graceful-stop`, once, and never a reload after it) and every generation
-//!   is answered with a [`PoolAck`] (confirmed) before the delivery is acknowledged.
+//!   file, no reload; a join, drain or undrain jkstatus refuses: the file and a reload;
+//!   `listening = false`: `apache2 -k graceful-stop`, once, and never a reload after it)
+//!   and every generation is answered with a [`PoolAck`] (confirmed) before the delivery
+//!   is acknowledged.
 //!
 //! The last applied generation lives in memory only: a restarted agent applies the next
 //! update it gets (the conductor re-sends the pool periodically), starting from what
