@@ -348,7 +348,7 @@ async fn the_splitter_applies_pools_measures_and_drains_on_real_mod_jk() {
     );
     let text = std::fs::read_to_string(&workers).unwrap();
     assert!(
-        text.contains("balance_workers=placeholder,shop_web_1,spare_1,"),
+        text.contains("balance_workers=placeholder,shop_web_1,_spare_1,"),
         "{text}"
     );
     assert!(
@@ -620,7 +620,10 @@ async fn members_join_a_loaded_site_without_a_stall() {
         "shop_web_2 served nothing"
     );
     let text = std::fs::read_to_string(apache.join("workers.properties")).unwrap();
-    assert!(text.contains("worker.spare_1.route=shop_web_2\n"), "{text}");
+    assert!(
+        text.contains("worker._spare_1.route=shop_web_2\n"),
+        "{text}"
+    );
 
     drop(vms);
     let _ = channel

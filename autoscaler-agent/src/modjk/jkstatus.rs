@@ -238,18 +238,18 @@ worker.loadbalancer.map.1.busy=x
         assert_eq!(activation, [("placeholder", "STP"), ("shop_web_1", "DIS")]);
         // A spare holding a member is counted under the member's name (its route).
         let spared = format!(
-            "{prop}worker.spare_1.busy=2\nworker.spare_1.route=shop_web_2\n\
-             worker.spare_2.busy=0\nworker.spare_2.route=spare_2\n"
+            "{prop}worker._spare_1.busy=2\nworker._spare_1.route=shop_web_2\n\
+             worker._spare_2.busy=0\nworker._spare_2.route=_spare_2\n"
         );
         let busy: Vec<_> = busy_by_route(&spared).into_iter().collect();
         assert_eq!(
             busy,
             [
+                ("_spare_2".into(), 0),
                 ("loadbalancer".into(), 3),
                 ("placeholder".into(), 0),
                 ("shop_web_1".into(), 3),
                 ("shop_web_2".into(), 2),
-                ("spare_2".into(), 0),
             ]
         );
         assert_eq!(url_safe("127.0.1.11").unwrap(), "127.0.1.11");

@@ -21,11 +21,11 @@
 //! it reaps an old child or at its next one-second maintenance run (measured here with
 //! 36 clients: no request completed for 0.6-1.0 s after one reload, 1.8 s after two a
 //! second apart). So every file the agent renders for a reload also holds
-//! [`workers::SPARES`] spare workers (`spare_1` ..., port 0: stopped, never routed to),
+//! [`workers::SPARES`] spare workers (`_spare_1` ..., port 0: stopped, never routed to),
 //! and a member that joins while spares are free takes one through jkstatus: host, port
 //! and `route` (the member's name, which the request log's `%R` prints, so metrics
 //! name the member), then its activation (mod_jk 1.2.48 leaves a worker that had port 0
-//! stopped until `vwa=A`). The file then says the same (`worker.spare_1.route=<member>`).
+//! stopped until `vwa=A`). The file then says the same (`worker._spare_1.route=<member>`).
 //! Members leaving or moving, or more joining than spares are free, still reload.
 //!
 //! # What `apache2 -t` checks (measured with Debian's apache2 2.4.71, mod_jk 1.2.48)

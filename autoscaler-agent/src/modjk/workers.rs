@@ -24,8 +24,9 @@ pub(crate) const MEMBERS_MARKER: &str =
 /// "Reaction and settle"); more members joining at once than spares left cost a reload.
 pub(crate) const SPARES: usize = 8;
 
-/// The names of the spare workers: `spare_1` ... (no pool member may take one).
-const SPARE_PREFIX: &str = "spare_";
+/// The names of the spare workers: `_spare_1` ... A member's name is its VM's, which starts
+/// with the template's name, a letter or a digit: it never takes one (nor may it).
+const SPARE_PREFIX: &str = "_spare_";
 
 /// The splitter's workers.properties: the image's lines and the pool's members.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -616,7 +617,7 @@ worker.jkstatus.type=status
         file.free.truncate(1);
         let text = file.render(Some(7));
         assert!(text.contains(
-            "\nworker.loadbalancer.balance_workers=placeholder,shop_web_1,shop_web_2,spare_1\n"
+            "\nworker.loadbalancer.balance_workers=placeholder,shop_web_1,shop_web_2,_spare_1\n"
         ));
         // The rest of the image is kept: the placeholder, the template, jkstatus.
         for kept in [
@@ -638,9 +639,9 @@ worker.jkstatus.type=status
              worker.shop_web_2.host=127.0.1.12\n\
              worker.shop_web_2.port=8009\n\
              worker.shop_web_2.activation=D\n\
-             \nworker.spare_1.reference=worker.member\n\
-             worker.spare_1.host=localhost\n\
-             worker.spare_1.port=0\n"
+             \nworker._spare_1.reference=worker.member\n\
+             worker._spare_1.host=localhost\n\
+             worker._spare_1.port=0\n"
         );
         validate(&text).unwrap();
         // A restarted agent reads its own file back.
@@ -652,7 +653,7 @@ worker.jkstatus.type=status
         // Removing every member leaves the image's file and the spares.
         let empty = again.with_members(&[]);
         assert!(empty.members().is_empty() && empty.free_spares() == SPARES);
-        let spares: Vec<String> = (1..=SPARES).map(|i| format!("spare_{i}")).collect();
+        let spares: Vec<String> = (1..=SPARES).map(|i| format!("_spare_{i}")).collect();
         assert!(empty.render(None).contains(&format!(
             "balance_workers=placeholder,{}\n",
             spares.join(",")
@@ -666,15 +667,15 @@ worker.jkstatus.type=status
         let c = member("shop_web_3", "127.0.1.13", MemberState::Draining);
         let running = image().with_members(std::slice::from_ref(&a));
         assert_eq!(running.free_spares(), SPARES);
-        assert!(running.is_reserved("spare_1") && running.is_reserved("spare_99"));
+        assert!(running.is_reserved("_spare_1") && running.is_reserved("_spare_99"));
         let (joined, assigned) = running
             .with_joined(&[b.clone(), a.clone(), c.clone()])
             .unwrap();
         assert_eq!(
             assigned,
             [
-                ("spare_1".to_owned(), b.clone()),
-                ("spare_2".to_owned(), c.clone())
+                ("_spare_1".to_owned(), b.clone()),
+                ("_spare_2".to_owned(), c.clone())
             ]
         );
         assert_eq!(joined.free_spares(), SPARES - 2);
@@ -683,15 +684,15 @@ worker.jkstatus.type=status
                 joined.worker_of("shop_web_1"),
                 joined.worker_of("shop_web_3")
             ),
-            ("shop_web_1", "spare_2")
+            ("shop_web_1", "_spare_2")
         );
         let text = joined.render(Some(3));
         validate(&text).unwrap();
-        assert!(text.contains("balance_workers=placeholder,spare_1,shop_web_1,spare_2,spare_3,"));
+        assert!(text.contains("balance_workers=placeholder,_spare_1,shop_web_1,_spare_2,_spare_3,"));
         assert!(text.contains(
-            "\nworker.spare_2.reference=worker.member\nworker.spare_2.host=127.0.1.13\n\
-             worker.spare_2.port=8009\nworker.spare_2.route=shop_web_3\n\
-             worker.spare_2.activation=D\n"
+            "\nworker._spare_2.reference=worker.member\nworker._spare_2.host=127.0.1.13\n\
+             worker._spare_2.port=8009\nworker._spare_2.route=shop_web_3\n\
+             worker._spare_2.activation=D\n"
         ));
         // A restarted agent finds the members under their names, in their spares.
         let again = WorkersFile::parse(Path::new("w"), &text).unwrap();
@@ -738,7 +739,7 @@ worker.jkstatus.type=status
         let text = file
             .with_members(&[member("a", "127.0.1.11", MemberState::Draining)])
             .render(Some(1));
-        assert!(text.contains("balance_workers=placeholder,a,spare_1,"));
+        assert!(text.contains("balance_workers=placeholder,a,_spare_1,"));
         assert!(text.contains("worker.a.activation=D\n"));
     }
 
