@@ -20,7 +20,7 @@ use autoscaler::{
 };
 use chrono::Utc;
 use common::{
-    load::{ab_for, ab_result, install_webtier, json, repo_images, wait_for, AbResult},
+    load::{ab_for, ab_result, install_webtier, json, repo_images, wait_for},
     stderr, stdout, Fixture,
 };
 
@@ -109,15 +109,6 @@ fn cloud_webs(fx: &Fixture) -> Vec<String> {
     }
     names.sort();
     names
-}
-
-fn assert_no_failures(what: &str, r: &AbResult) {
-    eprintln!(
-        "ab {what}: {} complete, {} failed, {} non-2xx",
-        r.complete, r.failed, r.non_2xx
-    );
-    assert!(r.complete > 0, "ab {what} completed nothing:\n{}", r.text);
-    assert_eq!((r.failed, r.non_2xx), (0, 0), "ab {what}:\n{}", r.text);
 }
 
 async fn pending_removals(fx: &Fixture) -> Vec<String> {
@@ -266,8 +257,8 @@ fn kill_9_of_the_owner_under_load_another_conductor_takes_over_without_a_failed_
         .max()
         .unwrap_or(0);
     assert!(most <= 4, "over max_vms after the takeover: {most}");
-    assert_no_failures("4 clients through kill -9 and takeover", &low);
-    assert_no_failures("36 clients after the takeover", &high);
+    low.assert_no_failures("4 clients through kill -9 and takeover");
+    high.assert_no_failures("36 clients after the takeover");
     drop(b);
     // The second conductor's telemetry queue (the fixture deletes the first's); already
     // gone when the broker deleted it with its connection.
