@@ -10,6 +10,7 @@
 pub mod load;
 pub mod nova;
 pub mod rabbit_node;
+pub mod second;
 
 use std::{
     path::{Path, PathBuf},
