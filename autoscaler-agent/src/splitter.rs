@@ -47,7 +47,7 @@ use crate::{
     aggregate::Aggregator,
     http::HttpUrl,
     log_follower::{self, Batch, LogFollower},
-    modjk::{self, Apache, JkStatus, ModJkError, WorkersFile},
+    modjk::{self, Apache, JkStatus, Login, ModJkError, WorkersFile},
     request_log::{self, Line},
     settings::SplitterPaths,
     web::LocalCheck,
@@ -285,7 +285,11 @@ impl ModJk {
         let file = WorkersFile::parse(path, &text).map_err(|e| e.to_string())?;
         let apache = Apache::new(paths.httpd.clone(), paths.httpd_config.clone())
             .map_err(|e| e.to_string())?;
-        let jkstatus = JkStatus::new(paths.jkstatus_url.clone(), file.balancer());
+        let mut jkstatus = JkStatus::new(paths.jkstatus_url.clone(), file.balancer());
+        if let Some((url, credentials)) = &paths.jkstatus_admin {
+            let login = Login::read(credentials).map_err(|e| e.to_string())?;
+            jkstatus = jkstatus.with_admin(url.clone(), login);
+        }
         Ok(ModJk {
             file,
             apache,
@@ -571,7 +575,7 @@ impl Splitter {
             path: staged.display().to_string(),
             problem: format!("{what}: {e}"),
         };
-        if let Err(e) = tokio::fs::write(&staged, &text).await {
+        if let Err(e) = modjk::write_private(&staged, &text).await {
             let _ = tokio::fs::remove_file(&staged).await;
             return Err(io_error("cannot write", e));
         }
@@ -644,7 +648,14 @@ mod tests {
     }
 
     fn image_worker(name: &str) -> bool {
-        ["loadbalancer", "placeholder", "member", "jkstatus"].contains(&name)
+        [
+            "loadbalancer",
+            "placeholder",
+            "member",
+            "jkstatus",
+            "jkadmin",
+        ]
+        .contains(&name)
     }
 
     fn apply(change: Change) -> Decision {

@@ -1,28 +1,81 @@
-//! The jkstatus client: mod_jk's status worker over HTTP, to read in-flight counts
-//! (`?mime=prop`), set a member's activation in the running mod_jk, and point a spare
-//! worker at a new member (host, port, route), which adds it with no reload.
+//! The jkstatus client: mod_jk's status workers over HTTP, to read in-flight counts
+//! (`?mime=prop`, from the read-only worker any local client may read), and, through the
+//! read-write worker with the agent's Basic login when the image gives one (issue 17), set
+//! a member's activation in the running mod_jk and point a spare worker at a new member
+//! (host, port, route), which adds it with no reload.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{collections::BTreeMap, path::Path, time::Duration};
+
+use base64::Engine as _;
 
 use autoscaler_messaging::{MemberState, PoolMember};
 
 use super::{first_lines, workers::is_worker_name, ModJkError, COMMAND_TIMEOUT};
 use crate::http::{self, HttpUrl};
 
-/// mod_jk's status worker.
+/// mod_jk's status workers.
 #[derive(Debug, Clone)]
 pub(crate) struct JkStatus {
-    /// `http://<host>:<port>/jkmanager/`, as the image passes it.
+    /// `http://<host>:<port>/jkmanager/`, as the image passes it: read-only in the
+    /// images of this repository.
     url: HttpUrl,
+    /// The read-write worker and the agent's login to it; without it, updates go to `url`.
+    admin: Option<(HttpUrl, Login)>,
     balancer: String,
+}
+
+/// The agent's Basic login to the read-write status worker, from a `USER:PASSWORD` file
+/// the image made. Never printed: `Debug` hides it.
+#[derive(Clone)]
+pub(crate) struct Login {
+    /// The `Authorization` header's value.
+    authorization: String,
+}
+
+impl std::fmt::Debug for Login {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Login(hidden)")
+    }
+}
+
+impl Login {
+    /// Reads `path`: one line `USER:PASSWORD` (the user without `:`, neither empty). The
+    /// error never quotes the file.
+    pub(crate) fn read(path: &Path) -> Result<Login, ModJkError> {
+        let error = |problem: String| ModJkError::File {
+            path: path.display().to_string(),
+            problem,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| error(format!("cannot read: {e}")))?;
+        Login::parse(text.trim_end_matches(['\r', '\n']))
+            .ok_or_else(|| error("expected one line USER:PASSWORD".into()))
+    }
+
+    fn parse(line: &str) -> Option<Login> {
+        let (user, password) = line.split_once(':')?;
+        let plain = |s: &str| !s.is_empty() && !s.chars().any(|c| c.is_control());
+        (plain(user) && plain(password)).then(|| Login {
+            authorization: format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(line)
+            ),
+        })
+    }
 }
 
 impl JkStatus {
     pub(crate) fn new(url: HttpUrl, balancer: impl Into<String>) -> JkStatus {
         JkStatus {
             url,
+            admin: None,
             balancer: balancer.into(),
         }
+    }
+
+    /// Updates go to the read-write worker at `url`, with `login`.
+    pub(crate) fn with_admin(mut self, url: HttpUrl, login: Login) -> JkStatus {
+        self.admin = Some((url, login));
+        self
     }
 
     /// The properties page (`?mime=prop`), also the splitter's liveness check.
@@ -97,11 +150,15 @@ impl JkStatus {
 
     /// One `cmd=update` of member `worker` of the balancer with `args`.
     async fn update(&self, worker: &str, args: &str) -> Result<(), ModJkError> {
-        let url = self.url.with_query(&format!(
+        let (base, login) = match &self.admin {
+            Some((url, login)) => (url, Some(login.authorization.as_str())),
+            None => (&self.url, None),
+        };
+        let url = base.with_query(&format!(
             "cmd=update&mime=txt&w={}&sw={worker}&{args}",
             self.balancer
         ));
-        let response = http::get(&url, COMMAND_TIMEOUT)
+        let response = http::get_as(&url, COMMAND_TIMEOUT, login)
             .await
             .map_err(|e| ModJkError::JkStatus(e.to_string()))?;
         let result = update_result(&response.body);
@@ -255,6 +312,28 @@ worker.loadbalancer.map.1.busy=x
         assert_eq!(url_safe("127.0.1.11").unwrap(), "127.0.1.11");
         assert_eq!(url_safe("::1").unwrap(), "::1");
         assert!(url_safe("a&b=c").is_err() && url_safe("").is_err());
+    }
+
+    #[test]
+    fn the_login_is_read_from_its_file_and_never_shown() {
+        let login = Login::parse("autoscaler-agent:s3cret").unwrap();
+        // RFC 7617: base64 of USER:PASSWORD.
+        assert_eq!(
+            login.authorization,
+            "Basic YXV0b3NjYWxlci1hZ2VudDpzM2NyZXQ="
+        );
+        assert_eq!(format!("{login:?}"), "Login(hidden)");
+        for bad in ["", "user", ":pw", "user:", "us\ter:pw"] {
+            assert!(Login::parse(bad).is_none(), "{bad:?}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jkadmin.credentials");
+        std::fs::write(&path, "u:p\n").unwrap();
+        assert_eq!(Login::read(&path).unwrap().authorization, "Basic dTpw");
+        std::fs::write(&path, "s3cret\n").unwrap();
+        let error = Login::read(&path).unwrap_err().to_string();
+        assert!(!error.contains("s3cret"), "{error}");
+        assert!(Login::read(&dir.path().join("none")).is_err());
     }
 
     #[test]

@@ -35,6 +35,9 @@
 //! rendered file itself ([`validate`]) before `-t` and before it goes live.
 //!
 //! # jkstatus
+//! Two status workers in the image: `jkstatus` (`read_only=true`, `/jkmanager/`), which
+//! the agent polls, and `jkadmin` (`/jkmanager/admin/`, Apache's Basic login with the
+//! agent's random password, and mod_jk's `user=`), through which it drains a member.
 //! Always answers HTTP 200; `mime=txt` says `Result: type=OK ...` or `type=ERROR
 //! message="..."` in the body. An unknown `vwa` value is taken as "active" with
 //! `type=OK`, so [`JkStatus::set_activation`] reads the activation back.
@@ -59,7 +62,7 @@ use std::{
 };
 
 pub(crate) use apache::Apache;
-pub(crate) use jkstatus::JkStatus;
+pub(crate) use jkstatus::{JkStatus, Login};
 pub(crate) use workers::{validate, WorkersFile};
 
 /// How long `apache2` and jkstatus commands may take before they count as failed.
@@ -81,15 +84,16 @@ pub(crate) enum ModJkError {
     JkStatus(String),
 }
 
-/// Writes `text` to `path` atomically: `<path>.new` first, then a rename over `path`.
-/// On failure the `.new` file is removed and `path` is untouched.
+/// Writes `text` to `path` atomically: `<path>.new` first (mode 0600: workers.properties
+/// holds the group's AJP secret), then a rename over `path`. On failure the `.new` file
+/// is removed and `path` is untouched.
 pub(crate) async fn replace_file(path: &Path, text: &str) -> Result<(), ModJkError> {
     let staged = staged_path(path);
     let error = |what: &str, e: std::io::Error| ModJkError::File {
         path: staged.display().to_string(),
         problem: format!("{what}: {e}"),
     };
-    if let Err(e) = tokio::fs::write(&staged, text).await {
+    if let Err(e) = write_private(&staged, text).await {
         let _ = tokio::fs::remove_file(&staged).await;
         return Err(error("cannot write", e));
     }
@@ -98,6 +102,21 @@ pub(crate) async fn replace_file(path: &Path, text: &str) -> Result<(), ModJkErr
         return Err(error("cannot rename into place", e));
     }
     Ok(())
+}
+
+/// Writes `text` to `path`, made with mode 0600 when new: workers.properties holds the
+/// group's AJP secret (issue 17).
+pub(crate) async fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt as _;
+    let mut file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .await?;
+    file.write_all(text.as_bytes()).await?;
+    file.flush().await
 }
 
 /// `workers.properties.new` beside `workers.properties`.
@@ -145,6 +164,9 @@ mod tests {
         std::fs::write(&path, "old").unwrap();
         replace_file(&path, "new").await.unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "new");
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the file holds the AJP secret");
         assert!(!staged_path(&path).exists());
         assert_eq!(
             staged_path(&path),

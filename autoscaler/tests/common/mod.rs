@@ -89,8 +89,14 @@ impl Fixture {
     }
 
     pub fn with_url(transport_url: String, vhost: Option<String>) -> Fixture {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        // Run as root, the conductor runs its VMs as `[local] vm_user` (nobody), which
+        // must reach their directories under state/: traversable, not listable.
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711))
+            .expect("temporary directory's mode");
         let fixture = Fixture {
-            dir: tempfile::tempdir().expect("temporary directory"),
+            dir,
             exchange: unique("autoscaler-test"),
             topic: unique("notifications-test"),
             host: unique("test-host"),
