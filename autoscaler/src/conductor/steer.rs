@@ -24,7 +24,9 @@ use super::{
 use crate::{
     conf::Config,
     driver::{CloudDriver, DriverError, Vm, VmId},
-    messaging::{envelope, LinkHandle, LinkState, Outgoing, PoolAck, PoolUpdate, Role, Topology},
+    messaging::{
+        envelope, LinkHandle, LinkState, Outgoing, PoolAck, PoolUpdate, QueueSpec, Role, Topology,
+    },
     store::{Store, StoreError},
 };
 
@@ -172,6 +174,7 @@ impl Steering {
         // the groups' grace, during which silence proves nothing (the agents were
         // disconnected or blocked too, and come back a little later).
         let link_up_since = out.link.state().up_since();
+        self.declare_splitter_queues(&name, &vms, out.link);
         let observed = Observed {
             vms,
             heartbeats: conductor.vms.infos(&name),
@@ -189,6 +192,28 @@ impl Steering {
             .vms
             .retain_listed(|group, vm| groups.get(group).is_some_and(|g| g.lists(vm)));
         self.carry_out(&name, actions, conductor, out, now).await;
+    }
+
+    /// Declares the pool queue of each splitter in a group's listing, bound to the
+    /// group's pool key: the agent's broker login may declare nothing (doc/security.md),
+    /// so its queue must exist before its agent can consume it. Again at every listing:
+    /// the declaration is idempotent, keeps the queue from expiring while its VM lives,
+    /// and brings it back after a broker restart. Off the loop: a task per queue.
+    fn declare_splitter_queues(&self, group: &str, vms: &[Vm], link: &LinkHandle) {
+        let splitters = vms.iter().filter(|vm| vm.role() == Some(Role::Splitter));
+        for vm in splitters {
+            let queue = self.topology.splitter_queue(&vm.name);
+            let (link, topology) = (link.clone(), self.topology.clone());
+            let bindings = vec![Topology::pool_key(group)];
+            tokio::spawn(async move {
+                let spec = QueueSpec::splitter_pool();
+                let declared =
+                    link.declare_queue(&topology, &queue, &spec, &bindings, Duration::ZERO);
+                if let Err(error) = declared.await {
+                    debug!(%error, %queue, "splitter queue not declared; next listing tries again");
+                }
+            });
+        }
     }
 
     /// Carries out a group's actions, in order.
