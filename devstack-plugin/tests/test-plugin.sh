@@ -460,7 +460,7 @@ else
     fail "recreate_database autoscaler was not called: $(tr '\n' ';' <"$calls")"
 fi
 expect "db sync ran: the schema's version" \
-    "$("$AUTOSCALER_BIN_DIR/autoscaler-manage" --config-file "$conf" db version 2>&1)" 1
+    "$("$AUTOSCALER_BIN_DIR/autoscaler-manage" --config-file "$conf" db version 2>&1)" 2
 if grep -qx "create_service_user autoscaler" "$calls"; then
     pass "create_service_user autoscaler"
 else
