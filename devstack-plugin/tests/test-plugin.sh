@@ -58,6 +58,9 @@ bin_src=${1:-$top/target/debug}
 bin_src=$(cd "$bin_src" && pwd)
 
 work=$(mktemp -d /tmp/autoscaler-devstack-test.XXXXXX)
+# Run as root, the conductor runs its local VMs as [local] vm_user (nobody), which must
+# traverse the directories above its state_path (doc/local-cloud.md).
+chmod 0711 "$work"
 failures=0
 checks=0
 in_plugin=""
