@@ -459,7 +459,7 @@ async fn the_splitter_applies_pools_measures_and_drains_on_real_mod_jk() {
     );
     let text = std::fs::read_to_string(&workers).unwrap();
     assert!(
-        text.contains("balance_workers=placeholder,shop_web_1\n"),
+        text.contains("balance_workers=placeholder,shop_web_1,_spare_1,"),
         "{text}"
     );
     assert!(
@@ -619,4 +619,134 @@ async fn the_splitter_applies_pools_measures_and_drains_on_real_mod_jk() {
         .await;
     let _ = connection.close(200, "done".into()).await;
     eprintln!("splitter test took {:?}", started.elapsed());
+}
+
+/// The site's answers through a join, one (instant, status) per request.
+type Answers = Arc<std::sync::Mutex<Vec<(Instant, u16)>>>;
+
+/// Members join a loaded site without a stall: a graceful reload stops Apache from
+/// accepting for about a second (measured: no request completed for 0.6-1.8 s after each
+/// one), so a member that joins takes a spare worker through jkstatus instead. Counts,
+/// not timings on this machine's speed: with 12 clients always waiting on one member of
+/// 4 threads x 50 ms, every 100 ms ends requests unless the site stalls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_join_a_loaded_site_without_a_stall() {
+    const SPLITTER: &str = "127.0.3.20";
+    const SITE: &str = "http://127.0.3.20:8000/webserver/index.jsp";
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let exchange = format!("autoscaler-test-{}", &id[..10]);
+    let topology = Topology::new(exchange.clone(), Durability::Transient);
+    let config = LinkConfig::new(broker_url().parse().unwrap(), "splitter-join-test");
+    let (connection, _) = link::connect(&config, 0).await.unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    topology.declare_exchange(&channel).await.unwrap();
+    let mut acks = consume(&channel, &topology, "acks", &Topology::pool_ack_key(GROUP)).await;
+    let mut beats = consume(&channel, &topology, "beats", "heartbeat.shop.*").await;
+
+    let root = tempfile::tempdir().unwrap();
+    let mut vms = Vms { groups: Vec::new() };
+    let splitter = agent_config(&exchange, "shop-splitter", Role::Splitter);
+    vms.boot(
+        root.path(),
+        "modjk-splitter",
+        "shop-splitter",
+        SPLITTER,
+        &splitter,
+    );
+    let web = |n: u8| PoolMember {
+        name: autoscaler_messaging::member_name(&format!("shop-web-{n}")),
+        host: format!("127.0.3.{}", 20 + n),
+        port: 8009,
+        state: MemberState::Active,
+    };
+    for n in [1, 2] {
+        let name = format!("shop-web-{n}");
+        let config = agent_config(&exchange, &name, Role::Web);
+        vms.boot(root.path(), "tomcat-web", &name, &web(n).host, &config);
+    }
+    vms.wait_booted(Duration::from_secs(60)).await;
+    let patience = Duration::from_secs(15);
+    next::<Heartbeat>(&mut beats, patience, "splitter heartbeat", |h| {
+        h.vm_id == "shop-splitter" && h.serving == Some(true)
+    })
+    .await;
+
+    // Generation 1 (a reload: the image's file has no spare yet), then load.
+    publish(&channel, &exchange, &pool(1, vec![web(1)])).await;
+    let ack = next::<PoolAck>(&mut acks, patience, "ack of generation 1", |_| true).await;
+    assert_eq!((ack.generation, &ack.outcome), (1, &PoolOutcome::Applied));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get_status(SITE).await != 200 {
+        assert!(Instant::now() < deadline, "the site never answered 200");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let running = Arc::new(AtomicBool::new(true));
+    let answers: Answers = Arc::default();
+    let mut load = Vec::new();
+    for _ in 0..12 {
+        let (running, answers) = (running.clone(), answers.clone());
+        load.push(tokio::spawn(async move {
+            while running.load(Ordering::Relaxed) {
+                let status = get_status(SITE).await;
+                answers.lock().unwrap().push((Instant::now(), status));
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // Generation 2: the second member joins under load.
+    let joined = Instant::now();
+    publish(&channel, &exchange, &pool(2, vec![web(1), web(2)])).await;
+    let ack = next::<PoolAck>(&mut acks, patience, "ack of generation 2", |_| true).await;
+    assert_eq!((ack.generation, &ack.outcome), (2, &PoolOutcome::Applied));
+    let applied = Instant::now();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    running.store(false, Ordering::Relaxed);
+    for task in load {
+        task.await.unwrap();
+    }
+
+    let answers = answers.lock().unwrap().clone();
+    let failed = answers.iter().filter(|(_, status)| *status != 200).count();
+    assert_eq!(failed, 0, "{failed} of {} requests failed", answers.len());
+    // Completions per 100 ms from half a second before the update to 1.5 s after its ack.
+    let from = joined - Duration::from_millis(500);
+    let slots = ((applied + Duration::from_millis(1500)) - from).as_millis() / 100;
+    let mut counts = vec![0u32; slots as usize];
+    for (at, _) in &answers {
+        if let Some(slot) = at.checked_duration_since(from) {
+            if let Some(count) = counts.get_mut((slot.as_millis() / 100) as usize) {
+                *count += 1;
+            }
+        }
+    }
+    eprintln!("completions per 100 ms through the join: {counts:?}");
+    assert!(
+        counts.iter().all(|c| *c > 0),
+        "the site stalled through the join: {counts:?}"
+    );
+    // No reload for the join (one for generation 1), and the new member served.
+    let apache = root.path().join("shop-splitter/apache");
+    let errors = std::fs::read_to_string(apache.join("logs/error.log")).unwrap();
+    assert_eq!(
+        errors.matches("Doing graceful restart").count(),
+        1,
+        "{errors}"
+    );
+    let requests = std::fs::read_to_string(apache.join("logs/mod_jk.log")).unwrap();
+    assert!(
+        requests.contains("] loadbalancer shop_web_2 "),
+        "shop_web_2 served nothing"
+    );
+    let text = std::fs::read_to_string(apache.join("workers.properties")).unwrap();
+    assert!(
+        text.contains("worker._spare_1.route=shop_web_2\n"),
+        "{text}"
+    );
+
+    drop(vms);
+    let _ = channel
+        .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+        .await;
+    let _ = connection.close(200, "done".into()).await;
 }
