@@ -58,6 +58,9 @@ bin_src=${1:-$top/target/debug}
 bin_src=$(cd "$bin_src" && pwd)
 
 work=$(mktemp -d /tmp/autoscaler-devstack-test.XXXXXX)
+# Run as root, the conductor runs its local VMs as [local] vm_user (nobody), which must
+# traverse the directories above its state_path (doc/local-cloud.md).
+chmod 0711 "$work"
 failures=0
 checks=0
 in_plugin=""
@@ -483,7 +486,7 @@ else
     fail "recreate_database autoscaler was not called: $(tr '\n' ';' <"$calls")"
 fi
 expect "db sync ran: the schema's version" \
-    "$("$AUTOSCALER_BIN_DIR/autoscaler-manage" --config-file "$conf" db version 2>&1)" 1
+    "$("$AUTOSCALER_BIN_DIR/autoscaler-manage" --config-file "$conf" db version 2>&1)" 2
 if grep -qx "create_service_user autoscaler" "$calls"; then
     pass "create_service_user autoscaler"
 else

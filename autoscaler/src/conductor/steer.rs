@@ -27,7 +27,7 @@ use crate::{
     messaging::{
         envelope, LinkHandle, LinkState, Outgoing, PoolAck, PoolUpdate, QueueSpec, Role, Topology,
     },
-    store::{Store, StoreError},
+    store::{conductor_key, AjpSecret, Store, StoreError},
 };
 
 /// Cloud answers waiting for the loop: a handful per tick at most.
@@ -65,6 +65,17 @@ pub enum BootError {
     Driver(DriverError),
     #[error("the group's AJP secret: {0}")]
     Secret(StoreError),
+    #[error("the conductor's key ([DEFAULT] state_path/conductor.key): {0}")]
+    Key(std::io::Error),
+}
+
+/// The group's AJP secret: the database's, or made from the conductor's key.
+async fn secret(store: &Store, config: &Config, group: &str) -> Result<AjpSecret, BootError> {
+    let key = conductor_key(&config.default.state_path).map_err(BootError::Key)?;
+    store
+        .ajp_secret(group, &key)
+        .await
+        .map_err(BootError::Secret)
 }
 
 impl BootError {
@@ -72,7 +83,7 @@ impl BootError {
     fn is_retryable(&self) -> bool {
         match self {
             BootError::Driver(e) => e.is_retryable(),
-            BootError::Secret(_) => true,
+            BootError::Secret(_) | BootError::Key(_) => true,
         }
     }
 }
@@ -271,7 +282,7 @@ impl Steering {
         let patience = self.config.conductor.cloud_call_timeout;
         self.spawn(async move {
             // The group's AJP secret (made on its first boot), for the VM's user data.
-            let secret = match store.ajp_secret(&group).await {
+            let secret = match secret(&store, &config, &group).await {
                 Ok(secret) => secret,
                 Err(error) => {
                     return CloudEvent::Booted {
@@ -279,7 +290,7 @@ impl Steering {
                         group,
                         role,
                         replaces,
-                        result: Err(BootError::Secret(error)),
+                        result: Err(error),
                     }
                 }
             };
