@@ -171,10 +171,22 @@ pub(crate) enum HttpError {
 
 /// GETs `url`, all of it (connect, send, read to the end) within `timeout`.
 pub(crate) async fn get(url: &HttpUrl, timeout: Duration) -> Result<Response, HttpError> {
+    get_as(url, timeout, None).await
+}
+
+/// [`get`] with an `Authorization` header's value (never logged, never in an error).
+pub(crate) async fn get_as(
+    url: &HttpUrl,
+    timeout: Duration,
+    authorization: Option<&str>,
+) -> Result<Response, HttpError> {
     let exchange = async {
         let mut stream = TcpStream::connect(url.authority()).await?;
+        let authorization = authorization
+            .map(|value| format!("Authorization: {value}\r\n"))
+            .unwrap_or_default();
         let request = format!(
-            "GET {} HTTP/1.0\r\nHost: {}\r\nUser-Agent: autoscaler-agent\r\nConnection: close\r\n\r\n",
+            "GET {} HTTP/1.0\r\nHost: {}\r\nUser-Agent: autoscaler-agent\r\n{authorization}Connection: close\r\n\r\n",
             url.target,
             url.authority()
         );

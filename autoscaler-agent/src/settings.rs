@@ -57,6 +57,14 @@ pub struct RunArgs {
     /// Splitter role: mod_jk's status worker, e.g. http://127.0.1.2:8000/jkmanager/.
     #[arg(long, value_name = "URL")]
     pub jkstatus_url: Option<String>,
+    /// Splitter role: mod_jk's read-write status worker, for draining members (with
+    /// --jkstatus-credentials); without it, updates go to --jkstatus-url.
+    #[arg(long, value_name = "URL", requires = "jkstatus_credentials")]
+    pub jkstatus_admin_url: Option<String>,
+    /// Splitter role: a file holding the agent's login to --jkstatus-admin-url, one line
+    /// USER:PASSWORD (HTTP Basic).
+    #[arg(long, value_name = "FILE", requires = "jkstatus_admin_url")]
+    pub jkstatus_credentials: Option<PathBuf>,
     /// Splitter role: the URL path clients reach the site at, when Apache maps it onto the
     /// balancer's `JkMount` path (the image's `SITE_PATH`, from the template's
     /// `site_path`); it goes into the site URL the heartbeats announce. Default: the
@@ -95,6 +103,8 @@ pub struct SplitterPaths {
     pub request_log: PathBuf,
     pub workers_properties: PathBuf,
     pub jkstatus_url: HttpUrl,
+    /// `--jkstatus-admin-url` and `--jkstatus-credentials`.
+    pub jkstatus_admin: Option<(HttpUrl, PathBuf)>,
     pub httpd_config: PathBuf,
     pub httpd: PathBuf,
     /// `--site-path`: starts and ends with `/`, no blank or control character.
@@ -123,7 +133,10 @@ pub fn role_settings(args: &RunArgs, role: Role) -> Result<RoleSettings, String>
     ];
     match role {
         Role::Web => {
-            let site_path = [("--site-path", args.site_path.is_some())];
+            let site_path = [
+                ("--site-path", args.site_path.is_some()),
+                ("--jkstatus-admin-url", args.jkstatus_admin_url.is_some()),
+            ];
             let mut given = splitter_flags.iter().chain(&site_path);
             if let Some((flag, _)) = given.find(|(_, given)| *given) {
                 return Err(format!(
@@ -161,6 +174,14 @@ pub fn role_settings(args: &RunArgs, role: Role) -> Result<RoleSettings, String>
                 jkstatus_url: jkstatus
                     .parse()
                     .map_err(|e| format!("--jkstatus-url: {e}"))?,
+                jkstatus_admin: match (&args.jkstatus_admin_url, &args.jkstatus_credentials) {
+                    (Some(url), Some(file)) => Some((
+                        url.parse()
+                            .map_err(|e| format!("--jkstatus-admin-url: {e}"))?,
+                        file.clone(),
+                    )),
+                    _ => None,
+                },
                 httpd_config: args.httpd_config.clone().unwrap_or_default(),
                 httpd: args.httpd.clone(),
                 site_path: args.site_path.as_deref().map(site_path).transpose()?,

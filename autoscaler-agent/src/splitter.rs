@@ -7,11 +7,14 @@
 //!   own requests (the agent's checks among them) are in the same log.
 //! - **Pool updates** from `pool.<group>`, through the agent's own queue: [`decide`] (pure)
 //!   says what a decoded update means against what was applied; [`Splitter::apply`]
-//!   carries it out (a membership change: a new workers.properties, checked, renamed into
-//!   place, `apache2 -k graceful`; a drain or an undrain: jkstatus, then the file, no
-//!   reload, or the file and a reload if jkstatus refuses; `listening = false`:
-//!   `apache2 -k graceful-stop`, once, and never a reload after it) and every generation
-//!   is answered with a [`PoolAck`] (confirmed) before the delivery is acknowledged.
+//!   carries it out (members joining while spare workers are free: jkstatus points a
+//!   spare at each, then the file follows, no reload; any other membership change: a new
+//!   workers.properties, checked, renamed into place, `apache2 -k graceful`, which stops
+//!   Apache from accepting for about a second; a drain or an undrain: jkstatus, then the
+//!   file, no reload; a join, drain or undrain jkstatus refuses: the file and a reload;
+//!   `listening = false`: `apache2 -k graceful-stop`, once, and never a reload after it)
+//!   and every generation is answered with a [`PoolAck`] (confirmed) before the delivery
+//!   is acknowledged.
 //!
 //! The last applied generation lives in memory only: a restarted agent applies the next
 //! update it gets (the conductor re-sends the pool periodically), starting from what
@@ -44,7 +47,7 @@ use crate::{
     aggregate::Aggregator,
     http::HttpUrl,
     log_follower::{self, Batch, LogFollower},
-    modjk::{self, Apache, JkStatus, ModJkError, WorkersFile},
+    modjk::{self, Apache, JkStatus, Login, ModJkError, WorkersFile},
     request_log::{self, Line},
     settings::SplitterPaths,
     web::LocalCheck,
@@ -103,6 +106,8 @@ pub(crate) struct PoolState {
     pub(crate) members: Vec<PoolMember>,
     /// Apache was told to stop (graceful-stop): it is never reloaded or started again.
     pub(crate) stopped: bool,
+    /// Spare workers free in the running mod_jk: members that join take them, no reload.
+    pub(crate) spares: usize,
 }
 
 /// What to do with a decoded pool update.
@@ -138,7 +143,14 @@ pub(crate) enum Change {
     /// Only activations differ: these members, to these states, through jkstatus; the file
     /// follows without a reload.
     Activations(Vec<(String, MemberState)>),
-    /// The set of (name, host, port) differs: a new file and a graceful reload.
+    /// Members join, none leaves or moves, and enough spares are free: each new member
+    /// takes a spare through jkstatus, these members change activation, and the file
+    /// follows without a reload.
+    Join {
+        joining: Vec<String>,
+        flips: Vec<(String, MemberState)>,
+    },
+    /// The set of (name, host, port) differs otherwise: a new file and a graceful reload.
     Membership,
 }
 
@@ -177,25 +189,34 @@ pub(crate) fn decide(
             .map(|m| (m.name.clone(), m.host.clone(), m.port))
             .collect()
     };
-    let change = if addresses(&state.members) != addresses(&update.members) {
-        Change::Membership
-    } else {
-        let now: BTreeMap<&str, MemberState> = state
-            .members
-            .iter()
-            .map(|m| (m.name.as_str(), m.state))
-            .collect();
-        let flips: Vec<(String, MemberState)> = update
-            .members
-            .iter()
-            .filter(|m| now.get(m.name.as_str()) != Some(&m.state))
-            .map(|m| (m.name.clone(), m.state))
-            .collect();
+    let now: BTreeMap<&str, MemberState> = state
+        .members
+        .iter()
+        .map(|m| (m.name.as_str(), m.state))
+        .collect();
+    let flips: Vec<(String, MemberState)> = update
+        .members
+        .iter()
+        .filter(|m| now.get(m.name.as_str()).is_some_and(|s| *s != m.state))
+        .map(|m| (m.name.clone(), m.state))
+        .collect();
+    let (running, wanted) = (addresses(&state.members), addresses(&update.members));
+    let change = if running == wanted {
         if flips.is_empty() {
             Change::Nothing
         } else {
             Change::Activations(flips)
         }
+    } else if running.is_subset(&wanted) && wanted.len() - running.len() <= state.spares {
+        let joining = update
+            .members
+            .iter()
+            .filter(|m| !now.contains_key(m.name.as_str()))
+            .map(|m| m.name.clone())
+            .collect();
+        Change::Join { joining, flips }
+    } else {
+        Change::Membership
     };
     Decision::Apply(Plan {
         change,
@@ -264,7 +285,11 @@ impl ModJk {
         let file = WorkersFile::parse(path, &text).map_err(|e| e.to_string())?;
         let apache = Apache::new(paths.httpd.clone(), paths.httpd_config.clone())
             .map_err(|e| e.to_string())?;
-        let jkstatus = JkStatus::new(paths.jkstatus_url.clone(), file.balancer());
+        let mut jkstatus = JkStatus::new(paths.jkstatus_url.clone(), file.balancer());
+        if let Some((url, credentials)) = &paths.jkstatus_admin {
+            let login = Login::read(credentials).map_err(|e| e.to_string())?;
+            jkstatus = jkstatus.with_admin(url.clone(), login);
+        }
         Ok(ModJk {
             file,
             apache,
@@ -310,6 +335,7 @@ impl Splitter {
             last_applied: None,
             members: modjk.file.members().to_vec(),
             stopped: false,
+            spares: modjk.file.free_spares(),
         };
         let aggregator = Aggregator::new(&settings.group, &settings.vm_id, Utc::now());
         Splitter {
@@ -472,37 +498,57 @@ impl Splitter {
     /// Carries out `plan`. On success the state holds the new members (and `stopped`);
     /// on failure it still describes what runs, so the next update tries again.
     async fn apply(&mut self, update: &PoolUpdate, plan: &Plan) -> Result<(), ModJkError> {
-        let target = self.file.with_members(&update.members);
         let generation = Some(update.generation);
+        // Members where they run, joining ones in spares; a reload's fresh file otherwise.
+        let (target, joins) = match self.file.with_joined(&update.members) {
+            Some((file, joins)) if !matches!(plan.change, Change::Membership) => (file, joins),
+            _ => (self.file.with_members(&update.members), Vec::new()),
+        };
         // A stopped (or stopping) Apache is never reloaded: `-k graceful` would start one.
         let reload_allowed = !self.state.stopped && !plan.stop_listening;
         match &plan.change {
             Change::Nothing => {}
             Change::Membership if reload_allowed => self.reload(&target, generation).await?,
-            Change::Activations(flips) if reload_allowed => {
-                let mut failure = None;
-                for (member, state) in flips {
-                    if let Err(error) = self.jkstatus.set_activation(member, *state).await {
-                        failure = Some(error);
-                        break;
-                    }
-                }
-                match failure {
-                    None => self.write(&target, generation).await?,
-                    Some(error) => {
-                        // The file says the same, and a reload makes mod_jk read it.
-                        warn!(%error, "jkstatus refused; reloading instead");
-                        self.reload(&target, generation).await?;
-                    }
+            Change::Activations(flips) | Change::Join { flips, .. } if reload_allowed => {
+                if let Err(error) = self.through_jkstatus(&joins, flips).await {
+                    // The file says the same, and a reload makes mod_jk read it.
+                    warn!(%error, "jkstatus refused; reloading instead");
+                    self.reload(&target, generation).await?;
+                } else {
+                    self.write(&target, generation).await?;
                 }
             }
-            Change::Membership | Change::Activations(_) => self.write(&target, generation).await?,
+            Change::Membership | Change::Activations(_) | Change::Join { .. } => {
+                self.write(&target, generation).await?
+            }
         }
+        if !matches!(plan.change, Change::Nothing) {
+            self.file = target;
+        }
+        self.state.spares = self.file.free_spares();
         self.state.members = update.members.clone();
         if plan.stop_listening {
             self.apache.graceful_stop().await?;
             self.state.stopped = true;
             info!("Apache stops listening (graceful-stop); requests in flight finish");
+        }
+        Ok(())
+    }
+
+    /// Points each spare of `joins` at its member, then sets the activations of `flips`,
+    /// in the running mod_jk.
+    async fn through_jkstatus(
+        &self,
+        joins: &[(String, PoolMember)],
+        flips: &[(String, MemberState)],
+    ) -> Result<(), ModJkError> {
+        for (spare, member) in joins {
+            self.jkstatus.join(spare, member).await?;
+            info!(member = %member.name, %spare, "member joined through jkstatus, no reload");
+        }
+        for (member, state) in flips {
+            let worker = self.file.worker_of(member);
+            self.jkstatus.set_activation(worker, *state).await?;
         }
         Ok(())
     }
@@ -529,7 +575,7 @@ impl Splitter {
             path: staged.display().to_string(),
             problem: format!("{what}: {e}"),
         };
-        if let Err(e) = tokio::fs::write(&staged, &text).await {
+        if let Err(e) = modjk::write_private(&staged, &text).await {
             let _ = tokio::fs::remove_file(&staged).await;
             return Err(io_error("cannot write", e));
         }
@@ -597,11 +643,19 @@ mod tests {
             last_applied,
             members,
             stopped: false,
+            spares: 0,
         }
     }
 
     fn image_worker(name: &str) -> bool {
-        ["loadbalancer", "placeholder", "member", "jkstatus"].contains(&name)
+        [
+            "loadbalancer",
+            "placeholder",
+            "member",
+            "jkstatus",
+            "jkadmin",
+        ]
+        .contains(&name)
     }
 
     fn apply(change: Change) -> Decision {
@@ -691,6 +745,41 @@ mod tests {
             ),
             apply(Change::Activations(vec![("a".into(), Active)]))
         );
+    }
+
+    #[test]
+    fn members_joining_take_spares_while_enough_are_free() {
+        let mut running = state(Some(1), vec![member("a", Active)]);
+        running.spares = 2;
+        let d = |s: &PoolState, u: &PoolUpdate| decide(s, u, image_worker);
+        let joined = update(
+            2,
+            vec![
+                member("bb", Active),
+                member("a", Draining),
+                member("ccc", Active),
+            ],
+        );
+        assert_eq!(
+            d(&running, &joined),
+            apply(Change::Join {
+                joining: vec!["bb".into(), "ccc".into()],
+                flips: vec![("a".into(), Draining)],
+            })
+        );
+        // One spare short, a member leaving or moving: a reload.
+        running.spares = 1;
+        assert_eq!(d(&running, &joined), apply(Change::Membership));
+        running.spares = 8;
+        let mut moved = member("a", Active);
+        moved.port = 8010;
+        assert_eq!(
+            d(&running, &update(2, vec![moved, member("bb", Active)])),
+            apply(Change::Membership)
+        );
+        let two = state(Some(1), vec![member("a", Active), member("bb", Active)]);
+        let replaced = update(2, vec![member("a", Active), member("ccc", Active)]);
+        assert_eq!(d(&two, &replaced), apply(Change::Membership));
     }
 
     #[test]

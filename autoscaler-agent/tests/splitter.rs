@@ -19,8 +19,8 @@ use std::{
 };
 
 use autoscaler_messaging::{
-    link, AgentConfig, Durability, Envelope, Heartbeat, LinkConfig, MemberState, Metrics, PoolAck,
-    PoolMember, PoolOutcome, PoolUpdate, QueueSpec, Role, Topology,
+    agent_config::WriteFile, link, AgentConfig, Durability, Envelope, Heartbeat, LinkConfig,
+    MemberState, Metrics, PoolAck, PoolMember, PoolOutcome, PoolUpdate, QueueSpec, Role, Topology,
 };
 use chrono::Utc;
 use futures_lite::StreamExt;
@@ -39,6 +39,8 @@ const SPLITTER_ADDR: &str = "127.0.3.10";
 const WEB_ADDR: &str = "127.0.3.11";
 const SITE: &str = "http://127.0.3.10:8000/webserver/index.jsp";
 const GROUP: &str = "shop";
+/// The group's AJP secret, as the conductor makes one (issue 17).
+const AJP_SECRET: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
 fn broker_url() -> String {
     std::env::var("AUTOSCALER_TEST_TRANSPORT_URL")
@@ -85,7 +87,14 @@ impl Vms {
         let dir = root.join(name);
         std::fs::create_dir_all(&dir).unwrap();
         let user_data = dir.join("user-data");
-        std::fs::write(&user_data, config.to_user_data()).unwrap();
+        // The agent's file and the group's AJP secret, as the conductor writes them.
+        let mut cloud_config = config.cloud_config();
+        cloud_config.write_files.push(WriteFile {
+            path: "/etc/autoscaler/ajp-secret".into(),
+            content: format!("{AJP_SECRET}\n"),
+            permissions: "0600".into(),
+        });
+        std::fs::write(&user_data, cloud_config.to_user_data()).unwrap();
         let console = std::fs::File::create(dir.join("console.log")).unwrap();
         let child = Command::new("setsid")
             .arg(image_dir(image).join("boot"))
@@ -175,6 +184,12 @@ fn agent_config(exchange: &str, vm_id: &str, role: Role) -> AgentConfig {
 /// The status of a GET to a loopback URL (HTTP/1.0, no client crate), or 0 when nothing
 /// answered within 10 s.
 async fn get_status(url: &str) -> u16 {
+    get(url).await.0
+}
+
+/// The status and the whole answer of a GET to a loopback URL, (0, "") when nothing
+/// answered within 10 s.
+async fn get(url: &str) -> (u16, String) {
     let rest = url.strip_prefix("http://").unwrap();
     let (authority, path) = rest.split_at(rest.find('/').unwrap());
     let exchange = async {
@@ -183,8 +198,60 @@ async fn get_status(url: &str) -> u16 {
         stream.write_all(request.as_bytes()).await.ok()?;
         let mut answer = Vec::new();
         stream.read_to_end(&mut answer).await.ok()?;
-        let text = String::from_utf8_lossy(&answer);
-        text.split_whitespace().nth(1)?.parse().ok()
+        let text = String::from_utf8_lossy(&answer).into_owned();
+        Some((text.split_whitespace().nth(1)?.parse().ok()?, text))
+    };
+    timeout(Duration::from_secs(10), exchange)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+/// The status Tomcat's AJP connector at `addr` answers a `GET /webserver/index.jsp` sent
+/// straight to it (as mod_jk would, AJP13 `FORWARD_REQUEST`), with `secret` as the
+/// request's secret attribute or none; 0 when it answers no `SEND_HEADERS`.
+async fn ajp_status(addr: &str, secret: Option<&str>) -> u16 {
+    fn string(out: &mut Vec<u8>, s: Option<&str>) {
+        match s {
+            None => out.extend_from_slice(&[0xff, 0xff]),
+            Some(s) => {
+                out.extend_from_slice(&(s.len() as u16).to_be_bytes());
+                out.extend_from_slice(s.as_bytes());
+                out.push(0);
+            }
+        }
+    }
+    // Prefix code 2 (forward request), method 2 (GET), then protocol, URI, remote
+    // address, remote host, server name, port, is_ssl, no headers; attribute 0x0C is the
+    // secret; 0xFF ends the attributes.
+    let mut body = vec![2, 2];
+    for s in [
+        Some("HTTP/1.1"),
+        Some("/webserver/index.jsp"),
+        Some("127.0.0.1"),
+        None,
+        Some(WEB_ADDR),
+    ] {
+        string(&mut body, s);
+    }
+    body.extend_from_slice(&80u16.to_be_bytes());
+    body.extend_from_slice(&[0, 0, 0]);
+    if let Some(secret) = secret {
+        body.push(0x0c);
+        string(&mut body, Some(secret));
+    }
+    body.push(0xff);
+    let mut packet = vec![0x12, 0x34];
+    packet.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    packet.extend_from_slice(&body);
+    let exchange = async {
+        let mut stream = TcpStream::connect((addr, 8009)).await.ok()?;
+        stream.write_all(&packet).await.ok()?;
+        // Container packets: "AB", length, then code 4 (SEND_HEADERS) and the status.
+        let mut head = [0u8; 7];
+        stream.read_exact(&mut head).await.ok()?;
+        (head[..2] == *b"AB" && head[4] == 4).then(|| u16::from_be_bytes([head[5], head[6]]))
     };
     timeout(Duration::from_secs(10), exchange)
         .await
@@ -276,6 +343,50 @@ fn web_member(state: MemberState) -> PoolMember {
     }
 }
 
+/// Issue 17, item 5, on the booted VMs with one member in the pool: Tomcat's AJP
+/// connector takes requests with the group's secret only; jkstatus is read-only for any
+/// local client, the read-write worker needs the agent's login; the files that hold the
+/// secrets are the VM user's alone.
+async fn the_splitter_is_no_open_door(root: &Path) {
+    assert_eq!(ajp_status(WEB_ADDR, Some(AJP_SECRET)).await, 200);
+    assert_eq!(ajp_status(WEB_ADDR, None).await, 403);
+    assert_eq!(
+        ajp_status(WEB_ADDR, Some(&AJP_SECRET.replace('0', "1"))).await,
+        403
+    );
+    let update = "?cmd=update&mime=txt&w=loadbalancer&sw=shop_web_1&vwa=D";
+    let (status, text) = get(&format!("http://{SPLITTER_ADDR}:8000/jkmanager/{update}")).await;
+    assert_eq!(status, 200);
+    assert!(text.contains("not allowed in read only mode"), "{text}");
+    let (status, _) = get(&format!(
+        "http://{SPLITTER_ADDR}:8000/jkmanager/admin/{update}"
+    ))
+    .await;
+    assert_eq!(status, 401);
+    let (_, prop) = get(&format!("http://{SPLITTER_ADDR}:8000/jkmanager/?mime=prop")).await;
+    assert!(prop.contains("worker.shop_web_1.activation=ACT"), "{prop}");
+    assert!(
+        !prop.contains(AJP_SECRET),
+        "the status pages do not show the secret"
+    );
+    use std::os::unix::fs::PermissionsExt as _;
+    for file in [
+        "shop-splitter/apache/workers.properties",
+        "shop-splitter/apache/jkadmin.credentials",
+        "shop-web-1/tomcat/conf/server.xml",
+    ] {
+        let mode = std::fs::metadata(root.join(file))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "{file} is {mode:o}");
+    }
+    let workers = std::fs::read_to_string(root.join("shop-splitter/apache/workers.properties"));
+    assert!(workers
+        .unwrap()
+        .contains(&format!("worker.member.secret={AJP_SECRET}\n")));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_splitter_applies_pools_measures_and_drains_on_real_mod_jk() {
     let started = Instant::now();
@@ -348,7 +459,7 @@ async fn the_splitter_applies_pools_measures_and_drains_on_real_mod_jk() {
     );
     let text = std::fs::read_to_string(&workers).unwrap();
     assert!(
-        text.contains("balance_workers=placeholder,shop_web_1\n"),
+        text.contains("balance_workers=placeholder,shop_web_1,_spare_1,"),
         "{text}"
     );
     assert!(
@@ -364,6 +475,7 @@ async fn the_splitter_applies_pools_measures_and_drains_on_real_mod_jk() {
     for _ in 0..20 {
         assert_eq!(get_status(SITE).await, 200);
     }
+    the_splitter_is_no_open_door(root.path()).await;
     let measured = next::<Metrics>(&mut metrics, patience, "metrics with requests", |m| {
         m.members
             .iter()
@@ -438,6 +550,13 @@ async fn the_splitter_applies_pools_measures_and_drains_on_real_mod_jk() {
     }
     let text = std::fs::read_to_string(&workers).unwrap();
     assert!(text.contains("worker.shop_web_1.activation=D\n"), "{text}");
+    // The drain went through the read-write status worker, with the agent's login.
+    let log =
+        std::fs::read_to_string(root.path().join("shop-splitter/apache/logs/mod_jk.log")).unwrap();
+    assert!(
+        log.contains("Status worker 'jkadmin' changing 'activation' for sub worker 'shop_web_1'"),
+        "{log}"
+    );
     // Draining the only member: new requests find no active member.
     assert_eq!(get_status(SITE).await, 503);
 
@@ -500,4 +619,134 @@ async fn the_splitter_applies_pools_measures_and_drains_on_real_mod_jk() {
         .await;
     let _ = connection.close(200, "done".into()).await;
     eprintln!("splitter test took {:?}", started.elapsed());
+}
+
+/// The site's answers through a join, one (instant, status) per request.
+type Answers = Arc<std::sync::Mutex<Vec<(Instant, u16)>>>;
+
+/// Members join a loaded site without a stall: a graceful reload stops Apache from
+/// accepting for about a second (measured: no request completed for 0.6-1.8 s after each
+/// one), so a member that joins takes a spare worker through jkstatus instead. Counts,
+/// not timings on this machine's speed: with 12 clients always waiting on one member of
+/// 4 threads x 50 ms, every 100 ms ends requests unless the site stalls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_join_a_loaded_site_without_a_stall() {
+    const SPLITTER: &str = "127.0.3.20";
+    const SITE: &str = "http://127.0.3.20:8000/webserver/index.jsp";
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let exchange = format!("autoscaler-test-{}", &id[..10]);
+    let topology = Topology::new(exchange.clone(), Durability::Transient);
+    let config = LinkConfig::new(broker_url().parse().unwrap(), "splitter-join-test");
+    let (connection, _) = link::connect(&config, 0).await.unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    topology.declare_exchange(&channel).await.unwrap();
+    let mut acks = consume(&channel, &topology, "acks", &Topology::pool_ack_key(GROUP)).await;
+    let mut beats = consume(&channel, &topology, "beats", "heartbeat.shop.*").await;
+
+    let root = tempfile::tempdir().unwrap();
+    let mut vms = Vms { groups: Vec::new() };
+    let splitter = agent_config(&exchange, "shop-splitter", Role::Splitter);
+    vms.boot(
+        root.path(),
+        "modjk-splitter",
+        "shop-splitter",
+        SPLITTER,
+        &splitter,
+    );
+    let web = |n: u8| PoolMember {
+        name: autoscaler_messaging::member_name(&format!("shop-web-{n}")),
+        host: format!("127.0.3.{}", 20 + n),
+        port: 8009,
+        state: MemberState::Active,
+    };
+    for n in [1, 2] {
+        let name = format!("shop-web-{n}");
+        let config = agent_config(&exchange, &name, Role::Web);
+        vms.boot(root.path(), "tomcat-web", &name, &web(n).host, &config);
+    }
+    vms.wait_booted(Duration::from_secs(60)).await;
+    let patience = Duration::from_secs(15);
+    next::<Heartbeat>(&mut beats, patience, "splitter heartbeat", |h| {
+        h.vm_id == "shop-splitter" && h.serving == Some(true)
+    })
+    .await;
+
+    // Generation 1 (a reload: the image's file has no spare yet), then load.
+    publish(&channel, &exchange, &pool(1, vec![web(1)])).await;
+    let ack = next::<PoolAck>(&mut acks, patience, "ack of generation 1", |_| true).await;
+    assert_eq!((ack.generation, &ack.outcome), (1, &PoolOutcome::Applied));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get_status(SITE).await != 200 {
+        assert!(Instant::now() < deadline, "the site never answered 200");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let running = Arc::new(AtomicBool::new(true));
+    let answers: Answers = Arc::default();
+    let mut load = Vec::new();
+    for _ in 0..12 {
+        let (running, answers) = (running.clone(), answers.clone());
+        load.push(tokio::spawn(async move {
+            while running.load(Ordering::Relaxed) {
+                let status = get_status(SITE).await;
+                answers.lock().unwrap().push((Instant::now(), status));
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // Generation 2: the second member joins under load.
+    let joined = Instant::now();
+    publish(&channel, &exchange, &pool(2, vec![web(1), web(2)])).await;
+    let ack = next::<PoolAck>(&mut acks, patience, "ack of generation 2", |_| true).await;
+    assert_eq!((ack.generation, &ack.outcome), (2, &PoolOutcome::Applied));
+    let applied = Instant::now();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    running.store(false, Ordering::Relaxed);
+    for task in load {
+        task.await.unwrap();
+    }
+
+    let answers = answers.lock().unwrap().clone();
+    let failed = answers.iter().filter(|(_, status)| *status != 200).count();
+    assert_eq!(failed, 0, "{failed} of {} requests failed", answers.len());
+    // Completions per 100 ms from half a second before the update to 1.5 s after its ack.
+    let from = joined - Duration::from_millis(500);
+    let slots = ((applied + Duration::from_millis(1500)) - from).as_millis() / 100;
+    let mut counts = vec![0u32; slots as usize];
+    for (at, _) in &answers {
+        if let Some(slot) = at.checked_duration_since(from) {
+            if let Some(count) = counts.get_mut((slot.as_millis() / 100) as usize) {
+                *count += 1;
+            }
+        }
+    }
+    eprintln!("completions per 100 ms through the join: {counts:?}");
+    assert!(
+        counts.iter().all(|c| *c > 0),
+        "the site stalled through the join: {counts:?}"
+    );
+    // No reload for the join (one for generation 1), and the new member served.
+    let apache = root.path().join("shop-splitter/apache");
+    let errors = std::fs::read_to_string(apache.join("logs/error.log")).unwrap();
+    assert_eq!(
+        errors.matches("Doing graceful restart").count(),
+        1,
+        "{errors}"
+    );
+    let requests = std::fs::read_to_string(apache.join("logs/mod_jk.log")).unwrap();
+    assert!(
+        requests.contains("] loadbalancer shop_web_2 "),
+        "shop_web_2 served nothing"
+    );
+    let text = std::fs::read_to_string(apache.join("workers.properties")).unwrap();
+    assert!(
+        text.contains("worker._spare_1.route=shop_web_2\n"),
+        "{text}"
+    );
+
+    drop(vms);
+    let _ = channel
+        .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+        .await;
+    let _ = connection.close(200, "done".into()).await;
 }

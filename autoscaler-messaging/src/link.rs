@@ -331,6 +331,44 @@ impl Outgoing<'_> {
 }
 
 impl LinkHandle {
+    /// Publishes a message received from the broker on to `routing_key` of `exchange`
+    /// with the `properties` given (a request forwarded to the conductor that owns its
+    /// group keeps its reply address and correlation id), confirmed, within `patience`.
+    pub async fn forward(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+        patience: Duration,
+    ) -> Result<(), PublishError> {
+        let mut channels = self.channels.clone();
+        let current = match timeout(patience, channels.wait_for(Option::is_some)).await {
+            Ok(Ok(current)) => current.clone().expect("waited for Some"),
+            Ok(Err(_)) => return Err(PublishError::Closed),
+            Err(_) => return Err(PublishError::Unavailable(patience)),
+        };
+        let published = async {
+            let confirm = current
+                .confirmed
+                .basic_publish(
+                    ShortString::from(exchange),
+                    ShortString::from(routing_key),
+                    BasicPublishOptions::default(),
+                    body,
+                    properties,
+                )
+                .await?;
+            confirm.await
+        };
+        match timeout(patience, published).await {
+            Ok(Ok(Confirmation::Nack(_))) => Err(PublishError::Nacked),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => Err(PublishError::Failed(error.to_string())),
+            Err(_) => Err(PublishError::Unavailable(patience)),
+        }
+    }
+
     pub fn state(&self) -> LinkState {
         self.state.borrow().clone()
     }

@@ -127,6 +127,18 @@ impl Topology {
         format!("{}.conductor.rpc", self.exchange)
     }
 
+    /// The queue of requests forwarded to one conductor by the others, which took them
+    /// from [`Topology::conductor_rpc_queue`] for a group this one owns (one per
+    /// conductor host, living while it does).
+    pub fn conductor_host_rpc_queue(&self, host: &str) -> String {
+        format!("{}.conductor.rpc.{host}", self.exchange)
+    }
+
+    /// The routing key of [`Topology::conductor_host_rpc_queue`].
+    pub fn conductor_host_rpc_key(host: &str) -> String {
+        format!("{RPC_CONDUCTOR}.{host}")
+    }
+
     /// The conductor's own queue of heartbeats and metrics (one per conductor host).
     pub fn conductor_telemetry_queue(&self, host: &str) -> String {
         format!("{}.conductor.telemetry.{host}", self.exchange)

@@ -17,7 +17,7 @@ use std::{
 };
 
 use common::{
-    load::{install_webtier, instantiate_site, json, repo_images, wait_for},
+    load::{conductor_on_real_images, instantiate_site, json, wait_for},
     Fixture,
 };
 
@@ -112,14 +112,8 @@ fn addr_and_path(url: &str) -> (SocketAddr, String) {
 /// the check's timeout follows the template's target (5 × 1 s).
 #[test]
 fn issue_16_a_dead_tomcat_under_a_live_agent_is_replaced_within_5_s() {
-    install_webtier();
-    let mut fx = Fixture::new();
-    fx.images_path = repo_images();
-    fx.write_config("");
     let template = "[template]\nname = site\nimage = tomcat-web\nmin_vms = 2\nmax_vms = 2\ntarget_response_time = 1\nweb_service_time_ms = 1500\nweb_threads = 4\n";
-    std::fs::write(fx.template_path("site"), template).unwrap();
-    fx.start_conductor();
-    fx.wait_for_conductor(Duration::from_secs(20));
+    let fx = conductor_on_real_images(template, "");
 
     // Both 1.5 s pages join the pool.
     let (url, ready) = instantiate_site(&fx);
@@ -256,14 +250,8 @@ fn logged_after(log: &str, words: &[&str], since: chrono::DateTime<chrono::Utc>)
 /// the outage as a client sees it (one GET after another) and where the time goes.
 #[test]
 fn issue_16_a_killed_splitter_outage_is_measured() {
-    install_webtier();
-    let mut fx = Fixture::new();
-    fx.images_path = repo_images();
-    fx.write_config("");
     let template = "[template]\nname = site\nimage = tomcat-web\nmin_vms = 1\nmax_vms = 1\ntarget_response_time = 0.5\nweb_service_time_ms = 10\n";
-    std::fs::write(fx.template_path("site"), template).unwrap();
-    fx.start_conductor();
-    fx.wait_for_conductor(Duration::from_secs(20));
+    let fx = conductor_on_real_images(template, "");
     let (url, _) = instantiate_site(&fx);
     let (addr, path) = addr_and_path(&url);
 

@@ -26,7 +26,7 @@ use chrono::{DateTime, Utc};
 use common::{
     load::{
         ab_for, ab_result, install_webtier, instantiate_site, json, repo_images, vm_pgid, wait_for,
-        AbResult, Proxy,
+        Proxy,
     },
     Fixture,
 };
@@ -88,15 +88,6 @@ fn settle_time(rows: &[Row], from: DateTime<Utc>, until: DateTime<Utc>) -> Optio
         0 => Some(0.0),
         i => Some(seconds(phase[i].time - from)),
     }
-}
-
-fn assert_no_failures(what: &str, r: &AbResult) {
-    eprintln!(
-        "ab {what}: {} complete, {} failed, {} non-2xx",
-        r.complete, r.failed, r.non_2xx
-    );
-    assert!(r.complete > 0, "ab {what} completed nothing:\n{}", r.text);
-    assert_eq!((r.failed, r.non_2xx), (0, 0), "ab {what}:\n{}", r.text);
 }
 
 /// Every second of the time series within [min, max] (and at least min once serving).
@@ -200,9 +191,9 @@ fn the_site_follows_the_load_out_and_in_and_ignores_a_short_burst() {
     );
 
     assert_bounds(&rows, 1, 4);
-    assert_no_failures("burst", &burst);
-    assert_no_failures("high", &high);
-    assert_no_failures("base, through scale-out and scale-in", &base);
+    burst.assert_no_failures("burst");
+    high.assert_no_failures("high");
+    base.assert_no_failures("base, through scale-out and scale-in");
 }
 
 /// The names of the group's VMs by role, from `template show`.
@@ -425,11 +416,8 @@ fn the_site_survives_killed_vms_a_killed_conductor_and_a_broker_outage() {
         "VM-seconds over the test: {}",
         vm_seconds(&rows.iter().collect::<Vec<_>>())
     );
-    assert_no_failures("high, through the conductor's kill", &high);
-    assert_no_failures(
-        "base, through VM kill, conductor kills and broker outage",
-        &base,
-    );
+    high.assert_no_failures("high, through the conductor's kill");
+    base.assert_no_failures("base, through VM kill, conductor kills and broker outage");
     drop(fx);
     drop(proxy);
 }

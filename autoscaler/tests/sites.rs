@@ -13,8 +13,8 @@ use std::time::Duration;
 use autoscaler::conductor::timeseries::{read_rows, Row};
 use chrono::{DateTime, Utc};
 use common::{
-    load::{ab_for, ab_result, install_webtier, json, repo_images, AbResult},
-    stderr, stdout, Fixture,
+    load::{ab_for, ab_result, install_webtier, instantiate, json, repo_images},
+    stderr, Fixture,
 };
 
 const SITES: [&str; 3] = ["alpha", "beta", "gamma"];
@@ -30,20 +30,7 @@ fn template(name: &str) -> String {
 /// Instantiates `name`, followed until its site answers; its page.
 fn start(fx: &Fixture, name: &str) -> String {
     std::fs::write(fx.template_path(name), template(name)).unwrap();
-    let path = fx.template_path(name);
-    let out = fx.manage(&["template", "instantiate", path.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{name}: {}\n{}\n{}",
-        stdout(&out),
-        stderr(&out),
-        fx.conductor_log()
-    );
-    let url = stdout(&out)
-        .lines()
-        .find_map(|l| l.strip_prefix("site ready: "))
-        .unwrap_or_else(|| panic!("no URL in {}", stdout(&out)))
-        .to_owned();
+    let (url, _) = instantiate(fx, name);
     format!("{}index.jsp", url.trim_end_matches("index.jsp"))
 }
 
@@ -56,15 +43,6 @@ fn scale_out(rows: &[Row], from: DateTime<Utc>, to: DateTime<Utc>) -> Option<Dat
     rows.iter()
         .find(|r| r.time >= from && r.time < to && r.decision == "scale_out")
         .map(|r| r.time)
-}
-
-fn assert_no_failures(what: &str, r: &AbResult) {
-    eprintln!(
-        "ab {what}: {} complete, {} failed, {} non-2xx",
-        r.complete, r.failed, r.non_2xx
-    );
-    assert!(r.complete > 0, "ab {what} completed nothing:\n{}", r.text);
-    assert_eq!((r.failed, r.non_2xx), (0, 0), "ab {what}:\n{}", r.text);
 }
 
 #[test]
@@ -137,10 +115,10 @@ fn three_sites_scale_each_on_its_own_load_without_a_failed_request() {
         assert!(most <= Some(2), "{name} over its max: {most:?}");
     }
 
-    assert_no_failures("alpha", &alpha);
-    assert_no_failures("beta", &beta);
-    assert_no_failures("gamma (low)", &gamma_low);
-    assert_no_failures("gamma (high)", &gamma_high);
+    alpha.assert_no_failures("alpha");
+    beta.assert_no_failures("beta");
+    gamma_low.assert_no_failures("gamma (low)");
+    gamma_high.assert_no_failures("gamma (high)");
 
     // `vm list --template` shows one site's VMs only.
     let vms = json(&fx.manage(&["--format", "json", "vm", "list", "--template", "beta"]));
@@ -154,7 +132,7 @@ fn three_sites_scale_each_on_its_own_load_without_a_failed_request() {
     let out = fx.manage(&["template", "destroy", "beta"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let after = ab_result(ab_for(&pages[0], 3, 2));
-    assert_no_failures("alpha after beta's destroy", &after);
+    after.assert_no_failures("alpha after beta's destroy");
     let listed = json(&fx.manage(&["--format", "json", "template", "list"]));
     assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
 }

@@ -173,6 +173,7 @@ on_both!(
     templates_are_unique_by_exact_name,
     a_template_is_removed_with_its_group_state_by_its_owner,
     removals_and_pool_generations_are_kept,
+    a_groups_ajp_secret_is_made_once_and_shared,
     a_lease_is_taken_only_when_free_expired_or_own,
     an_expired_lease_moves_and_fences_the_stale_owner,
     two_conductors_acquiring_at_once_get_one_lease_each_group,
@@ -188,7 +189,7 @@ async fn migrations_apply_to_an_empty_database(backend: Backend) {
     let db = fresh(backend).await;
     let store = &db.store;
     let version = store.version().await.unwrap();
-    assert_eq!((version.current, version.latest), (0, 1));
+    assert_eq!((version.current, version.latest), (0, 2));
     let error = store.check_schema().await.unwrap_err();
     assert!(matches!(error, StoreError::NoSchema), "{error}");
     assert!(
@@ -198,7 +199,7 @@ async fn migrations_apply_to_an_empty_database(backend: Backend) {
     // Looking did not create anything.
     assert_eq!(store.version().await.unwrap().current, 0);
     let synced = store.sync().await.unwrap();
-    assert_eq!((synced.current, synced.latest), (1, 1));
+    assert_eq!((synced.current, synced.latest), (2, 2));
     assert_eq!(store.check_schema().await.unwrap(), synced);
     // Again: nothing to do.
     assert_eq!(store.sync().await.unwrap(), synced);
@@ -228,7 +229,7 @@ async fn a_changed_or_newer_schema_is_refused(backend: Backend) {
     let store = &db.store;
     sqlx::query(
         "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
-         VALUES (2, 'from the future', TRUE, ?, 0)",
+         VALUES (3, 'from the future', TRUE, ?, 0)",
     )
     .bind(vec![0u8; 48])
     .execute(store.pool())
@@ -239,8 +240,8 @@ async fn a_changed_or_newer_schema_is_refused(backend: Backend) {
         matches!(
             error,
             StoreError::SchemaAhead {
-                current: 2,
-                known: 1
+                current: 3,
+                known: 2
             }
         ),
         "{error}"
@@ -353,6 +354,27 @@ async fn removals_and_pool_generations_are_kept(backend: Backend) {
     );
     assert!(store.set_pool_generation(&lease, ms + 7).await.unwrap());
     assert_eq!(store.pool_generation("shop").await.unwrap(), Some(ms + 7));
+}
+
+/// Issue 17, item 5: every conductor boots a group's VMs with the same AJP secret, made
+/// once; another group's is another.
+async fn a_groups_ajp_secret_is_made_once_and_shared(backend: Backend) {
+    let db = synced(backend).await;
+    let second = other(&db).await;
+    let (a, b) = tokio::join!(db.store.ajp_secret("shop"), second.ajp_secret("shop"));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a, b);
+    assert_eq!(db.store.ajp_secret("shop").await.unwrap(), a);
+    assert_ne!(second.ajp_secret("blog").await.unwrap(), a);
+    assert_eq!(a.expose().len(), 64);
+    // A row that is not a secret is refused, not sent to a VM.
+    sqlx::query("UPDATE group_secrets SET ajp_secret = 'x\" a' WHERE group_name = 'shop'")
+        .execute(db.store.pool())
+        .await
+        .unwrap();
+    let error = db.store.ajp_secret("shop").await.unwrap_err();
+    assert!(matches!(error, StoreError::Corrupt { .. }), "{error}");
+    assert!(!error.to_string().contains("x\""), "{error}");
 }
 
 async fn a_lease_is_taken_only_when_free_expired_or_own(backend: Backend) {
@@ -750,9 +772,9 @@ async fn the_cli_syncs_reports_the_version_and_lists_conductors(backend: Backend
     );
     let (ok, out, err) = manage(&db, state.path(), &["db", "sync"]);
     assert!(ok, "{err}");
-    assert!(out.contains("schema version  1"), "{out}");
+    assert!(out.contains("schema version  2"), "{out}");
     assert!(out.contains("1 template(s) added"), "{out}");
-    assert_eq!(manage(&db, state.path(), &["db", "version"]).1, "1\n");
+    assert_eq!(manage(&db, state.path(), &["db", "version"]).1, "2\n");
     let (ok, out, _) = manage(&db, state.path(), &["--format", "json", "db", "sync"]);
     assert!(ok);
     let json: serde_json::Value = serde_json::from_str(&out).unwrap();

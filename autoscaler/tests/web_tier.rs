@@ -22,7 +22,8 @@ use std::{
 
 use common::{
     load::{
-        ab, ab_result, install_webtier, instantiate_site, json, repo_images, vm_pgid, wait_for,
+        ab, ab_result, conductor_on_real_images, install_webtier, instantiate_site, json,
+        repo_images, vm_pgid, wait_for,
     },
     stderr, stdout, Fixture,
 };
@@ -337,14 +338,8 @@ fn get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
 /// root, whose rewrite must leave the status worker, which the agent reads, alone).
 #[test]
 fn a_template_with_another_port_and_path_serves_the_site_there() {
-    install_webtier();
-    let mut fx = Fixture::new();
-    fx.images_path = repo_images();
-    fx.write_config("");
     let template = "[template]\nname = site\nimage = tomcat-web\nmin_vms = 1\nmax_vms = 1\ntarget_response_time = 0.5\nsplitter_port = 8088\nsite_path = /\n";
-    std::fs::write(fx.template_path("site"), template).unwrap();
-    fx.start_conductor();
-    fx.wait_for_conductor(Duration::from_secs(20));
+    let fx = conductor_on_real_images(template, "");
 
     let (url, took) = instantiate_site(&fx);
     eprintln!("instantiate → site ready: {took:?} ({url})");

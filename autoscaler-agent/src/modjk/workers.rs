@@ -17,6 +17,17 @@ use super::ModJkError;
 pub(crate) const MEMBERS_MARKER: &str =
     "# --- pool members, written by autoscaler-agent: everything below this line is rewritten ---";
 
+/// Spare workers rendered at each reload: a member that joins later takes one through
+/// jkstatus (host, port, route, activation), with no reload. A graceful reload stops
+/// Apache from accepting for about a second (the event MPM starts the new children at
+/// its next maintenance run), which stalled the site at each scale-out (doc/policy.md,
+/// "Reaction and settle"); more members joining at once than spares left cost a reload.
+pub(crate) const SPARES: usize = 8;
+
+/// The names of the spare workers: `_spare_1` ... A member's name is its VM's, which starts
+/// with the template's name, a letter or a digit: it never takes one (nor may it).
+const SPARE_PREFIX: &str = "_spare_";
+
 /// The splitter's workers.properties: the image's lines and the pool's members.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct WorkersFile {
@@ -39,6 +50,20 @@ pub(crate) struct WorkersFile {
     reserved: BTreeSet<String>,
     /// The pool's members below the marker, in file order.
     members: Vec<PoolMember>,
+    /// Members that live in a spare worker (member name -> worker name); the worker's
+    /// `route` is the member's name, so the request log names the member.
+    spare_of: BTreeMap<String, String>,
+    /// Spare workers no member holds (port 0: stopped, never routed to).
+    free: Vec<String>,
+}
+
+/// A worker defined below the marker: a member, or a free spare.
+#[derive(Debug, Default)]
+struct Section {
+    host: String,
+    port: u16,
+    state: Option<MemberState>,
+    route: Option<String>,
 }
 
 /// `key=value` of a properties line, or `None` for blank lines and comments.
@@ -74,8 +99,10 @@ impl WorkersFile {
         let (balancer, reserved) = find_balancer(base).map_err(error)?;
         let balance_key = format!("worker.{balancer}.balance_workers");
         let (balance_line, listed) = balance_workers(base, &balance_key).map_err(error)?;
-        let members = parse_members(block).map_err(error)?;
-        let image_members = image_members(&listed, &members, &balance_key).map_err(error)?;
+        let sections = parse_sections(block).map_err(error)?;
+        let below: Vec<&str> = sections.iter().map(|(w, _)| w.as_str()).collect();
+        let image_members = image_members(&listed, &below, &balance_key).map_err(error)?;
+        let (members, spare_of, free) = members_and_spares(sections).map_err(error)?;
         let template = find_template(base, &image_members, &balance_key).map_err(error)?;
         Ok(WorkersFile {
             base: base.iter().map(|l| (*l).to_owned()).collect(),
@@ -86,12 +113,25 @@ impl WorkersFile {
             template,
             reserved,
             members,
+            spare_of,
+            free,
         })
     }
 
-    /// Whether `name` is a worker of the image, which no pool member may be called.
+    /// Whether `name` is a worker of the image or a spare's name, which no pool member
+    /// may be called.
     pub(crate) fn is_reserved(&self, name: &str) -> bool {
-        self.reserved.contains(name)
+        self.reserved.contains(name) || name.starts_with(SPARE_PREFIX)
+    }
+
+    /// The mod_jk worker that holds `member` (its own name, or a spare's).
+    pub(crate) fn worker_of<'a>(&'a self, member: &'a str) -> &'a str {
+        self.spare_of.get(member).map_or(member, String::as_str)
+    }
+
+    /// How many spare workers no member holds.
+    pub(crate) fn free_spares(&self) -> usize {
+        self.free.len()
     }
 
     /// The `type=lb` worker's name.
@@ -109,12 +149,45 @@ impl WorkersFile {
         &self.members
     }
 
-    /// This file with `members` as the pool.
+    /// This file with `members` as the pool, each in a worker of its own name, and
+    /// [`SPARES`] free spares: what a reload makes mod_jk run.
     pub(crate) fn with_members(&self, members: &[PoolMember]) -> WorkersFile {
         WorkersFile {
             members: members.to_vec(),
+            spare_of: BTreeMap::new(),
+            free: (1..=SPARES).map(|i| format!("{SPARE_PREFIX}{i}")).collect(),
             ..self.clone()
         }
+    }
+
+    /// This file with `members` as the pool, where the members this file lacks take
+    /// free spares (in order) and the others stay where they are: what mod_jk runs once
+    /// jkstatus has pointed each returned spare at its member. `None` when fewer spares
+    /// are free than members join.
+    pub(crate) fn with_joined(
+        &self,
+        members: &[PoolMember],
+    ) -> Option<(WorkersFile, Vec<(String, PoolMember)>)> {
+        let joining: Vec<&PoolMember> = members
+            .iter()
+            .filter(|m| !self.members.iter().any(|old| old.name == m.name))
+            .collect();
+        if joining.len() > self.free.len() {
+            return None;
+        }
+        let mut file = WorkersFile {
+            members: members.to_vec(),
+            ..self.clone()
+        };
+        file.spare_of
+            .retain(|name, _| members.iter().any(|m| &m.name == name));
+        let taken: Vec<String> = file.free.drain(..joining.len()).collect();
+        let mut assigned = Vec::new();
+        for (spare, member) in taken.into_iter().zip(joining) {
+            file.spare_of.insert(member.name.clone(), spare.clone());
+            assigned.push((spare, member.clone()));
+        }
+        Some((file, assigned))
     }
 
     /// The file's text; `generation` goes into a comment for the operator.
@@ -126,7 +199,8 @@ impl WorkersFile {
                     .image_members
                     .iter()
                     .map(String::as_str)
-                    .chain(self.members.iter().map(|m| m.name.as_str()))
+                    .chain(self.members.iter().map(|m| self.worker_of(&m.name)))
+                    .chain(self.free.iter().map(String::as_str))
                     .collect();
                 out.push_str(&format!("{}={}\n", self.balance_key, names.join(",")));
             } else {
@@ -143,14 +217,23 @@ impl WorkersFile {
             out.push_str(&format!("# pool generation {generation}\n"));
         }
         for m in &self.members {
-            let n = &m.name;
+            let n = self.worker_of(&m.name);
             out.push_str(&format!(
                 "\nworker.{n}.reference=worker.{}\nworker.{n}.host={}\nworker.{n}.port={}\n",
                 self.template, m.host, m.port
             ));
+            if n != m.name {
+                out.push_str(&format!("worker.{n}.route={}\n", m.name));
+            }
             if m.state == MemberState::Draining {
                 out.push_str(&format!("worker.{n}.activation=D\n"));
             }
+        }
+        for n in &self.free {
+            out.push_str(&format!(
+                "\nworker.{n}.reference=worker.{}\nworker.{n}.host=localhost\nworker.{n}.port=0\n",
+                self.template
+            ));
         }
         out
     }
@@ -241,14 +324,13 @@ fn balance_workers<'a>(
 /// the marker must be listed.
 fn image_members(
     listed: &[&str],
-    members: &[PoolMember],
+    below: &[&str],
     balance_key: &str,
 ) -> Result<Vec<String>, String> {
-    let in_block: BTreeSet<&str> = members.iter().map(|m| m.name.as_str()).collect();
-    if let Some(m) = members.iter().find(|m| !listed.contains(&m.name.as_str())) {
+    let in_block: BTreeSet<&str> = below.iter().copied().collect();
+    if let Some(w) = below.iter().find(|w| !listed.contains(w)) {
         return Err(format!(
-            "member {:?} is defined below the marker but not in {balance_key}",
-            m.name
+            "member {w:?} is defined below the marker but not in {balance_key}"
         ));
     }
     Ok(listed
@@ -282,10 +364,9 @@ fn find_template(
         })
 }
 
-/// The members the agent wrote below the marker.
-fn parse_members(block: &[&str]) -> Result<Vec<PoolMember>, String> {
-    let mut members: Vec<PoolMember> = Vec::new();
-    let mut seen = BTreeMap::new(); // name -> (host, port, state)
+/// The workers the agent wrote below the marker, in file order.
+fn parse_sections(block: &[&str]) -> Result<Vec<(String, Section)>, String> {
+    let mut sections: Vec<(String, Section)> = Vec::new();
     for line in block {
         let Some((key, value)) = property(line) else {
             if !line.trim().is_empty() && !line.trim_start().starts_with('#') {
@@ -299,40 +380,74 @@ fn parse_members(block: &[&str]) -> Result<Vec<PoolMember>, String> {
         if !is_worker_name(worker) {
             return Err(format!("below the marker: bad worker name {worker:?}"));
         }
-        let entry = seen.entry(worker.to_owned()).or_insert_with(|| {
-            members.push(PoolMember {
-                name: worker.to_owned(),
-                host: String::new(),
-                port: 0,
-                state: MemberState::Active,
-            });
-            members.len() - 1
-        });
-        let member = &mut members[*entry];
+        let index = match sections.iter().position(|(w, _)| w == worker) {
+            Some(i) => i,
+            None => {
+                sections.push((worker.to_owned(), Section::default()));
+                sections.len() - 1
+            }
+        };
+        let section = &mut sections[index].1;
         match prop {
             "reference" => {}
-            "host" => member.host = value.to_owned(),
+            "host" => section.host = value.to_owned(),
             "port" => {
-                member.port = value
+                section.port = value
                     .parse()
                     .map_err(|_| format!("{key}={value}: not a port"))?
             }
+            "route" if is_worker_name(value) => section.route = Some(value.to_owned()),
             "activation" => {
-                member.state = match value.chars().next().map(|c| c.to_ascii_lowercase()) {
-                    Some('a') => MemberState::Active,
-                    Some('d') => MemberState::Draining,
+                section.state = match value.chars().next().map(|c| c.to_ascii_lowercase()) {
+                    Some('a') => Some(MemberState::Active),
+                    Some('d') => Some(MemberState::Draining),
                     _ => return Err(format!("{key}={value}: expected A or D")),
                 }
             }
             _ => return Err(format!("below the marker: unexpected key {key:?}")),
         }
     }
-    for m in &members {
-        if m.host.is_empty() || m.port == 0 {
-            return Err(format!("member {:?} has no host or port", m.name));
+    Ok(sections)
+}
+
+/// What [`WorkersFile::parse`] keeps of the sections below the marker: the members (a
+/// spare's under its `route`), which spare holds which member, and the free spares
+/// (port 0, no route).
+type MembersAndSpares = (Vec<PoolMember>, BTreeMap<String, String>, Vec<String>);
+
+/// Splits the sections below the marker into members and free spares.
+fn members_and_spares(sections: Vec<(String, Section)>) -> Result<MembersAndSpares, String> {
+    let (mut members, mut spare_of, mut free) = (Vec::new(), BTreeMap::new(), Vec::new());
+    for (worker, section) in sections {
+        let spare = worker.starts_with(SPARE_PREFIX);
+        if spare && section.port == 0 && section.route.is_none() {
+            free.push(worker);
+            continue;
         }
+        if section.host.is_empty() || section.port == 0 {
+            return Err(format!("member {worker:?} has no host or port"));
+        }
+        let name = match section.route {
+            Some(route) if route != worker => {
+                if !spare {
+                    return Err(format!("member {worker:?}: a route other than its name"));
+                }
+                spare_of.insert(route.clone(), worker);
+                route
+            }
+            _ => worker,
+        };
+        if members.iter().any(|m: &PoolMember| m.name == name) {
+            return Err(format!("member {name:?} is defined twice"));
+        }
+        members.push(PoolMember {
+            name,
+            host: section.host,
+            port: section.port,
+            state: section.state.unwrap_or(MemberState::Active),
+        });
     }
-    Ok(members)
+    Ok((members, spare_of, free))
 }
 
 /// Checks a workers.properties text the way mod_jk would need it, since `apache2 -t`
@@ -498,10 +613,12 @@ worker.jkstatus.type=status
             member("shop_web_1", "127.0.1.11", MemberState::Active),
             member("shop_web_2", "127.0.1.12", MemberState::Draining),
         ];
-        let file = image().with_members(&members);
+        let mut file = image().with_members(&members);
+        file.free.truncate(1);
         let text = file.render(Some(7));
-        assert!(text
-            .contains("\nworker.loadbalancer.balance_workers=placeholder,shop_web_1,shop_web_2\n"));
+        assert!(text.contains(
+            "\nworker.loadbalancer.balance_workers=placeholder,shop_web_1,shop_web_2,_spare_1\n"
+        ));
         // The rest of the image is kept: the placeholder, the template, jkstatus.
         for kept in [
             "worker.placeholder.port=0\n",
@@ -521,7 +638,10 @@ worker.jkstatus.type=status
              \nworker.shop_web_2.reference=worker.member\n\
              worker.shop_web_2.host=127.0.1.12\n\
              worker.shop_web_2.port=8009\n\
-             worker.shop_web_2.activation=D\n"
+             worker.shop_web_2.activation=D\n\
+             \nworker._spare_1.reference=worker.member\n\
+             worker._spare_1.host=localhost\n\
+             worker._spare_1.port=0\n"
         );
         validate(&text).unwrap();
         // A restarted agent reads its own file back.
@@ -529,8 +649,81 @@ worker.jkstatus.type=status
         assert_eq!(again.members(), file.members());
         assert_eq!(again.image_members(), file.image_members());
         assert_eq!(again.render(Some(7)), text);
-        // Removing every member leaves the image's file again.
-        assert_eq!(again.with_members(&[]).render(None), image().render(None));
+        assert_eq!(again.free_spares(), 1);
+        // Removing every member leaves the image's file and the spares.
+        let empty = again.with_members(&[]);
+        assert!(empty.members().is_empty() && empty.free_spares() == SPARES);
+        let spares: Vec<String> = (1..=SPARES).map(|i| format!("_spare_{i}")).collect();
+        assert!(empty.render(None).contains(&format!(
+            "balance_workers=placeholder,{}\n",
+            spares.join(",")
+        )));
+    }
+
+    #[test]
+    fn members_join_in_spares_and_are_read_back_under_their_names() {
+        let a = member("shop_web_1", "127.0.1.11", MemberState::Active);
+        let b = member("shop_web_2", "127.0.1.12", MemberState::Active);
+        let c = member("shop_web_3", "127.0.1.13", MemberState::Draining);
+        let running = image().with_members(std::slice::from_ref(&a));
+        assert_eq!(running.free_spares(), SPARES);
+        assert!(running.is_reserved("_spare_1") && running.is_reserved("_spare_99"));
+        let (joined, assigned) = running
+            .with_joined(&[b.clone(), a.clone(), c.clone()])
+            .unwrap();
+        assert_eq!(
+            assigned,
+            [
+                ("_spare_1".to_owned(), b.clone()),
+                ("_spare_2".to_owned(), c.clone())
+            ]
+        );
+        assert_eq!(joined.free_spares(), SPARES - 2);
+        assert_eq!(
+            (
+                joined.worker_of("shop_web_1"),
+                joined.worker_of("shop_web_3")
+            ),
+            ("shop_web_1", "_spare_2")
+        );
+        let text = joined.render(Some(3));
+        validate(&text).unwrap();
+        assert!(text.contains("balance_workers=placeholder,_spare_1,shop_web_1,_spare_2,_spare_3,"));
+        assert!(text.contains(
+            "\nworker._spare_2.reference=worker.member\nworker._spare_2.host=127.0.1.13\n\
+             worker._spare_2.port=8009\nworker._spare_2.route=shop_web_3\n\
+             worker._spare_2.activation=D\n"
+        ));
+        // A restarted agent finds the members under their names, in their spares.
+        let again = WorkersFile::parse(Path::new("w"), &text).unwrap();
+        assert_eq!(again.render(Some(3)), text);
+        assert_eq!(
+            (again.members(), &again.spare_of, &again.free),
+            (joined.members(), &joined.spare_of, &joined.free)
+        );
+        // A member leaving frees nothing until a reload: its spare stays its.
+        let (left, none) = again.with_joined(std::slice::from_ref(&a)).unwrap();
+        assert!(none.is_empty() && left.free_spares() == SPARES - 2);
+        assert_eq!(left.worker_of("shop_web_2"), "shop_web_2");
+        // More joining than spares left: no join.
+        let many: Vec<PoolMember> = (0..=SPARES)
+            .map(|i| member(&format!("m{i}"), "127.0.1.20", MemberState::Active))
+            .collect();
+        assert!(running.with_joined(&many).is_none());
+        // A member in a worker of another name must be a spare.
+        let bad = format!(
+            "{IMAGE_FILE}{MEMBERS_MARKER}\nworker.x.host=127.0.1.1\nworker.x.port=8009\n\
+             worker.x.route=y\n"
+        )
+        .replace(
+            "balance_workers=placeholder",
+            "balance_workers=placeholder,x",
+        );
+        let err = WorkersFile::parse(Path::new("w"), &bad).unwrap_err();
+        assert!(
+            err.to_string().contains("a route other than its name"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -546,8 +739,8 @@ worker.jkstatus.type=status
         let text = file
             .with_members(&[member("a", "127.0.1.11", MemberState::Draining)])
             .render(Some(1));
-        assert!(text.contains("balance_workers=placeholder,a\n"));
-        assert!(text.ends_with("worker.a.activation=D\n"));
+        assert!(text.contains("balance_workers=placeholder,a,_spare_1,"));
+        assert!(text.contains("worker.a.activation=D\n"));
     }
 
     #[test]
@@ -587,9 +780,9 @@ worker.jkstatus.type=status
 
     #[test]
     fn validation_catches_what_apache_t_does_not() {
-        let good = image()
-            .with_members(&[member("a", "127.0.1.11", MemberState::Active)])
-            .render(None);
+        let mut file = image().with_members(&[member("a", "127.0.1.11", MemberState::Active)]);
+        file.free.clear();
+        let good = file.render(None);
         validate(&good).unwrap();
         let cases = [
             // mod_jk would route an undefined member to localhost:8009.

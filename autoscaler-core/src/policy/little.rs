@@ -180,6 +180,7 @@ impl LittlePolicy {
                         in_flight: obs.in_flight(),
                         seconds: covers,
                         smooth: need,
+                        smooth_in_flight: obs.in_flight(),
                     };
                     self.window.push(sample, horizon);
                     newest = Some(need);

@@ -601,3 +601,13 @@ proptest! {
         prop_assert_eq!(decisions[first].verdict, Verdict::ScaleOut);
     }
 }
+
+#[test]
+fn a_burst_whose_seconds_are_mostly_slow_is_measured_by_its_load_not_its_need() {
+    // Found by the burst property: 2,997 clients for 4.81 s from 120.36 s, measured in
+    // whole seconds. The first second is 64 % burst but its need reads 93 % of the top
+    // (the need divides by that second's own throughput); read from the requests in
+    // flight, which Little's law makes linear in the share, the burst lasted 4.81 s.
+    let decisions = burst_run_every(1.0, settings(2, 8), 2, 1.0, 2996.7, (120.36, 4.81), 200);
+    assert_eq!(first_action(&decisions), None);
+}

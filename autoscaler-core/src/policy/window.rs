@@ -48,6 +48,10 @@ pub(super) struct Sample {
     pub(super) seconds: f64,
     /// The need averaged over the last [`SMOOTH_SECONDS`] (set by [`Window::push`]).
     pub(super) smooth: f64,
+    /// The requests in flight averaged the same way (set by [`Window::push`]): what a
+    /// run's shares are read from, being linear in the share of the second the load was
+    /// on (the need is not: its capacity is read from the same second's throughput).
+    pub(super) smooth_in_flight: f64,
 }
 
 impl Sample {
@@ -87,19 +91,24 @@ impl Window {
     /// Adds the newest sample; keeps the samples whose time reaches back `horizon`
     /// seconds (and at least one more, which may be partial).
     pub(super) fn push(&mut self, mut sample: Sample, horizon: f64) {
-        let (mut weighted, mut covered) = (sample.need * sample.seconds, sample.seconds);
+        let (mut need, mut in_flight) = (
+            sample.need * sample.seconds,
+            sample.in_flight * sample.seconds,
+        );
+        let mut covered = sample.seconds;
         for older in self.samples.iter().rev() {
             if covered >= SMOOTH_SECONDS - JITTER_SECONDS {
                 break;
             }
             let part = older.seconds.min(SMOOTH_SECONDS - covered);
-            weighted += older.need * part;
+            need += older.need * part;
+            in_flight += older.in_flight * part;
             covered += part;
         }
-        sample.smooth = if covered > 0.0 {
-            weighted / covered
+        (sample.smooth, sample.smooth_in_flight) = if covered > 0.0 {
+            (need / covered, in_flight / covered)
         } else {
-            sample.need
+            (sample.need, sample.in_flight)
         };
         if !self.samples.is_empty() {
             self.after_oldest += sample.seconds;
@@ -128,7 +137,10 @@ impl Window {
         }
         let run = self.samples.range(first..);
         let span: f64 = run.clone().skip(1).map(|s| s.seconds).sum();
-        let top = run.clone().map(|s| s.smooth).fold(f64::MIN, f64::max);
+        let top = run
+            .clone()
+            .map(|s| s.smooth_in_flight)
+            .fold(f64::MIN, f64::max);
         // The share of its average's width the load was on, against the level before the
         // run: the average of the sample whose second ended as the run's first began (the
         // samples in between already saw part of the rise). When the window does not
@@ -142,10 +154,10 @@ impl Window {
             before -= 1;
         }
         let reached = back >= SMOOTH_SECONDS.max(self.samples[first].seconds) - JITTER_SECONDS;
-        let base = reached.then(|| self.samples[before].smooth);
+        let base = reached.then(|| self.samples[before].smooth_in_flight);
         let share = |s: &Sample, base: f64| {
             if top > base {
-                ((s.smooth - base) / (top - base)).clamp(0.0, 1.0)
+                ((s.smooth_in_flight - base) / (top - base)).clamp(0.0, 1.0)
             } else {
                 1.0
             }
@@ -247,6 +259,7 @@ mod tests {
             in_flight: need,
             seconds,
             smooth: need,
+            smooth_in_flight: need,
         }
     }
 

@@ -9,6 +9,8 @@ use chrono::Utc;
 use lapin::{
     message::Delivery,
     options::{BasicAckOptions, BasicRejectOptions},
+    types::AMQPValue,
+    BasicProperties,
 };
 use tracing::{debug, info, warn};
 
@@ -19,12 +21,18 @@ use super::{
     steer::{Outlets, Steering},
 };
 use crate::messaging::{
+    link::PublishError,
     rpc::{RemoteError, ReplyTo, RpcReply},
     DropCounts, DropReason, Envelope, Heartbeat, LinkHandle, LinkState, Metrics, PoolAck, Role,
+    Topology,
 };
 
 /// How long a reply may wait for the broker.
 const REPLY_PATIENCE: Duration = Duration::from_secs(5);
+/// The header of a request one conductor forwarded to another: the forwarder's host.
+pub const FORWARDED_BY: &str = "x-autoscaler-forwarded-by";
+/// The header of a forwarded request: the `user_id` it was sent with.
+pub const REQUESTED_BY: &str = "x-autoscaler-requested-by";
 
 /// What taking a delivery in needs besides the conductor's state.
 pub(super) struct Reception<'a> {
@@ -32,6 +40,11 @@ pub(super) struct Reception<'a> {
     pub drops: &'a DropCounts,
     /// The conductor's envelope sender name.
     pub sender: &'a str,
+    /// Its `[DEFAULT] host` and `control_exchange`, and its broker login's user name
+    /// (forwarding requests).
+    pub host: &'a str,
+    pub exchange: &'a str,
+    pub user: Option<&'a str>,
     /// `[DEFAULT] max_message_size`.
     pub max_size: usize,
     /// `[agent] max_clock_skew`.
@@ -207,6 +220,19 @@ pub(super) async fn handle_request(
             rx.drops.snapshot(),
         )
         .await;
+    if let Some(owner) = &handled.forward_to {
+        if reply_to.is_some() && forwarded_by(&delivery).is_none() {
+            match forward(&delivery, owner, rx).await {
+                Ok(()) => {
+                    debug!(%owner, "request forwarded to the conductor that owns its group");
+                    return acknowledge(delivery).await;
+                }
+                Err(error) => {
+                    warn!(%owner, %error, "could not forward a request; answered not_owner")
+                }
+            }
+        }
+    }
     if let RpcReply::Error(e) = &handled.reply {
         info!(kind = %e.kind, message = %e.message, "request refused");
     }
@@ -221,6 +247,64 @@ pub(super) async fn handle_request(
     for event in handled.events {
         rx.out.notifier.notify(rx.out.link, event).await;
     }
+    acknowledge(delivery).await;
+}
+
+/// The host of the conductor that forwarded `delivery`, if one did.
+fn forwarded_by(delivery: &Delivery) -> Option<String> {
+    let headers = delivery.properties.headers().as_ref()?;
+    match headers.inner().get(FORWARDED_BY)? {
+        AMQPValue::LongString(host) => Some(host.to_string()),
+        _ => Some(String::new()),
+    }
+}
+
+/// Publishes the request `delivery` on to the queue of the conductor `owner`, with its
+/// reply address, correlation id and expiry, marked as forwarded (it is never forwarded
+/// again: if `owner` no longer steers the group it answers `not_owner`, and the CLI asks
+/// again). The broker checks `user_id` against the publishing connection: the
+/// operator's, which the taker checked, goes along as a header.
+async fn forward(delivery: &Delivery, owner: &str, rx: &Reception<'_>) -> Result<(), PublishError> {
+    let original = &delivery.properties;
+    let mut headers = original.headers().clone().unwrap_or_default();
+    headers.insert(FORWARDED_BY.into(), AMQPValue::LongString(rx.host.into()));
+    if let Some(user) = original.user_id() {
+        headers.insert(
+            REQUESTED_BY.into(),
+            AMQPValue::LongString(user.as_str().into()),
+        );
+    }
+    let mut properties = BasicProperties::default().with_headers(headers);
+    if let Some(v) = original.content_type() {
+        properties = properties.with_content_type(v.clone());
+    }
+    if let Some(v) = original.reply_to() {
+        properties = properties.with_reply_to(v.clone());
+    }
+    if let Some(v) = original.correlation_id() {
+        properties = properties.with_correlation_id(v.clone());
+    }
+    if let Some(v) = original.expiration() {
+        properties = properties.with_expiration(v.clone());
+    }
+    if let (Some(_), Some(user)) = (original.user_id(), rx.user) {
+        properties = properties.with_user_id(user.into());
+    }
+    let key = Topology::conductor_host_rpc_key(owner);
+    rx.out
+        .link
+        .forward(
+            rx.exchange,
+            &key,
+            &delivery.data,
+            properties,
+            REPLY_PATIENCE,
+        )
+        .await
+}
+
+/// Acknowledges a request that was answered or forwarded.
+async fn acknowledge(delivery: Delivery) {
     // Bounded: a connection the broker blocks (resource alarm) writes nothing until it is
     // unblocked; lapin still sends the ack then.
     let ack = delivery.acker.ack(BasicAckOptions::default());

@@ -25,6 +25,9 @@ pub struct Handled {
     pub reply: RpcReply,
     /// Notifications the service publishes after answering.
     pub events: Vec<Notification>,
+    /// The conductor that owns the request's group, when another one does: the service
+    /// forwards the request there, and sends `reply` (`not_owner`) only when it cannot.
+    pub forward_to: Option<String>,
 }
 
 /// Facts about this conductor that `status` reports.
@@ -71,6 +74,18 @@ fn error(kind: &str, message: impl Into<String>) -> Handled {
             message: message.into(),
         }),
         events: Vec::new(),
+        forward_to: None,
+    }
+}
+
+/// `not_owner`: `template` is steered by `owner`, where the request is forwarded.
+fn not_owner(template: &str, owner: String) -> Handled {
+    Handled {
+        forward_to: Some(owner),
+        ..error(
+            NOT_OWNER,
+            format!("template {template:?} is steered by another conductor"),
+        )
     }
 }
 
@@ -78,6 +93,7 @@ fn ok(value: impl Serialize, events: Vec<Notification>) -> Handled {
     Handled {
         reply: RpcReply::Ok(serde_json::to_value(value).expect("replies serialize to JSON")),
         events,
+        forward_to: None,
     }
 }
 
@@ -97,10 +113,14 @@ impl Conductor {
             }
             Request::TemplateDestroy { name } => self.destroy(&name).await,
             Request::TemplateShow { name } => self.show(name.as_deref(), now).await,
-            Request::VmList { template } => match template {
-                Some(t) if self.held_elsewhere(&t).await => self.not_owner(&t),
-                t => ok(self.vm_list(t.as_deref(), now), vec![]),
-            },
+            Request::VmList { template } => {
+                if let Some(t) = &template {
+                    if let Some(owner) = self.held_elsewhere(t).await {
+                        return not_owner(t, owner);
+                    }
+                }
+                ok(self.vm_list(template.as_deref(), now), vec![])
+            }
             Request::VmDelete { name } => self.delete_vm(&name, now).await,
             Request::Status => ok(
                 StatusView {
@@ -198,17 +218,22 @@ impl Conductor {
         if let Some(why) = refusals.pop() {
             return error("conflict", why.to_string());
         }
-        // A VM of a group another conductor steers: the CLI asks again, and the request
-        // reaches another conductor (they share the request queue).
+        // A VM of a group another conductor steers: forwarded to its owner, or (none
+        // holds it just now) the CLI asks again.
         let names = self.memory.store.template_names().await.unwrap_or_default();
         if let Some((template, _)) = names
             .iter()
             .find(|(t, _)| !self.groups.contains_key(t) && vm_of(name, t))
         {
-            return error(
-                NOT_OWNER,
-                format!("{name} is a VM of template {template:?}, which another conductor steers"),
-            );
+            return Handled {
+                forward_to: self.held_elsewhere(template).await,
+                ..error(
+                    NOT_OWNER,
+                    format!(
+                        "{name} is a VM of template {template:?}, which another conductor steers"
+                    ),
+                )
+            };
         }
         error(
             "not_found",
@@ -220,8 +245,8 @@ impl Conductor {
     /// conductor owns (`status` is `null` for the others).
     async fn show(&self, name: Option<&str>, now: DateTime<Utc>) -> Handled {
         if let Some(name) = name {
-            if self.held_elsewhere(name).await {
-                return self.not_owner(name);
+            if let Some(owner) = self.held_elsewhere(name).await {
+                return not_owner(name, owner);
             }
         }
         let records = match name {
@@ -307,25 +332,18 @@ impl Conductor {
         out
     }
 
-    /// Whether another conductor holds an unexpired lease on `template` (a request about
-    /// it alone is then answered `not_owner`, and the CLI asks again).
-    async fn held_elsewhere(&self, template: &str) -> bool {
+    /// The conductor that holds an unexpired lease on `template`, when it is another one
+    /// (a request about it alone is then forwarded there, or answered `not_owner`).
+    async fn held_elsewhere(&self, template: &str) -> Option<String> {
         if self.groups.contains_key(template) {
-            return false;
+            return None;
         }
         match self.memory.store.lease(template).await {
-            Ok(Some(lease)) => {
-                lease.owner.is_some_and(|o| o != self.memory.host) && !lease.expires_in.is_zero()
+            Ok(Some(lease)) if !lease.expires_in.is_zero() => {
+                lease.owner.filter(|o| *o != self.memory.host)
             }
-            _ => false,
+            _ => None,
         }
-    }
-
-    fn not_owner(&self, template: &str) -> Handled {
-        error(
-            NOT_OWNER,
-            format!("template {template:?} is steered by another conductor"),
-        )
     }
 
     async fn not_found(&self, name: &str) -> Handled {

@@ -44,6 +44,8 @@ use crate::{
 /// Requests waiting to be handled. The broker pushes at most one unacknowledged request
 /// (prefetch 1), so a handful of slots is plenty.
 const REQUEST_BACKLOG: usize = 8;
+/// Requests forwarded here that the broker keeps waiting (the oldest dropped beyond).
+const FORWARDED_BACKLOG: u32 = 64;
 /// Telemetry waiting to be taken in: about a second of heartbeats from a thousand VMs.
 /// When it is full the forwarder waits, and the broker's bounded queue drops the oldest.
 const TELEMETRY_BACKLOG: usize = 1024;
@@ -117,6 +119,14 @@ pub async fn run_with_driver(
         },
         drops: &drops,
         sender: &sender,
+        host: &host,
+        exchange: &topology.exchange,
+        user: config
+            .default
+            .transport_url
+            .hosts
+            .first()
+            .map(|h| h.username.as_str()),
         max_size: config.default.max_message_size,
         max_clock_skew: config.agent.max_clock_skew,
         drop_log: &drop_log,
@@ -198,6 +208,16 @@ fn connect(config: &Config, topology: &Topology, notifier: &Notifier, sender: &s
             queue: topology.conductor_rpc_queue(),
             spec: QueueSpec::lasting(topology.durability),
             bindings: vec![RPC_CONDUCTOR.to_owned()],
+            prefetch: 1,
+            ack: true,
+            sender: request_tx.clone(),
+        },
+        // Requests another conductor took for a group this one owns (doc/ha.md).
+        Subscription {
+            queue: topology.conductor_host_rpc_queue(&config.default.host),
+            // Lives while this conductor does; bounded like a telemetry queue.
+            spec: QueueSpec::telemetry(FORWARDED_BACKLOG),
+            bindings: vec![Topology::conductor_host_rpc_key(&config.default.host)],
             prefetch: 1,
             ack: true,
             sender: request_tx,

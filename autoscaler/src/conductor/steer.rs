@@ -25,6 +25,7 @@ use crate::{
     conf::Config,
     driver::{CloudDriver, DriverError, Vm, VmId},
     messaging::{envelope, LinkHandle, LinkState, Outgoing, PoolAck, PoolUpdate, Role, Topology},
+    store::{Store, StoreError},
 };
 
 /// Cloud answers waiting for the loop: a handful per tick at most.
@@ -45,13 +46,33 @@ pub enum CloudEvent {
         name: String,
         /// The failed VM this one replaces.
         replaces: Option<String>,
-        result: Result<Vm, DriverError>,
+        result: Result<Vm, BootError>,
     },
     Deleted {
         group: String,
         id: VmId,
         result: Result<(), DriverError>,
     },
+}
+
+/// Why a boot failed: the cloud refused it, or the group's AJP secret could not be read
+/// from the database (then no boot was asked).
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    #[error(transparent)]
+    Driver(DriverError),
+    #[error("the group's AJP secret: {0}")]
+    Secret(StoreError),
+}
+
+impl BootError {
+    /// Whether trying again may succeed: a database that failed may come back.
+    fn is_retryable(&self) -> bool {
+        match self {
+            BootError::Driver(e) => e.is_retryable(),
+            BootError::Secret(_) => true,
+        }
+    }
 }
 
 /// What the loop needs to carry actions out; the groups keep their own state.
@@ -183,7 +204,8 @@ impl Steering {
             match action {
                 Action::Boot { role, replaces } => {
                     if let Some(group) = conductor.groups.get(name) {
-                        self.boot(name, &group.template, role, replaces);
+                        let store = conductor.memory.store.clone();
+                        self.boot(name, &group.template, role, replaces, store);
                     }
                 }
                 Action::Delete(id) => self.delete(name, id),
@@ -217,14 +239,31 @@ impl Steering {
         template: &crate::template::Template,
         role: Role,
         replaces: Option<String>,
+        store: Store,
     ) {
-        let spec = vm_spec(&self.config, template, role);
-        info!(template = %group, vm = %spec.name, %role, image = %spec.image, "booting a VM");
         let (driver, group) = (self.driver.clone(), group.to_owned());
+        let (config, template) = (self.config.clone(), template.clone());
         let patience = self.config.conductor.cloud_call_timeout;
         self.spawn(async move {
+            // The group's AJP secret (made on its first boot), for the VM's user data.
+            let secret = match store.ajp_secret(&group).await {
+                Ok(secret) => secret,
+                Err(error) => {
+                    return CloudEvent::Booted {
+                        name: format!("{group}-{role}"),
+                        group,
+                        role,
+                        replaces,
+                        result: Err(BootError::Secret(error)),
+                    }
+                }
+            };
+            let spec = vm_spec(&config, &template, role, &secret);
+            info!(template = %group, vm = %spec.name, %role, image = %spec.image, "booting a VM");
             let name = spec.name.clone();
-            let result = within(patience, "boot", driver.boot(spec)).await;
+            let result = within(patience, "boot", driver.boot(spec))
+                .await
+                .map_err(BootError::Driver);
             CloudEvent::Booted {
                 group,
                 role,

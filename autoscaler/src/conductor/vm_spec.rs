@@ -1,7 +1,7 @@
 //! What the conductor asks the cloud for when a group needs a VM: name, image, flavor,
 //! metadata naming group, role and template, and the user data that configures the VM's
-//! agent and image (cloud-config carrying `agent.conf`, and `web.conf` or `splitter.conf`
-//! when the template overrides an image setting).
+//! agent and image (cloud-config carrying `agent.conf`, the group's AJP secret, and
+//! `web.conf` or `splitter.conf` when the template overrides an image setting).
 
 use std::collections::BTreeMap;
 
@@ -11,8 +11,14 @@ use crate::{
     conf::Config,
     driver::{VmSpec, META_GROUP, META_ROLE, META_TEMPLATE},
     messaging::{agent_config::WriteFile, AgentConfig, Role},
+    store::AjpSecret,
     template::{metadata, Template},
 };
+
+/// Where both images read the group's AJP secret (issue 17): the splitter writes it into
+/// workers.properties (`secret`), the web VM into Tomcat's AJP connector (`secret`,
+/// `secretRequired="true"`). Mode 0600: on a real VM only root reads it.
+pub const AJP_SECRET_PATH: &str = "/etc/autoscaler/ajp-secret";
 
 /// Where the web images read their emulated capacity (`etc/autoscaler/images/README.md`).
 pub const WEB_CONF_PATH: &str = "/etc/autoscaler/web.conf";
@@ -25,7 +31,8 @@ pub const DEFAULT_SPLITTER_IMAGE: &str = "modjk-splitter";
 
 /// The spec of a new VM of `role` for `template`. Its name, `<template>-<role>-<8 hex>`,
 /// is also the agent's `vm_id`, so heartbeats and the cloud's records meet on it.
-pub fn vm_spec(config: &Config, template: &Template, role: Role) -> VmSpec {
+/// `ajp_secret` is the group's ([`crate::store::Store::ajp_secret`]).
+pub fn vm_spec(config: &Config, template: &Template, role: Role, ajp_secret: &AjpSecret) -> VmSpec {
     let suffix = &Uuid::new_v4().simple().to_string()[..8];
     let name = format!("{}-{}-{suffix}", template.name(), role.as_str());
     let image = match role {
@@ -70,7 +77,7 @@ pub fn vm_spec(config: &Config, template: &Template, role: Role) -> VmSpec {
         network: template.network().map(str::to_owned),
         key_name: template.key_name().map(str::to_owned),
         metadata,
-        user_data: user_data(&agent, template, role),
+        user_data: user_data(&agent, template, role, ajp_secret),
     }
 }
 
@@ -88,9 +95,20 @@ pub fn check_timeout(target_response_time: std::time::Duration) -> std::time::Du
 
 /// The agent's configuration, plus the image settings the template overrides: for web
 /// VMs the capacity the local web image reads (`web.conf`: `SERVICE_TIME_MS`, `THREADS`),
-/// for the splitter where it serves the site (`splitter.conf`: `LISTEN_PORT`, `SITE_PATH`).
-fn user_data(agent: &AgentConfig, template: &Template, role: Role) -> String {
+/// for the splitter where it serves the site (`splitter.conf`: `LISTEN_PORT`, `SITE_PATH`);
+/// and for both the group's AJP secret.
+fn user_data(
+    agent: &AgentConfig,
+    template: &Template,
+    role: Role,
+    ajp_secret: &AjpSecret,
+) -> String {
     let mut cloud_config = agent.cloud_config();
+    cloud_config.write_files.push(WriteFile {
+        path: AJP_SECRET_PATH.to_owned(),
+        content: format!("{}\n", ajp_secret.expose()),
+        permissions: "0600".to_owned(),
+    });
     let (path, settings) = match role {
         Role::Web => (WEB_CONF_PATH, web_settings(template)),
         Role::Splitter => (SPLITTER_CONF_PATH, splitter_settings(template)),
@@ -136,6 +154,35 @@ mod tests {
 
     use super::*;
 
+    fn secret() -> AjpSecret {
+        AjpSecret::parse(&"ab".repeat(32)).unwrap()
+    }
+
+    /// Issue 17, item 5: both roles get the group's AJP secret, readable by root only.
+    #[test]
+    fn both_roles_carry_the_groups_ajp_secret() {
+        let template = Template::parse(
+            "shop.template",
+            "name = shop\nimage = tomcat-web\nmin_vms = 1\nmax_vms = 2\ntarget_response_time = 0.2\n",
+            20,
+        )
+        .unwrap();
+        let config = Config::default();
+        for role in [Role::Web, Role::Splitter] {
+            let spec = vm_spec(&config, &template, role, &secret());
+            let files =
+                crate::messaging::CloudConfig::from_user_data("u", &spec.user_data).unwrap();
+            let file = files
+                .write_files
+                .iter()
+                .find(|f| f.path == AJP_SECRET_PATH)
+                .unwrap();
+            assert_eq!(file.content, format!("{}\n", "ab".repeat(32)));
+            assert_eq!(file.permissions, "0600");
+            assert!(!spec.metadata.values().any(|v| v.contains("abab")));
+        }
+    }
+
     #[test]
     fn spec_carries_group_role_and_the_agent_configuration() {
         let template = Template::parse(
@@ -145,7 +192,7 @@ mod tests {
         )
         .unwrap();
         let config = Config::default();
-        let spec = vm_spec(&config, &template, Role::Splitter);
+        let spec = vm_spec(&config, &template, Role::Splitter, &secret());
         assert!(spec.name.starts_with("shop-splitter-"));
         assert_eq!(spec.image, DEFAULT_SPLITTER_IMAGE);
         assert_eq!(spec.metadata[META_GROUP], "shop");
@@ -162,10 +209,10 @@ mod tests {
         // VMs may reach the broker by another address than the conductor.
         let mut other = Config::default();
         other.agent.transport_url = Some("rabbit://vm:s3cret@10.0.0.5:5672/".parse().unwrap());
-        let spec = vm_spec(&other, &template, Role::Web);
+        let spec = vm_spec(&other, &template, Role::Web, &secret());
         let agent = AgentConfig::from_user_data("user-data", &spec.user_data).unwrap();
         assert_eq!(agent.transport_url, "rabbit://vm:s3cret@10.0.0.5:5672/");
-        let web = vm_spec(&config, &template, Role::Web);
+        let web = vm_spec(&config, &template, Role::Web, &secret());
         assert_eq!(web.image, "tomcat-web");
         let files = crate::messaging::CloudConfig::from_user_data("u", &web.user_data).unwrap();
         assert!(
@@ -193,7 +240,7 @@ mod tests {
             20,
         )
         .unwrap();
-        let spec = vm_spec(&Config::default(), &template, Role::Web);
+        let spec = vm_spec(&Config::default(), &template, Role::Web, &secret());
         let agent = AgentConfig::from_user_data("user-data", &spec.user_data).unwrap();
         assert_eq!(agent.check_timeout, secs(10.0));
     }
@@ -207,13 +254,13 @@ mod tests {
         )
         .unwrap();
         let config = Config::default();
-        let web = vm_spec(&config, &template, Role::Web);
+        let web = vm_spec(&config, &template, Role::Web, &secret());
         let files = crate::messaging::CloudConfig::from_user_data("u", &web.user_data).unwrap();
         assert_eq!(
             files.file(WEB_CONF_PATH),
             Some("SERVICE_TIME_MS=80\nTHREADS=2\n")
         );
-        let splitter = vm_spec(&config, &template, Role::Splitter);
+        let splitter = vm_spec(&config, &template, Role::Splitter, &secret());
         let files =
             crate::messaging::CloudConfig::from_user_data("u", &splitter.user_data).unwrap();
         assert!(files.file(WEB_CONF_PATH).is_none());
@@ -229,7 +276,7 @@ mod tests {
         )
         .unwrap();
         let config = Config::default();
-        let splitter = vm_spec(&config, &template, Role::Splitter);
+        let splitter = vm_spec(&config, &template, Role::Splitter, &secret());
         let files =
             crate::messaging::CloudConfig::from_user_data("u", &splitter.user_data).unwrap();
         assert_eq!(
@@ -240,7 +287,7 @@ mod tests {
         assert!(AgentConfig::from_user_data("u", &splitter.user_data).is_ok());
         assert_eq!(splitter.metadata["autoscaler:tpl:splitter_port"], "80");
         assert_eq!(splitter.metadata["autoscaler:tpl:site_path"], "/shop/");
-        let web = vm_spec(&config, &template, Role::Web);
+        let web = vm_spec(&config, &template, Role::Web, &secret());
         let files = crate::messaging::CloudConfig::from_user_data("u", &web.user_data).unwrap();
         assert!(files.file(SPLITTER_CONF_PATH).is_none());
         assert!(files.file(WEB_CONF_PATH).is_none());

@@ -62,6 +62,18 @@ pub const SECTION: SectionDecl = SectionDecl {
             "Seconds a VM's boot script has to create boot-finished in its VM \
              directory; a VM that has not by then goes to ERROR.",
         ),
+        OptDecl::new(
+            "vm_user",
+            OptKind::String,
+            Some("nobody"),
+            "When the conductor runs as root: the user (with its primary group) the VMs' \
+             processes run as (boot script, agent, Apache, Tomcat). Each VM's directory \
+             is then that user's (mode 0700), the directories above it are made \
+             traversable (not readable) by others, the files directly in state_path lose \
+             every permission of others, and the conductor creates its files with umask \
+             077. Empty: the VMs run as the conductor's user. Ignored when the conductor \
+             is not root (the VMs run as its user).",
+        ),
     ],
 };
 
@@ -75,6 +87,8 @@ pub struct LocalOpts {
     pub agent_path: Option<PathBuf>,
     pub delete_grace_period: Duration,
     pub boot_timeout: Duration,
+    /// Empty: the VMs run as the conductor's user.
+    pub vm_user: String,
 }
 
 impl LocalOpts {
@@ -85,6 +99,7 @@ impl LocalOpts {
             agent_path: v.optional_path("agent_path"),
             delete_grace_period: v.duration("delete_grace_period"),
             boot_timeout: v.duration("boot_timeout"),
+            vm_user: v.string("vm_user"),
         }
     }
 
@@ -127,6 +142,7 @@ mod tests {
         assert_eq!(l.agent_path, None);
         assert_eq!(l.delete_grace_period, Duration::from_secs(10));
         assert_eq!(l.boot_timeout, Duration::from_secs(120));
+        assert_eq!(l.vm_user, "nobody");
         assert_eq!(l.address_pool_cidr().unwrap().to_string(), "127.0.1.0/24");
     }
 

@@ -27,6 +27,7 @@
 pub mod groups;
 pub mod import;
 pub mod lease;
+pub mod secrets;
 pub mod services;
 pub mod spread;
 pub mod templates;
@@ -44,6 +45,7 @@ use sqlx::{
 pub use groups::PendingRemoval;
 pub use import::ImportOutcome;
 pub use lease::Lease;
+pub use secrets::AjpSecret;
 pub use services::{ConductorRecord, ServiceRecord};
 pub use url::{DatabaseUrl, Dialect, UrlError};
 
@@ -396,7 +398,7 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(list(&SQLITE_MIGRATIONS), list(&MYSQL_MIGRATIONS));
-        assert_eq!(latest_version(&SQLITE_MIGRATIONS), 1);
+        assert_eq!(latest_version(&SQLITE_MIGRATIONS), 2);
     }
 
     #[test]

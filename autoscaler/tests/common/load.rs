@@ -32,19 +32,39 @@ pub fn install_webtier() {
     assert!(status.success(), "tools/install-webtier failed");
 }
 
+/// A started conductor on the real images (Apache + mod_jk, Tomcat), with `extra_config`
+/// appended to the fixture's configuration and `template` as `<dir>/site.template`.
+pub fn conductor_on_real_images(template: &str, extra_config: &str) -> Fixture {
+    install_webtier();
+    let mut fx = Fixture::new();
+    fx.images_path = repo_images();
+    fx.write_config(extra_config);
+    std::fs::write(fx.template_path("site"), template).expect("template file");
+    fx.start_conductor();
+    fx.wait_for_conductor(Duration::from_secs(20));
+    fx
+}
+
 /// `autoscaler-manage template instantiate <dir>/site.template`, followed until the site
 /// is ready (which must happen); returns the site's URL and how long it took.
 pub fn instantiate_site(fx: &Fixture) -> (String, Duration) {
+    instantiate(fx, "site")
+}
+
+/// `autoscaler-manage template instantiate <dir>/<name>.template`, followed until the
+/// site is ready (which must happen); returns the site's URL and how long it took.
+pub fn instantiate(fx: &Fixture, name: &str) -> (String, Duration) {
     let start = Instant::now();
+    let path = fx.template_path(name);
     let out = fx.manage(&[
         "template",
         "instantiate",
-        fx.template_path("site").to_str().expect("UTF-8 path"),
+        path.to_str().expect("UTF-8 path"),
     ]);
     let took = start.elapsed();
     assert!(
         out.status.success(),
-        "{}\n{}\n{}",
+        "{name}: {}\n{}\n{}",
         stdout(&out),
         super::stderr(&out),
         fx.conductor_log()
@@ -97,6 +117,27 @@ pub struct AbResult {
     pub failed: u64,
     pub non_2xx: u64,
     pub text: String,
+}
+
+impl AbResult {
+    /// Prints ab's counts and asserts that it completed requests and none failed.
+    pub fn assert_no_failures(&self, what: &str) {
+        eprintln!(
+            "ab {what}: {} complete, {} failed, {} non-2xx",
+            self.complete, self.failed, self.non_2xx
+        );
+        assert!(
+            self.complete > 0,
+            "ab {what} completed nothing:\n{}",
+            self.text
+        );
+        assert_eq!(
+            (self.failed, self.non_2xx),
+            (0, 0),
+            "ab {what}:\n{}",
+            self.text
+        );
+    }
 }
 
 /// `ab -n REQUESTS -c CONCURRENCY` against `url`.

@@ -10,6 +10,7 @@
 pub mod load;
 pub mod nova;
 pub mod rabbit_node;
+pub mod second;
 
 use std::{
     path::{Path, PathBuf},
@@ -88,8 +89,14 @@ impl Fixture {
     }
 
     pub fn with_url(transport_url: String, vhost: Option<String>) -> Fixture {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        // Run as root, the conductor runs its VMs as `[local] vm_user` (nobody), which
+        // must reach their directories under state/: traversable, not listable.
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711))
+            .expect("temporary directory's mode");
         let fixture = Fixture {
-            dir: tempfile::tempdir().expect("temporary directory"),
+            dir,
             exchange: unique("autoscaler-test"),
             topic: unique("notifications-test"),
             host: unique("test-host"),
@@ -371,29 +378,46 @@ impl Fixture {
     /// Deletes every VM the fixture's conductor left on its local cloud, through the local
     /// driver itself (it knows their process groups).
     fn delete_local_vms(&self) {
-        let Ok(loaded) = autoscaler::conf::load(&autoscaler::conf::ConfigSources {
+        let loaded = match autoscaler::conf::load(&autoscaler::conf::ConfigSources {
             config_files: vec![self.config_path()],
             config_dir: None,
-        }) else {
-            return;
+        }) {
+            Ok(loaded) => loaded,
+            Err(e) => return eprintln!("clean-up: cannot read the test's configuration: {e}"),
         };
         let _ = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
-                .ok()?;
-            runtime.block_on(async {
-                let driver = autoscaler::driver::from_config(&loaded.config).ok()?;
-                for group in ["shop", "blog", "site"] {
-                    for vm in driver.list(group).await.unwrap_or_default() {
-                        let _ = driver.delete(&vm.id).await;
-                    }
-                }
-                Some(())
-            })
+                .expect("a runtime");
+            // Bounded: a test that failed while its cloud hung (tests/hung_cloud.rs)
+            // must still end. (The timer is made inside the runtime.)
+            let deleted = runtime.block_on(async {
+                tokio::time::timeout(Duration::from_secs(60), delete_all(&loaded.config)).await
+            });
+            match deleted {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => eprintln!("clean-up: cannot delete the test's VMs: {e}"),
+                Err(_) => eprintln!("clean-up: deleting the test's VMs took over 60 s"),
+            }
         })
         .join();
     }
+}
+
+/// Deletes every VM of the cloud `config` names, whatever its group (each test has its
+/// own local cloud state, or its own Nova project), all at once: each may take the
+/// driver's grace period.
+async fn delete_all(
+    config: &autoscaler::conf::Config,
+) -> Result<(), autoscaler::driver::DriverError> {
+    let driver = autoscaler::driver::from_config(config)?;
+    let mut deletes = tokio::task::JoinSet::new();
+    for vm in driver.list_all().await? {
+        let driver = driver.clone();
+        deletes.spawn(async move { driver.delete(&vm.id).await });
+    }
+    deletes.join_all().await.into_iter().collect()
 }
 
 impl Drop for Fixture {

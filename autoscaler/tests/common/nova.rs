@@ -6,9 +6,8 @@
 //! Where: `AUTOSCALER_TEST_NOVA_URL` (default `http://127.0.0.1:8774/v2.1`),
 //! `AUTOSCALER_TEST_GLANCE_URL` (default `http://127.0.0.1:9292`) and
 //! `AUTOSCALER_TEST_NEUTRON_URL` (default `http://127.0.0.1:9696`). `tools/test` starts the
-//! fixture and sets the first: then, and whenever `CI` is set, a Nova that does not answer
-//! fails the test. Otherwise (a developer's `cargo test` without the fixture) the Nova
-//! tests say so and pass without running.
+//! fixture and sets the first. A Nova that does not answer fails the test, saying how to
+//! start one: a Nova test never passes without running.
 //!
 //! # The hypervisor
 //!
@@ -102,12 +101,12 @@ pub async fn call(
 }
 
 impl NovaFixture {
-    /// The fixture with a fresh project, or `None` (after saying why) when no Nova answers
-    /// and nobody requires one.
-    pub fn new() -> Option<NovaFixture> {
-        let given = std::env::var("AUTOSCALER_TEST_NOVA_URL").ok();
-        let required = given.is_some() || std::env::var_os("CI").is_some();
-        let compute = given.unwrap_or_else(|| DEFAULT_NOVA_URL.to_owned());
+    /// The fixture with a fresh project. Panics, saying how to start one, when no Nova
+    /// answers: a test that needs Nova fails without it, it never passes by skipping
+    /// (tools/test starts the fixture and sets `AUTOSCALER_TEST_NOVA_URL`).
+    pub fn new() -> NovaFixture {
+        let compute = std::env::var("AUTOSCALER_TEST_NOVA_URL")
+            .unwrap_or_else(|_| DEFAULT_NOVA_URL.to_owned());
         let glance = std::env::var("AUTOSCALER_TEST_GLANCE_URL")
             .unwrap_or_else(|_| DEFAULT_GLANCE_URL.to_owned());
         let neutron = std::env::var("AUTOSCALER_TEST_NEUTRON_URL")
@@ -122,16 +121,12 @@ impl NovaFixture {
             ),
         };
         match fixture.admin_get("/flavors") {
-            Ok((200, _)) => Some(fixture),
-            other => {
-                let why = format!(
-                    "no Nova fixture at {compute} ({other:?}); start it with \
-                     tools/nova-fixture/start-nova.sh (tools/test does)"
-                );
-                assert!(!required, "{why}");
-                eprintln!("SKIPPED: {why}");
-                None
-            }
+            Ok((200, _)) => fixture,
+            other => panic!(
+                "no Nova fixture at {compute} ({other:?}); start it with \
+                 tools/nova-fixture/start-nova.sh and set AUTOSCALER_TEST_NOVA_URL \
+                 (tools/test does both)"
+            ),
         }
     }
 

@@ -52,6 +52,7 @@ mod image;
 mod process;
 mod record;
 mod status;
+mod vm_user;
 
 use std::{
     collections::BTreeMap,
@@ -70,6 +71,7 @@ use self::{
     process::{BootCommand, BootWatch},
     record::{VmRecord, RECORD_FILE},
     status::{BootProcess, Observation},
+    vm_user::VmUser,
 };
 use super::{CloudDriver, DriverError, Vm, VmId, VmSpec, VmStatus, META_GROUP};
 use crate::conf::Config;
@@ -86,6 +88,8 @@ pub struct LocalDriver {
     agent: PathBuf,
     delete_grace_period: Duration,
     boot_timeout: Duration,
+    /// `[local] vm_user` when the conductor is root.
+    vm_user: Option<VmUser>,
     /// Held for bookkeeping only, never across an `.await`.
     state: Mutex<State>,
 }
@@ -132,14 +136,19 @@ impl LocalDriver {
             })?;
         let absolute =
             |path: &Path| std::path::absolute(path).map_err(|e| DriverError::io(path, e));
+        let state_path = absolute(&config.default.state_path)?;
+        let vms_dir = state_path.join("local").join("vms");
+        let vm_user = VmUser::from_config(&local.vm_user)?;
+        if let Some(user) = &vm_user {
+            user.prepare(&state_path, &vms_dir)?;
+        }
         let driver = LocalDriver {
-            vms_dir: absolute(&config.default.state_path)?
-                .join("local")
-                .join("vms"),
+            vms_dir,
             images_path: absolute(&local.images_path)?,
             agent: resolve_agent(local.agent_path.as_deref()),
             delete_grace_period: local.delete_grace_period,
             boot_timeout: local.boot_timeout,
+            vm_user,
             state: Mutex::new(State {
                 vms: BTreeMap::new(),
                 pool: AddressPool::new(pool),
@@ -303,6 +312,12 @@ impl LocalDriver {
         entry.record.to_vm(entry.record.status)
     }
 
+    /// The uid every VM process group must have before it is signalled, when VMs run as
+    /// `[local] vm_user`.
+    fn owner(&self) -> Option<u32> {
+        self.vm_user.as_ref().map(|u| u.uid)
+    }
+
     /// Creates a fresh VM directory and returns its id.
     fn create_vm_dir(&self, name: &str) -> Result<VmId, DriverError> {
         fs::create_dir_all(&self.vms_dir).map_err(|e| DriverError::io(&self.vms_dir, e))?;
@@ -311,7 +326,16 @@ impl LocalDriver {
             let hex = uuid::Uuid::new_v4().simple().to_string();
             let id = VmId(format!("{base}-{}", &hex[..8]));
             match fs::create_dir(self.vm_dir(&id)) {
-                Ok(()) => return Ok(id),
+                Ok(()) => {
+                    // The VM's own directory, its user's alone.
+                    if let Some(user) = &self.vm_user {
+                        if let Err(e) = user.own(&self.vm_dir(&id), 0o700) {
+                            let _ = fs::remove_dir(self.vm_dir(&id));
+                            return Err(e);
+                        }
+                    }
+                    return Ok(id);
+                }
                 // 2^32 suffixes per name: a collision is rare, another draw fixes it.
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(DriverError::io(&self.vm_dir(&id), e)),
@@ -343,6 +367,9 @@ impl LocalDriver {
             file.write_all(spec.user_data.as_bytes())
                 .map_err(|e| DriverError::io(&user_data, e))?;
         }
+        if let Some(user) = &self.vm_user {
+            user.own(&user_data, 0o600)?;
+        }
         let mut record = VmRecord {
             id: id.clone(),
             name: spec.name,
@@ -372,14 +399,20 @@ impl LocalDriver {
                 ("AUTOSCALER_AGENT", path_text(&self.agent)),
                 ("AUTOSCALER_IMAGE_DIR", path_text(image_dir)),
             ],
+            run_as: self.vm_user.as_ref().map(|u| (u.uid, u.gid)),
         })
         .await?;
         record.pgid = Some(spawned.pgid);
         record.leader_start = spawned.leader_start;
         if let Err(e) = record.write(&vm_dir) {
             // Unrecorded, the VM would be lost on restart: stop it now.
-            let _ =
-                process::terminate_group(spawned.pgid, spawned.leader_start, Duration::ZERO).await;
+            let _ = process::terminate_group(
+                spawned.pgid,
+                spawned.leader_start,
+                self.owner(),
+                Duration::ZERO,
+            )
+            .await;
             return Err(e);
         }
         Ok(Entry {
@@ -470,7 +503,7 @@ impl CloudDriver for LocalDriver {
             tokio::time::sleep(process::POLL).await;
         };
         if let Some(pgid) = pgid {
-            if process::terminate_group(pgid, leader_start, self.delete_grace_period)
+            if process::terminate_group(pgid, leader_start, self.owner(), self.delete_grace_period)
                 .await
                 .is_err()
             {

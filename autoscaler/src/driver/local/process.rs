@@ -68,6 +68,8 @@ pub(super) struct BootCommand<'a> {
     pub console_log: &'a Path,
     pub boot_finished: PathBuf,
     pub env: Vec<(&'static str, String)>,
+    /// The uid and gid the boot script runs as (`[local] vm_user`), or the conductor's.
+    pub run_as: Option<(u32, u32)>,
 }
 
 /// Starts the boot script in a new session (see the module doc), with its output appended
@@ -88,7 +90,13 @@ pub(super) async fn spawn_boot(cmd: BootCommand<'_>) -> Result<Spawned, DriverEr
         .map_err(|e| DriverError::io(cmd.console_log, e))?;
     // `sh` runs as the session leader (same pid), writes that pid, and becomes the boot
     // script with `exec`.
-    let mut child = Command::new("setsid")
+    let mut command = Command::new("setsid");
+    if let Some((uid, gid)) = cmd.run_as {
+        // The standard library drops the supplementary groups too (setgroups(0)), and
+        // sets the ids in the child before it execs setsid.
+        command.uid(uid).gid(gid).env("HOME", cmd.vm_dir);
+    }
+    let mut child = command
         .args(["sh", "-c", &format!("echo $$ > {PGID_FILE}; exec \"$0\"")])
         .arg(cmd.boot_script)
         .current_dir(cmd.vm_dir)
@@ -237,9 +245,20 @@ fn live_member(pgid: i32) -> io::Result<Option<i32>> {
     Ok(None)
 }
 
-/// Sends `signal` to the whole group if it is alive and ours; whether it was sent.
-fn signal_group(pgid: i32, leader_start: Option<u64>, signal: Signal) -> bool {
-    group_alive(pgid, leader_start, &mut None) && killpg(Pid::from_raw(pgid), signal).is_ok()
+/// Sends `signal` to the whole group if it is alive and ours, and runs as `owner` when
+/// given (`[local] vm_user`: a VM may rewrite its own record, never make the driver
+/// signal another user's processes); whether it was sent.
+fn signal_group(pgid: i32, leader_start: Option<u64>, owner: Option<u32>, signal: Signal) -> bool {
+    group_alive(pgid, leader_start, &mut None)
+        && owner.is_none_or(|uid| group_owner(pgid) == Some(uid))
+        && killpg(Pid::from_raw(pgid), signal).is_ok()
+}
+
+/// The uid of group `pgid`'s leader, or of a live member when the leader is gone.
+fn group_owner(pgid: i32) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt as _;
+    let uid = |pid: i32| fs::metadata(format!("/proc/{pid}")).ok().map(|m| m.uid());
+    uid(pgid).or_else(|| uid(live_member(pgid).ok()??))
 }
 
 /// SIGTERM to the group, up to `grace` for it to vanish, then SIGKILL and up to
@@ -247,15 +266,16 @@ fn signal_group(pgid: i32, leader_start: Option<u64>, signal: Signal) -> bool {
 pub(super) async fn terminate_group(
     pgid: i32,
     leader_start: Option<u64>,
+    owner: Option<u32>,
     grace: Duration,
 ) -> Result<(), ()> {
-    if !signal_group(pgid, leader_start, Signal::SIGTERM) {
+    if !signal_group(pgid, leader_start, owner, Signal::SIGTERM) {
         return Ok(());
     }
     if wait_gone(pgid, leader_start, grace).await {
         return Ok(());
     }
-    signal_group(pgid, leader_start, Signal::SIGKILL);
+    signal_group(pgid, leader_start, owner, Signal::SIGKILL);
     match wait_gone(pgid, leader_start, KILL_WAIT).await {
         true => Ok(()),
         false => Err(()),
