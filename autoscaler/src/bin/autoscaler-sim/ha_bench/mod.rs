@@ -107,7 +107,7 @@ async fn run(a: &HaBenchArgs, exchange: &str, state: &Path, db: &Database) -> Re
             )
         })
         .collect::<Result<Vec<_>>>()?;
-    let cloud = setup::cloud(&configs[0], a.sites, a.web_vms).await?;
+    let cloud = setup::cloud(&configs[0], &db.store, a.sites, a.web_vms).await?;
     let mut owners = Owners::default();
     let mut conductors = Vec::new();
     for config in configs {

@@ -106,16 +106,25 @@ fn record(name: &str, webs: u32) -> Result<TemplateRecord> {
 }
 
 /// The cloud with each site's splitter and web VMs, made as a conductor would boot
-/// them (`vm_spec`: names, metadata, user data), so the conductors adopt them.
-pub async fn cloud(config: &Config, sites: usize, webs: u32) -> Result<Arc<MemoryDriver>> {
+/// them (`vm_spec`: names, metadata, user data with the group's AJP secret from the
+/// database), so the conductors adopt them.
+pub async fn cloud(
+    config: &Config,
+    store: &Store,
+    sites: usize,
+    webs: u32,
+) -> Result<Arc<MemoryDriver>> {
     let cloud = Arc::new(MemoryDriver::new());
     for i in 0..sites {
         let template = template(&site_name(i), webs)?;
+        let secret = store.ajp_secret(template.name()).await?;
         cloud
-            .boot(vm_spec(config, &template, Role::Splitter))
+            .boot(vm_spec(config, &template, Role::Splitter, &secret))
             .await?;
         for _ in 0..webs {
-            cloud.boot(vm_spec(config, &template, Role::Web)).await?;
+            cloud
+                .boot(vm_spec(config, &template, Role::Web, &secret))
+                .await?;
         }
     }
     Ok(cloud)
