@@ -86,6 +86,18 @@ struct Connection {
 
 /// Runs the conductor until `shutdown` turns true.
 pub async fn run(config: &Config, shutdown: watch::Receiver<bool>) -> Result<(), ServiceError> {
+    let driver = driver::from_config(config)?;
+    run_with_driver(config, driver, shutdown).await
+}
+
+/// [`run`] on a cloud driver the caller built, rather than the one `[compute] driver`
+/// names: for benchmarks that run several conductors on one in-memory cloud
+/// ([`driver::MemoryDriver`], `autoscaler-sim ha-bench`).
+pub async fn run_with_driver(
+    config: &Config,
+    driver: std::sync::Arc<dyn driver::CloudDriver>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), ServiceError> {
     let host = config.default.host.clone();
     let sender = format!("autoscaler-conductor.{host}");
     let topology = config.topology();
@@ -94,7 +106,6 @@ pub async fn run(config: &Config, shutdown: watch::Receiver<bool>) -> Result<(),
     if agents.service_login {
         warn!("[agent] allow_service_credentials = true: the VMs' user data carries a broker login of the conductor's own; anyone inside a VM can act as the operator (doc/security.md)");
     }
-    let driver = driver::from_config(config)?;
     let mut conductor = restore(config, driver.as_ref()).await?;
     let notifier = Notifier::from_config(config);
     let mut connection = connect(config, &topology, &notifier, &sender);
