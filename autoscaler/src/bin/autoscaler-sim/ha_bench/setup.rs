@@ -140,10 +140,14 @@ pub fn config(
     database: &str,
     state: &Path,
 ) -> Result<Config> {
+    // The in-memory cloud boots no VM: no user data carries a login, and the bench's
+    // simulated agents publish with the bench's own; the service's login is allowed
+    // for the agents (issue 17's check would otherwise refuse to start).
     let text = format!(
         "[DEFAULT]\nhost = {host}\ntransport_url = {broker}\ncontrol_exchange = {exchange}\n\
          state_path = {}\n[database]\nconnection = {database}\n\
-         [oslo_messaging_notifications]\ndriver = noop\n",
+         [oslo_messaging_notifications]\ndriver = noop\n\
+         [agent]\nallow_service_credentials = true\n",
         state.display()
     );
     let loaded = load_from_str("ha-bench.conf", &text).map_err(|e| anyhow!("{e}"))?;
