@@ -64,6 +64,9 @@ pub enum ServiceError {
     /// The database cannot be used (unreachable, no schema, a schema behind: `db sync`).
     #[error("[database] connection: {0}")]
     Store(#[from] StoreError),
+    /// The VMs would get the conductor's own broker login (issue 17).
+    #[error(transparent)]
+    AgentLogin(#[from] crate::conf::AgentLoginError),
     /// The broker refused the exchange's or a queue's declaration: what and what to do.
     #[error("{0}")]
     BrokerRefused(String),
@@ -98,6 +101,11 @@ pub async fn run_with_driver(
     let host = config.default.host.clone();
     let sender = format!("autoscaler-conductor.{host}");
     let topology = config.topology();
+    // Before anything else: the VMs' user data must not carry the service's own login.
+    let agents = config.agent.agent_url(&config.default.transport_url)?;
+    if agents.service_login {
+        warn!("[agent] allow_service_credentials = true: the VMs' user data carries a broker login of the conductor's own; anyone inside a VM can act as the operator (doc/security.md)");
+    }
     let mut conductor = restore(config, driver.as_ref()).await?;
     let notifier = Notifier::from_config(config);
     let mut connection = connect(config, &topology, &notifier, &sender);
@@ -112,6 +120,8 @@ pub async fn run_with_driver(
         Steering::new(driver, config.clone(), sender.clone(), topology.clone());
     let drops = DropCounts::default();
     let drop_log = DropLog::default();
+    let rpc_allowed_users = config.rpc_allowed_users();
+    info!(users = ?rpc_allowed_users, "requests are carried out for these broker users only");
     let rx = Reception {
         out: Outlets {
             link: &connection.link,
@@ -130,6 +140,7 @@ pub async fn run_with_driver(
         max_size: config.default.max_message_size,
         max_clock_skew: config.agent.max_clock_skew,
         drop_log: &drop_log,
+        rpc_allowed_users: &rpc_allowed_users,
     };
     let loop_state = Loop {
         requests: &mut connection.requests,

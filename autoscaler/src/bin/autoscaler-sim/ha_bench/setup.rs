@@ -115,9 +115,10 @@ pub async fn cloud(
     webs: u32,
 ) -> Result<Arc<MemoryDriver>> {
     let cloud = Arc::new(MemoryDriver::new());
+    let key = autoscaler::store::conductor_key(&config.default.state_path)?;
     for i in 0..sites {
         let template = template(&site_name(i), webs)?;
-        let secret = store.ajp_secret(template.name()).await?;
+        let secret = store.ajp_secret(template.name(), &key).await?;
         cloud
             .boot(vm_spec(config, &template, Role::Splitter, &secret))
             .await?;
