@@ -132,7 +132,8 @@ pub async fn cloud(
 }
 
 /// A conductor's configuration: the bench's broker, exchange and database, a state
-/// directory of its own; notifications dropped (nobody consumes them here).
+/// directory of its own; notifications dropped (nobody consumes them here). The simulated
+/// agents log in as the conductors do (`[agent] allow_service_credentials`).
 pub fn config(
     host: &str,
     broker: &str,
@@ -143,7 +144,8 @@ pub fn config(
     let text = format!(
         "[DEFAULT]\nhost = {host}\ntransport_url = {broker}\ncontrol_exchange = {exchange}\n\
          state_path = {}\n[database]\nconnection = {database}\n\
-         [oslo_messaging_notifications]\ndriver = noop\n",
+         [oslo_messaging_notifications]\ndriver = noop\n\
+         [agent]\ntransport_url = {broker}\nallow_service_credentials = true\n",
         state.display()
     );
     let loaded = load_from_str("ha-bench.conf", &text).map_err(|e| anyhow!("{e}"))?;
