@@ -179,7 +179,7 @@ mod tests {
         assert_eq!(cloud.get(&b.id).await.unwrap().unwrap().name, "shop-web-2");
         assert_eq!(cloud.list("shop").await.unwrap().len(), 1);
         assert_eq!(cloud.len(), 2);
-        assert_eq!(cloud.listings(), 3);
+        assert_eq!(cloud.listings(), 2);
     }
 
     #[tokio::test]

@@ -158,10 +158,8 @@ async fn run(
     let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
 }
 
-/// Heartbeats of every VM and metrics of every site, each once a second, in slices; the
-/// sites of a slice publish at once (one after the other, the broker's round trips
-/// would hold the rate down), and a slice waits for the one before.
-async fn publish(shared: &Arc<Shared>, cloud: &MemoryDriver) {
+/// Heartbeats of every VM and metrics of every site, each once a second, in slices.
+async fn publish(shared: &Shared, cloud: &MemoryDriver) {
     let slice = Duration::from_secs(1) / SLICES;
     let mut next = tokio::time::Instant::now();
     let mut sites = BTreeMap::new();
@@ -179,15 +177,8 @@ async fn publish(shared: &Arc<Shared>, cloud: &MemoryDriver) {
                 n * i as usize / SLICES as usize,
                 n * (i as usize + 1) / SLICES as usize,
             );
-            let mut publishing = Vec::new();
             for (group, site) in sites.iter().skip(from).take(to - from) {
-                let (shared, group, site) = (shared.clone(), group.clone(), site.clone());
-                publishing.push(tokio::spawn(async move {
-                    shared.site_second(&group, &site, round).await
-                }));
-            }
-            for site in publishing {
-                let _ = site.await;
+                shared.site_second(group, site, round).await;
             }
             next += slice;
             tokio::time::sleep_until(next).await;
@@ -195,7 +186,7 @@ async fn publish(shared: &Arc<Shared>, cloud: &MemoryDriver) {
     }
 }
 
-fn sites_of(vms: &[Vm]) -> BTreeMap<String, Arc<Site>> {
+fn sites_of(vms: &[Vm]) -> BTreeMap<String, Site> {
     let mut sites: BTreeMap<String, Site> = BTreeMap::new();
     for vm in vms {
         let (Some(group), Some(role)) = (vm.group(), vm.role()) else {
@@ -208,7 +199,7 @@ fn sites_of(vms: &[Vm]) -> BTreeMap<String, Arc<Site>> {
             Role::Web => site.webs.push(me),
         }
     }
-    sites.into_iter().map(|(g, s)| (g, Arc::new(s))).collect()
+    sites
 }
 
 impl Shared {

@@ -63,6 +63,8 @@ pub struct HaBenchArgs {
 const HOSTS: [&str; 2] = ["conductor-a", "conductor-b"];
 /// How long the conductors may take to share the sites and send every pool.
 const SETTLE_LIMIT: Duration = Duration::from_secs(180);
+/// How long the bench waits for the handovers to end before it measures anyway.
+const STILL_LIMIT: Duration = Duration::from_secs(60);
 /// How long the survivor may take to hold and step every site after the kill.
 const FAILOVER_LIMIT: Duration = Duration::from_secs(60);
 
@@ -173,6 +175,7 @@ async fn settle(sites: usize, webs: usize, db: &Database, agents: &Agents) -> Re
             .filter(|p| p.members == webs && p.generation > 0)
             .count();
         if held as usize == sites && pools == sites {
+            still(db).await?;
             return Ok(start.elapsed());
         }
         if start.elapsed() > SETTLE_LIMIT {
@@ -180,6 +183,28 @@ async fn settle(sites: usize, webs: usize, db: &Database, agents: &Agents) -> Re
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// Waits (up to [`STILL_LIMIT`]) until the plan's handovers are over: the same leases
+/// and no pool written (no transaction) for three seconds in a row.
+async fn still(db: &Database) -> Result<()> {
+    let transactions = || {
+        meter::statements()
+            .iter()
+            .filter(|((_, kind), _)| kind == "BEGIN")
+            .map(|(_, n)| n)
+            .sum::<u64>()
+    };
+    let start = Instant::now();
+    let mut last = (db.owners().await?, transactions());
+    let mut still_for = 0;
+    while still_for < 3 && start.elapsed() < STILL_LIMIT {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = (db.owners().await?, transactions());
+        still_for = if now == last { still_for + 1 } else { 0 };
+        last = now;
+    }
+    Ok(())
 }
 
 /// The size of each site's time-series file under each conductor's state directory.

@@ -132,7 +132,8 @@ pub async fn cloud(
 }
 
 /// A conductor's configuration: the bench's broker, exchange and database, a state
-/// directory of its own; notifications dropped (nobody consumes them here).
+/// directory of its own; notifications dropped (nobody consumes them here). The simulated
+/// agents log in as the conductors do (`[agent] allow_service_credentials`).
 pub fn config(
     host: &str,
     broker: &str,
