@@ -217,9 +217,9 @@ fn start_link(
     if splitter {
         subscriptions.push(Subscription {
             queue: topology.splitter_queue(&config.vm_id),
-            // Gone with the agent: a restarted agent gets the conductor's next (periodic)
-            // update rather than a backlog.
-            spec: QueueSpec::telemetry(100),
+            // Declared and bound by the conductor (this login may declare nothing):
+            // the spec is the conductor's, for reference only.
+            spec: QueueSpec::splitter_pool(),
             bindings: vec![Topology::pool_key(&config.group)],
             prefetch: 1,
             ack: true,
@@ -227,12 +227,14 @@ fn start_link(
         });
     }
     // Waits of a few seconds at most between attempts: the conductor's grace after its
-    // own link returns must cover every agent's return.
+    // own link returns must cover every agent's return. Passive: the agent's login may
+    // declare nothing (doc/security.md).
     let link = Link::new(
         LinkConfig::for_agent(url, name.to_owned()),
         topology,
         subscriptions,
-    );
+    )
+    .passive();
     let (link, link_task) = link.spawn(stopped);
     (link, link_task, pool_deliveries)
 }

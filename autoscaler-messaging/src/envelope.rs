@@ -83,6 +83,17 @@ pub enum DropReason {
     UnknownGroup(String),
     #[error("{0}")]
     Refused(#[from] Refusal),
+    /// An RPC request whose `user_id` (checked by the broker against the publishing
+    /// login) is not one of `[conductor] rpc_allowed_users`; `None` when it has none.
+    #[error("request from broker user {0:?}, not one of [conductor] rpc_allowed_users")]
+    RpcNotAllowed(Option<String>),
+    /// An RPC request whose reply address is not the direct reply-to pseudo-queue: the
+    /// conductor would answer into someone else's queue.
+    #[error("request with reply_to {0:?}, not amq.rabbitmq.reply-to")]
+    RpcBadReplyTo(String),
+    /// An RPC request older than its expiration (or than the conductor's bound).
+    #[error("request {age_ms} ms old, beyond its {limit_ms} ms")]
+    RpcStale { age_ms: i64, limit_ms: i64 },
 }
 
 impl Envelope {
@@ -145,6 +156,9 @@ pub struct DropCounts {
     not_listed: AtomicU64,
     not_splitter: AtomicU64,
     future_generation: AtomicU64,
+    rpc_not_allowed: AtomicU64,
+    rpc_bad_reply_to: AtomicU64,
+    rpc_stale: AtomicU64,
 }
 
 /// A copy of [`DropCounts`] at one moment, for replies and logs.
@@ -166,6 +180,13 @@ pub struct DropSnapshot {
     pub not_splitter: u64,
     #[serde(default)]
     pub future_generation: u64,
+    /// RPC requests refused (issue 17, item 3).
+    #[serde(default)]
+    pub rpc_not_allowed: u64,
+    #[serde(default)]
+    pub rpc_bad_reply_to: u64,
+    #[serde(default)]
+    pub rpc_stale: u64,
 }
 
 impl DropSnapshot {
@@ -180,6 +201,9 @@ impl DropSnapshot {
             + self.not_listed
             + self.not_splitter
             + self.future_generation
+            + self.rpc_not_allowed
+            + self.rpc_bad_reply_to
+            + self.rpc_stale
     }
 }
 
@@ -196,6 +220,9 @@ impl DropCounts {
             DropReason::Refused(Refusal::NotListed { .. }) => &self.not_listed,
             DropReason::Refused(Refusal::NotSplitter { .. }) => &self.not_splitter,
             DropReason::Refused(Refusal::FutureGeneration { .. }) => &self.future_generation,
+            DropReason::RpcNotAllowed(_) => &self.rpc_not_allowed,
+            DropReason::RpcBadReplyTo(_) => &self.rpc_bad_reply_to,
+            DropReason::RpcStale { .. } => &self.rpc_stale,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -212,6 +239,9 @@ impl DropCounts {
             not_listed: self.not_listed.load(Ordering::Relaxed),
             not_splitter: self.not_splitter.load(Ordering::Relaxed),
             future_generation: self.future_generation.load(Ordering::Relaxed),
+            rpc_not_allowed: self.rpc_not_allowed.load(Ordering::Relaxed),
+            rpc_bad_reply_to: self.rpc_bad_reply_to.load(Ordering::Relaxed),
+            rpc_stale: self.rpc_stale.load(Ordering::Relaxed),
         }
     }
 }

@@ -289,6 +289,8 @@ struct Channels {
     /// Which session they belong to (1 for the first): a publish that failed waits for
     /// another one.
     generation: u64,
+    /// For declarations ([`LinkHandle::declare_queue`]).
+    control: Channel,
     confirmed: Channel,
     telemetry: Channel,
 }
@@ -457,6 +459,37 @@ impl LinkHandle {
     }
 }
 
+impl LinkHandle {
+    /// Declares `queue` as `spec` says, bound to the exchange with `bindings`, on the
+    /// current session (waiting up to `patience` for one). The conductor declares each
+    /// splitter's pool queue so, for the agent's login may declare nothing. A refusal
+    /// closes the session's control channel, and the session is replaced.
+    pub async fn declare_queue(
+        &self,
+        topology: &Topology,
+        queue: &str,
+        spec: &QueueSpec,
+        bindings: &[String],
+        patience: Duration,
+    ) -> Result<(), PublishError> {
+        let mut channels = self.channels.clone();
+        let current = match timeout(patience, channels.wait_for(Option::is_some)).await {
+            Ok(Ok(current)) => current.clone().expect("waited for Some"),
+            Ok(Err(_)) => return Err(PublishError::Closed),
+            Err(_) => return Err(PublishError::Unavailable(patience)),
+        };
+        let declared = topology.declare_queue(&current.control, queue, spec, bindings);
+        match timeout(patience.max(SEND_PATIENCE), declared).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(PublishError::Failed(error.to_string())),
+            Err(_) => Err(PublishError::Failed(format!(
+                "queue {queue} not declared within {:?}",
+                patience.max(SEND_PATIENCE)
+            ))),
+        }
+    }
+}
+
 enum PublishOnError {
     Nacked,
     Lapin(lapin::Error),
@@ -487,6 +520,8 @@ pub struct Link {
     /// Queues declared and bound without a consumer here (e.g. notification queues that
     /// operators' tools read).
     queues: Vec<(String, QueueSpec, Vec<String>)>,
+    /// Declares nothing ([`Link::passive`]).
+    passive: bool,
 }
 
 /// A session that could not be opened.
@@ -517,7 +552,18 @@ impl Link {
             topology,
             subscriptions,
             queues: Vec::new(),
+            passive: false,
         }
+    }
+
+    /// Declares nothing: publishes to the exchange and consumes its subscriptions' queues
+    /// as they are, which someone else declared and bound (the conductor declares a
+    /// splitter's pool queue). An agent's link: its broker login has no configure
+    /// permission (doc/security.md). Until they exist, the session fails (404) and is
+    /// tried again as an unreachable broker is.
+    pub fn passive(mut self) -> Self {
+        self.passive = true;
+        self
     }
 
     /// Also declares `queue` (bound with `bindings`) on every (re)connection.
@@ -594,6 +640,7 @@ impl Link {
             info!(broker = %broker, "connected to the broker");
             let _ = channels_tx.send(Some(Channels {
                 generation,
+                control: session.control.clone(),
                 confirmed: session.confirmed.clone(),
                 telemetry: session.telemetry.clone(),
             }));
@@ -627,8 +674,9 @@ impl Link {
                     refused: false,
                 })?;
         match self.set_up(&connection).await {
-            Ok((confirmed, telemetry, consumers)) => Ok(Session {
+            Ok((control, confirmed, telemetry, consumers)) => Ok(Session {
                 connection,
+                control,
                 confirmed,
                 telemetry,
                 consumers,
@@ -657,9 +705,14 @@ impl Link {
     async fn set_up(
         &self,
         connection: &Connection,
-    ) -> lapin::Result<(Channel, Channel, JoinSet<lapin::Result<()>>)> {
+    ) -> lapin::Result<(Channel, Channel, Channel, JoinSet<lapin::Result<()>>)> {
         let control = connection.create_channel().await?;
-        self.topology.declare_exchange(&control).await?;
+        // Passive: not even a passive declare of the exchange, which RabbitMQ allows only
+        // with more than the write permission; a publish to a missing exchange fails
+        // (404) and the session is replaced.
+        if !self.passive {
+            self.topology.declare_exchange(&control).await?;
+        }
         for (queue, spec, bindings) in &self.queues {
             self.topology
                 .declare_queue(&control, queue, spec, bindings)
@@ -673,9 +726,11 @@ impl Link {
         let mut consumers = JoinSet::new();
         for sub in &self.subscriptions {
             let channel = connection.create_channel().await?;
-            self.topology
-                .declare_queue(&channel, &sub.queue, &sub.spec, &sub.bindings)
-                .await?;
+            if !self.passive {
+                self.topology
+                    .declare_queue(&channel, &sub.queue, &sub.spec, &sub.bindings)
+                    .await?;
+            }
             if sub.ack {
                 channel
                     .basic_qos(sub.prefetch, BasicQosOptions::default())
@@ -694,13 +749,15 @@ impl Link {
                 .await?;
             consumers.spawn(forward(consumer, sub.sender.clone()));
         }
-        Ok((confirmed, telemetry, consumers))
+        Ok((control, confirmed, telemetry, consumers))
     }
 }
 
 /// One connection with everything set up on it.
 struct Session {
     connection: Connection,
+    /// Declarations after the set-up ([`LinkHandle::declare_queue`]).
+    control: Channel,
     confirmed: Channel,
     telemetry: Channel,
     consumers: JoinSet<lapin::Result<()>>,
@@ -784,7 +841,10 @@ impl Session {
     fn broken(&self) -> Option<&'static str> {
         if !self.connection.status().connected() {
             Some("connection closed")
-        } else if !self.confirmed.status().connected() || !self.telemetry.status().connected() {
+        } else if !self.confirmed.status().connected()
+            || !self.telemetry.status().connected()
+            || !self.control.status().connected()
+        {
             Some("publishing channel closed")
         } else {
             None

@@ -28,8 +28,17 @@ use crate::{
     topology::{Topology, RPC_CONDUCTOR},
 };
 
-/// RabbitMQ's pseudo-queue for direct reply-to.
-const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
+/// RabbitMQ's pseudo-queue for direct reply-to. The conductor sees it as
+/// `amq.rabbitmq.reply-to.<the caller's channel, encoded>`, and answers nowhere else.
+pub const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
+
+/// Whether `reply_to`, as the conductor receives it, is a direct reply-to address: the
+/// only kind it answers (issue 17: an answer must not land in another queue).
+pub fn is_direct_reply_to(reply_to: &str) -> bool {
+    reply_to
+        .strip_prefix(DIRECT_REPLY_TO)
+        .is_some_and(|rest| rest.starts_with('.') && rest.len() > 1)
+}
 
 /// The conductor's answer: a JSON result or an error it explains.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -76,6 +85,9 @@ pub struct RpcClient {
     replies: lapin::Consumer,
     topology: Topology,
     broker: String,
+    /// The login of this connection: each request's `user_id`, which the broker checks
+    /// and the conductor matches against `[conductor] rpc_allowed_users`.
+    user: String,
     sender: String,
 }
 
@@ -88,6 +100,7 @@ impl RpcClient {
     ) -> Result<Self, RpcError> {
         let (connection, index) = link::connect(config, 0).await?;
         let broker = format!("{}://{}/", config.url.scheme, config.url.hosts[index]);
+        let user = config.url.hosts[index].username.clone();
         let publish_error = |e: lapin::Error| RpcError::Publish {
             broker: broker.clone(),
             detail: e.to_string(),
@@ -117,6 +130,7 @@ impl RpcClient {
             replies,
             topology,
             broker,
+            user,
             sender: sender.into(),
         })
     }
@@ -166,6 +180,8 @@ impl RpcClient {
             .with_correlation_id(correlation_id.as_str().into())
             .with_message_id(correlation_id.as_str().into())
             .with_reply_to(DIRECT_REPLY_TO.into())
+            .with_user_id(self.user.as_str().into())
+            .with_timestamp(Utc::now().timestamp().try_into().unwrap_or(0))
             .with_expiration(timeout.as_millis().max(1).to_string().into());
         let publish_error = |detail: String| RpcError::Publish {
             broker: self.broker.clone(),
@@ -276,5 +292,24 @@ impl ReplyTo {
             patience,
         )
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_direct_reply_to_addresses_are_answered() {
+        assert!(is_direct_reply_to("amq.rabbitmq.reply-to.g1h2AA5yZXBseUA0"));
+        for other in [
+            "amq.rabbitmq.reply-to",
+            "amq.rabbitmq.reply-to.",
+            "amq.rabbitmq.reply-tox",
+            "autoscaler.conductor.telemetry.node1",
+            "",
+        ] {
+            assert!(!is_direct_reply_to(other), "{other}");
+        }
     }
 }

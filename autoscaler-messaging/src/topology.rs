@@ -29,6 +29,8 @@
 //! declares them: a stock oslo.messaging listener then reads them unchanged.
 //! [`explain_refusal`] turns the broker's refusal into what to do about it.
 
+use std::time::Duration;
+
 use lapin::{
     options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions},
     types::{AMQPValue, FieldTable, ShortString},
@@ -182,6 +184,10 @@ impl Topology {
             let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
             args.insert("x-max-length-bytes".into(), AMQPValue::LongLongInt(bytes));
         }
+        if let Some(expires) = spec.expires {
+            let ms = i64::try_from(expires.as_millis()).unwrap_or(i64::MAX);
+            args.insert("x-expires".into(), AMQPValue::LongLongInt(ms));
+        }
         channel
             .queue_declare(
                 ShortString::from(queue),
@@ -280,6 +286,9 @@ pub struct QueueSpec {
     /// a body larger than this alone never reaches the consumer (issue 17: a VM could
     /// otherwise make it buffer up to the broker's 128 MiB message limit).
     pub max_length_bytes: Option<u64>,
+    /// RabbitMQ's `x-expires`: the queue is deleted once it has had no consumer and no
+    /// new declaration for this long.
+    pub expires: Option<Duration>,
 }
 
 impl QueueSpec {
@@ -292,6 +301,7 @@ impl QueueSpec {
             auto_delete: false,
             max_length: None,
             max_length_bytes: None,
+            expires: None,
         }
     }
 
@@ -303,9 +313,32 @@ impl QueueSpec {
             auto_delete: true,
             max_length: Some(max_length),
             max_length_bytes: Some((u64::from(max_length) * 1024).max(1 << 20)),
+            expires: None,
+        }
+    }
+
+    /// A splitter's pool queue ([`Topology::splitter_queue`]): declared and bound by the
+    /// conductor (the agent's login may declare nothing; doc/security.md), again at every
+    /// listing of its group, so that it outlives the agent's reconnections and comes back
+    /// after a broker restart. Only the newest updates matter: a few are kept (the oldest
+    /// dropped), up to 1 MiB each (a pool's largest). Deleted by the broker once nobody
+    /// consumed or declared it for [`SPLITTER_QUEUE_EXPIRES`] (its VM is gone).
+    pub fn splitter_pool() -> QueueSpec {
+        QueueSpec {
+            durable: false,
+            auto_delete: false,
+            max_length: Some(SPLITTER_QUEUE_LENGTH),
+            max_length_bytes: Some(u64::from(SPLITTER_QUEUE_LENGTH) << 20),
+            expires: Some(SPLITTER_QUEUE_EXPIRES),
         }
     }
 }
+
+/// Pool updates a splitter's queue keeps while its agent is away.
+pub const SPLITTER_QUEUE_LENGTH: u32 = 4;
+/// How long a splitter's queue outlives its last consumer and the conductor's last
+/// declaration of it.
+pub const SPLITTER_QUEUE_EXPIRES: Duration = Duration::from_secs(600);
 
 #[cfg(test)]
 mod tests {

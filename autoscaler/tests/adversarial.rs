@@ -7,6 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use autoscaler::messaging::LinkConfig;
 use autoscaler::messaging::{
     envelope, Heartbeat, MemberStats, Metrics, PoolAck, PoolOutcome, Role, Stats,
 };
@@ -254,4 +255,263 @@ async fn issue_17_hostile_telemetry_is_dropped_counted_and_changes_nothing() {
     // Rate-limited: not a line per drop.
     assert!(log.matches("dropped a message").count() < 20, "{log}");
     connection.close(200, "done".into()).await.unwrap();
+}
+
+/// The broker login a VM's user data carries (the first VM of the local cloud's).
+fn login_from_user_data(fx: &Fixture) -> String {
+    let vms = fx.dir.path().join("state/local/vms");
+    let vm = std::fs::read_dir(&vms).unwrap().next().unwrap().unwrap();
+    let text = std::fs::read_to_string(vm.path().join("user-data")).unwrap();
+    let config = autoscaler::messaging::AgentConfig::from_user_data("user-data", &text).unwrap();
+    config.transport_url
+}
+
+/// The broker's refusal of `what` (403 `ACCESS_REFUSED`, or 406 for a forged `user_id`),
+/// which closes the channel.
+fn assert_refused<T: std::fmt::Debug>(what: &str, result: Result<T, lapin::Error>, code: u16) {
+    match result {
+        Err(error) => match error.kind() {
+            lapin::ErrorKind::ProtocolError(amqp) => {
+                assert_eq!(amqp.get_id(), code, "{what}: {error}");
+                println!("{what}: refused by the broker ({})", amqp.get_message());
+            }
+            _ => panic!("{what}: not the broker's refusal: {error}"),
+        },
+        Ok(value) => panic!("{what}: allowed ({value:?})"),
+    }
+}
+
+/// Publishes and waits for the broker's confirm on a fresh confirming channel.
+async fn publish_confirmed(
+    connection: &lapin::Connection,
+    exchange: &str,
+    key: &str,
+    body: &[u8],
+    properties: BasicProperties,
+) -> Result<(), lapin::Error> {
+    let channel = connection.create_channel().await?;
+    channel
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await?;
+    let options = BasicPublishOptions::default();
+    let confirm = channel
+        .basic_publish(exchange.into(), key.into(), options, body, properties)
+        .await?;
+    confirm.await?;
+    // A refusal of a publish closes the channel after the fact: a round trip shows it.
+    channel
+        .basic_qos(1, lapin::options::BasicQosOptions::default())
+        .await?;
+    Ok(())
+}
+
+/// A broker user with every right on the vhost, as the issue's attacker had (not the
+/// conductor's own): deleted on drop.
+struct OtherUser(String);
+
+impl OtherUser {
+    fn create() -> OtherUser {
+        let name = format!(
+            "autoscaler-other-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..10]
+        );
+        common::rabbitmqctl(&["add_user", &name, "other-pw"]);
+        common::rabbitmqctl(&["set_permissions", "-p", "/", &name, ".*", ".*", ".*"]);
+        OtherUser(name)
+    }
+}
+
+impl Drop for OtherUser {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("rabbitmqctl")
+            .args(["delete_user", &self.0])
+            .output();
+    }
+}
+
+/// Issue 17, items 1 and 3: with the login a VM's user data carries, nothing but an
+/// agent's messages: no RPC, no reading the conductor's queues, no binding, no deleting
+/// the exchange, no other routing key. A request from a broker user the conductor does
+/// not allow, one answering into another queue and a stale one are dropped and counted,
+/// unanswered; the template stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_17_the_agents_login_can_do_nothing_but_an_agents_work() {
+    use autoscaler::conductor::api::Request;
+    use lapin::options::{
+        BasicConsumeOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
+    };
+    let (fx, fleet) = tokio::task::spawn_blocking(shop_with_fleet).await.unwrap();
+    let url: autoscaler::messaging::TransportUrl = login_from_user_data(&fx).parse().unwrap();
+    assert_eq!(url.hosts[0].username, fx.agent.as_ref().unwrap().name);
+    let agent = autoscaler::messaging::link::connect(&LinkConfig::new(url, "attacker"), 0)
+        .await
+        .unwrap()
+        .0;
+    let exchange = fx.exchange.clone();
+    let rpc_queue = format!("{exchange}.conductor.rpc");
+    let telemetry_queue = format!("{exchange}.conductor.telemetry.{}", fx.host);
+    let destroy = Request::TemplateDestroy {
+        name: "shop".into(),
+    };
+    let body = envelope::encode("attacker", Utc::now(), &destroy);
+    let rpc_props = || {
+        BasicProperties::default()
+            .with_reply_to("amq.rabbitmq.reply-to".into())
+            .with_correlation_id("x".into())
+    };
+    // RPC: on the exchange (topic permissions), straight to the queue (no write on the
+    // default exchange), and in the conductor's name (the broker checks user_id).
+    let sent = publish_confirmed(&agent, &exchange, "rpc.conductor", &body, rpc_props()).await;
+    assert_refused("RPC template_destroy on the exchange", sent, 403);
+    let sent = publish_confirmed(&agent, "", &rpc_queue, &body, rpc_props()).await;
+    assert_refused("RPC template_destroy to the queue", sent, 403);
+    let as_guest = BasicProperties::default().with_user_id("guest".into());
+    let sent = publish_confirmed(&agent, &exchange, "heartbeat.shop.x", &body, as_guest).await;
+    assert_refused("a message in the conductor's name", sent, 406);
+    // Reading the conductor's queues.
+    for queue in [&rpc_queue, &telemetry_queue] {
+        let channel = agent.create_channel().await.unwrap();
+        let options = BasicConsumeOptions::default();
+        let consumed = channel
+            .basic_consume(
+                queue.as_str().into(),
+                "x".into(),
+                options,
+                Default::default(),
+            )
+            .await
+            .map(drop);
+        assert_refused(&format!("consume {queue}"), consumed, 403);
+    }
+    // A queue of its own bound to `#`, or the conductor's bound to `#`.
+    let channel = agent.create_channel().await.unwrap();
+    let declared = channel
+        .queue_declare(
+            "spy".into(),
+            QueueDeclareOptions::default(),
+            Default::default(),
+        )
+        .await
+        .map(drop);
+    assert_refused("declare a queue", declared, 403);
+    let channel = agent.create_channel().await.unwrap();
+    let bound = channel
+        .queue_bind(
+            telemetry_queue.as_str().into(),
+            exchange.as_str().into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            Default::default(),
+        )
+        .await;
+    assert_refused("bind the conductor's queue to #", bound, 403);
+    // Deleting the exchange.
+    let channel = agent.create_channel().await.unwrap();
+    let options = ExchangeDeleteOptions::default();
+    let deleted = channel
+        .exchange_delete(exchange.as_str().into(), options)
+        .await;
+    assert_refused("delete the exchange", deleted, 403);
+    // A routing key outside heartbeat.*, metrics.*, pool-ack.*: a forged status row.
+    let props = BasicProperties::default();
+    let sent = publish_confirmed(&agent, &exchange, "status.shop", b"{}", props).await;
+    assert_refused("publish on status.shop", sent, 403);
+    // What an agent does is allowed: a heartbeat (dropped by admission, made-up VM).
+    let hb = heartbeat("shop", "made-up-agent", Role::Web, true);
+    let body = envelope::encode("x", Utc::now(), &hb);
+    let props = BasicProperties::default();
+    let sent = publish_confirmed(
+        &agent,
+        &exchange,
+        "heartbeat.shop.made-up-agent",
+        &body,
+        props,
+    );
+    sent.await.expect("an agent's heartbeat is allowed");
+    let _ = agent.close(200, "done".into()).await;
+
+    // Requests that reach the conductor: from a broker user it does not allow, answering
+    // into its telemetry queue, and a stale one (from its own user, the test's guest).
+    let other = OtherUser::create();
+    let mut other_url: autoscaler::messaging::TransportUrl = common::broker_url().parse().unwrap();
+    other_url.hosts[0].username = other.0.clone();
+    other_url.hosts[0].password = "other-pw".into();
+    let other_connection =
+        autoscaler::messaging::link::connect(&LinkConfig::new(other_url, "o"), 0)
+            .await
+            .unwrap()
+            .0;
+    let body = envelope::encode("other", Utc::now(), &destroy);
+    let props = BasicProperties::default().with_user_id(other.0.as_str().into());
+    publish_confirmed(&other_connection, &exchange, "rpc.conductor", &body, props)
+        .await
+        .unwrap();
+    let _ = other_connection.close(200, "done".into()).await;
+    let guest = fx.connect().await;
+    let props = BasicProperties::default()
+        .with_user_id("guest".into())
+        .with_reply_to(telemetry_queue.as_str().into());
+    publish_confirmed(&guest, &exchange, "rpc.conductor", &body, props)
+        .await
+        .unwrap();
+    let old = envelope::encode(
+        "guest",
+        Utc::now() - chrono::TimeDelta::minutes(5),
+        &destroy,
+    );
+    let props = BasicProperties::default().with_user_id("guest".into());
+    publish_confirmed(&guest, &exchange, "rpc.conductor", &old, props)
+        .await
+        .unwrap();
+    let _ = guest.close(200, "done".into()).await;
+    tokio::task::spawn_blocking(move || {
+        wait_for_drops(&fx, "the requests dropped and counted", |d| {
+            d["rpc_not_allowed"] == 1 && d["rpc_bad_reply_to"] == 1 && d["rpc_stale"] == 1
+        });
+        let (after, _, _) = shown(&fx);
+        assert_eq!(after, fleet, "the template and its fleet are still there");
+        let log = fx.conductor_log();
+        assert!(!log.contains("template destroyed"), "{log}");
+        drop(other);
+    })
+    .await
+    .unwrap();
+}
+
+/// Issue 17, item 1: the conductor refuses to hand its VMs its own login, naming the
+/// option, and starts with it only when told it is allowed (and warns).
+#[test]
+fn issue_17_the_conductor_refuses_to_give_vms_its_own_login() {
+    let mut fx = Fixture::new();
+    fx.agent_transport_url = fx.transport_url.clone();
+    fx.write_config("");
+    fx.start_conductor();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = fx.conductor_try_wait() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "{}", fx.conductor_log());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status.code(), Some(1));
+    let log = fx.conductor_log();
+    assert!(
+        log.contains(
+            "ERROR: [agent] transport_url logs in as \"guest\", a user of [DEFAULT] transport_url"
+        ),
+        "{log}"
+    );
+    assert!(
+        !log.contains("guest:guest"),
+        "no password in the log: {log}"
+    );
+    fx.write_config("[agent]\nallow_service_credentials = true\n");
+    fx.start_conductor();
+    fx.wait_for_conductor(Duration::from_secs(20));
+    assert!(
+        fx.conductor_log().contains("allow_service_credentials = true: the VMs' user data carries a broker login of the conductor's own"),
+        "{}",
+        fx.conductor_log()
+    );
 }

@@ -291,7 +291,7 @@ impl Drop for KillOnDrop {
 fn the_conductor_and_an_agent_started_before_the_broker_connect_when_it_comes() {
     let _one = one_at_a_time();
     let mut node = RabbitNode::reserve();
-    let mut fx = Fixture::with_url(node.url(), None);
+    let mut fx = Fixture::on_own_node(node.url());
     fx.start_conductor();
     let agent_path = std::path::Path::new(env!("CARGO_BIN_EXE_autoscaler-conductor"))
         .with_file_name("autoscaler-agent");
@@ -411,7 +411,7 @@ fn the_site_rides_out_a_broker_restart_and_a_memory_alarm() {
     let _one = one_at_a_time();
     install_webtier();
     let node = RabbitNode::start();
-    let mut fx = Fixture::with_url(node.url(), None);
+    let mut fx = Fixture::on_own_node(node.url());
     fx.images_path = repo_images();
     fx.write_config("[conductor]\ndrain_timeout = 30\n");
     let template = "[template]\nname = site\nimage = tomcat-web\nsplitter_image = modjk-splitter\n\

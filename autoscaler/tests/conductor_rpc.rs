@@ -53,7 +53,9 @@ async fn raw_request(fx: &Fixture, body: &[u8], properties: BasicProperties) -> 
         )
         .await
         .unwrap();
+    // The test broker's login (guest), which the conductor's own transport_url names.
     let properties = properties
+        .with_user_id(fx.link_config().url.hosts[0].username.as_str().into())
         .with_reply_to("amq.rabbitmq.reply-to".into())
         .with_correlation_id("c1".into());
     channel

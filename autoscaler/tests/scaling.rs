@@ -267,7 +267,10 @@ fn the_site_survives_killed_vms_a_killed_conductor_and_a_broker_outage() {
         host.username, host.password, proxy.addr
     );
     let mut fx = Fixture::with_url(through_proxy, None);
-    let agents = format!("[agent]\ntransport_url = {}\n", common::broker_url());
+    let agents = format!(
+        "[agent]\ntransport_url = {}\n",
+        fx.agent_url_for(&common::broker_url())
+    );
     let page = start_site(&mut fx, 2, 4, &agents);
     let base = ab_for(&page, 150, 8);
     std::thread::sleep(Duration::from_secs(5));

@@ -13,7 +13,7 @@ use std::{
 
 use autoscaler::{
     conductor::{api::TemplateRecord, state::TemplateStore},
-    store::{DatabaseUrl, ImportOutcome, Lease, PoolSettings, Store, StoreError},
+    store::{AjpSecret, DatabaseUrl, ImportOutcome, Lease, PoolSettings, Store, StoreError},
     template::Template,
 };
 use chrono::{TimeZone, Utc};
@@ -361,18 +361,32 @@ async fn removals_and_pool_generations_are_kept(backend: Backend) {
 async fn a_groups_ajp_secret_is_made_once_and_shared(backend: Backend) {
     let db = synced(backend).await;
     let second = other(&db).await;
-    let (a, b) = tokio::join!(db.store.ajp_secret("shop"), second.ajp_secret("shop"));
+    // Two conductors with two keys: the first row wins, both read it.
+    let (key, other_key) = (
+        b"a conductor's key, 32 bytes long",
+        b"another conductor's key, 32 byte",
+    );
+    let (a, b) = tokio::join!(
+        db.store.ajp_secret("shop", key),
+        second.ajp_secret("shop", other_key)
+    );
     let (a, b) = (a.unwrap(), b.unwrap());
     assert_eq!(a, b);
-    assert_eq!(db.store.ajp_secret("shop").await.unwrap(), a);
-    assert_ne!(second.ajp_secret("blog").await.unwrap(), a);
+    assert_eq!(db.store.ajp_secret("shop", other_key).await.unwrap(), a);
+    assert_ne!(second.ajp_secret("blog", key).await.unwrap(), a);
+    // A database that lost the row makes the same one again from the same key.
+    let made_by = [
+        AjpSecret::derive(key, "shop"),
+        AjpSecret::derive(other_key, "shop"),
+    ];
+    assert!(made_by.contains(&a));
     assert_eq!(a.expose().len(), 64);
     // A row that is not a secret is refused, not sent to a VM.
     sqlx::query("UPDATE group_secrets SET ajp_secret = 'x\" a' WHERE group_name = 'shop'")
         .execute(db.store.pool())
         .await
         .unwrap();
-    let error = db.store.ajp_secret("shop").await.unwrap_err();
+    let error = db.store.ajp_secret("shop", key).await.unwrap_err();
     assert!(matches!(error, StoreError::Corrupt { .. }), "{error}");
     assert!(!error.to_string().contains("x\""), "{error}");
 }

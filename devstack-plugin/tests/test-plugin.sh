@@ -58,11 +58,15 @@ bin_src=${1:-$top/target/debug}
 bin_src=$(cd "$bin_src" && pwd)
 
 work=$(mktemp -d /tmp/autoscaler-devstack-test.XXXXXX)
+# Run as root, the conductor runs its local VMs as [local] vm_user (nobody), which must
+# traverse the directories above its state_path (doc/local-cloud.md).
+chmod 0711 "$work"
 failures=0
 checks=0
 in_plugin=""
 conductor_pid=""
 test_vhost=""
+test_agent_user=""
 
 finish() {
     local rc=$?
@@ -75,7 +79,10 @@ finish() {
         wait "$conductor_pid" 2>/dev/null || true
     fi
     if [[ -n $test_vhost ]]; then
-        rabbitmqctl -q delete_vhost "$test_vhost" >/dev/null 2>&1 || true
+        command rabbitmqctl -q delete_vhost "$test_vhost" >/dev/null 2>&1 || true
+    fi
+    if [[ -n $test_agent_user ]]; then
+        command rabbitmqctl -q delete_user "$test_agent_user" >/dev/null 2>&1 || true
     fi
     rm -rf "$work"
     exit "$rc"
@@ -315,10 +322,29 @@ warn() {
     return $exitcode
 }
 echo_summary() { echo "summary: $*"; }
+# rabbitmqctl: the local RabbitMQ's in the real conductor's test (TEST_VHOST set), else
+# recorded; list_users lists the users recorded as added. The plugin runs it through
+# sudo, which is a function here too.
+# shellcheck disable=SC2032
+rabbitmqctl() {
+    if [[ -n ${TEST_VHOST:-} ]]; then
+        command rabbitmqctl "$@"
+        return
+    fi
+    record "rabbitmqctl $*"
+    if [[ $* == "-q list_users" ]]; then
+        sed -n 's/^rabbitmqctl -q add_user \([^ ]*\) .*/\1\t[]/p' "$calls"
+    fi
+}
 # sudo: runs the command, unless it touches a path outside the test's directory (the
 # CLI's link in /usr/local/bin, tools/install-webtier): that is only recorded.
 sudo() {
     local arg
+    # rabbitmqctl's virtual host / is no path.
+    if [[ $1 == rabbitmqctl ]]; then
+        "$@"
+        return
+    fi
     for arg in "$@"; do
         if [[ $arg == /* && $arg != "$work"/* ]]; then
             record "sudo (not run) $*"
@@ -460,7 +486,7 @@ else
     fail "recreate_database autoscaler was not called: $(tr '\n' ';' <"$calls")"
 fi
 expect "db sync ran: the schema's version" \
-    "$("$AUTOSCALER_BIN_DIR/autoscaler-manage" --config-file "$conf" db version 2>&1)" 1
+    "$("$AUTOSCALER_BIN_DIR/autoscaler-manage" --config-file "$conf" db version 2>&1)" 2
 if grep -qx "create_service_user autoscaler" "$calls"; then
     pass "create_service_user autoscaler"
 else
@@ -479,9 +505,26 @@ else
     fail "the sample template does not validate: $out"
 fi
 
+agent_url=$(ini_get "$conf" agent transport_url)
+agent_password=${agent_url#rabbit://autoscaler-agent:}
+agent_password=${agent_password%@*}
+if [[ $agent_url =~ ^rabbit://autoscaler-agent:[0-9a-f]{32}@10\.0\.0\.5:5672/$ ]]; then
+    pass "[agent] transport_url: the agents' own user, a new password, the broker's address"
+else
+    fail "[agent] transport_url is $agent_url"
+fi
+expect "the agents' user made with rabbitmqctl add_user" \
+    "$(grep -c "^rabbitmqctl -q add_user autoscaler-agent $agent_password\$" "$calls")" 1
+expect "its permissions: configure nothing, write the exchange, read splitter queues" \
+    "$(grep -cxF 'rabbitmqctl -q set_permissions -p / autoscaler-agent ^$ ^autoscaler$ ^autoscaler\.splitter\.' "$calls")" 1
+expect "its topic permissions: heartbeat.*, metrics.*, pool-ack.* only" \
+    "$(grep -cxF 'rabbitmqctl -q set_topic_permissions -p / autoscaler-agent autoscaler ^(heartbeat|metrics|pool-ack)\. ^$' "$calls")" 1
+
 echo "== stack post-config again: the file is written anew, not appended to"
 source_plugin "$plugin_dir/plugin.sh" stack post-config
-expect "transport_url lines" "$(grep -c '^transport_url' "$conf")" 1
+expect "transport_url lines" "$(grep -c '^transport_url' "$conf")" 2
+expect "the agents' user exists: a new password (change_password)" \
+    "$(grep -c '^rabbitmqctl -q change_password autoscaler-agent [0-9a-f]\{32\}$' "$calls")" 1
 
 # --- 2. post-config variants -------------------------------------------------------------
 
@@ -497,7 +540,7 @@ echo "== stack post-config, [compute] driver = local, debug off, the agents' own
 reset_env
 AUTOSCALER_COMPUTE_DRIVER=local
 ENABLE_DEBUG_LOG_LEVEL=False
-AUTOSCALER_AGENT_TRANSPORT_URL=rabbit://stackrabbit:rabbitpass@172.24.4.1:5672/
+AUTOSCALER_AGENT_TRANSPORT_URL=rabbit://vmagent:rabbitpass@172.24.4.1:5672/
 source_plugin "$plugin_dir/settings"
 source_plugin "$plugin_dir/plugin.sh" stack post-config
 validate "$AUTOSCALER_CONF"
@@ -506,7 +549,12 @@ expect "[DEFAULT] debug" "$(ini_get "$AUTOSCALER_CONF" DEFAULT debug)" False
 expect "[local] images_path" "$(ini_get "$AUTOSCALER_CONF" local images_path)" "$top/etc/autoscaler/images"
 expect "[local] agent_path" "$(ini_get "$AUTOSCALER_CONF" local agent_path)" "$AUTOSCALER_BIN_DIR/autoscaler-agent"
 expect "[agent] transport_url" "$(ini_get "$AUTOSCALER_CONF" agent transport_url)" \
-    rabbit://stackrabbit:rabbitpass@172.24.4.1:5672/
+    rabbit://vmagent:rabbitpass@172.24.4.1:5672/
+if called "^rabbitmqctl "; then
+    fail "an agents' URL given, yet rabbitmqctl was run: $(grep '^rabbitmqctl' "$calls")"
+else
+    pass "an agents' URL given: no broker user made"
+fi
 expect "[nova] section" "$(ini_get "$AUTOSCALER_CONF" nova auth_type)" ""
 if grep -q create_service_user "$calls"; then
     fail "the local driver asked for a Keystone user"
@@ -516,7 +564,7 @@ fi
 
 echo "== stack post-config traced, as stack.sh runs it: the phase shows, no password does"
 reset_env
-AUTOSCALER_AGENT_TRANSPORT_URL=rabbit://stackrabbit:agentpass@172.24.4.1:5672/
+AUTOSCALER_AGENT_TRANSPORT_URL=rabbit://vmagent:agentpass@172.24.4.1:5672/
 trace=$work/trace
 exec {trace_fd}>"$trace"
 BASH_XTRACEFD=$trace_fd
@@ -538,7 +586,7 @@ for secret in servicepass rabbitpass agentpass; do
 done
 expect "the file still gets the passwords" \
     "$(ini_get "$AUTOSCALER_CONF" nova password) $(ini_get "$AUTOSCALER_CONF" agent transport_url)" \
-    "servicepass rabbit://stackrabbit:agentpass@172.24.4.1:5672/"
+    "servicepass rabbit://vmagent:agentpass@172.24.4.1:5672/"
 
 # --- 3. every phase, shell options, no exit ------------------------------------------------
 
@@ -895,14 +943,16 @@ if timeout 2 bash -c '</dev/tcp/127.0.0.1/5672' 2>/dev/null && command -v rabbit
     echo "== stack extra, unstack, clean: the real conductor on the local RabbitMQ"
     reset_env
     test_vhost=autoscaler-devstack-test-$$
-    rabbitmqctl -q add_vhost "$test_vhost" >/dev/null
-    rabbitmqctl -q set_permissions -p "$test_vhost" guest '.*' '.*' '.*' >/dev/null
+    command rabbitmqctl -q add_vhost "$test_vhost" >/dev/null
+    command rabbitmqctl -q set_permissions -p "$test_vhost" guest '.*' '.*' '.*' >/dev/null
     RABBIT_HOST=127.0.0.1
     RABBIT_USERID=guest
     RABBIT_PASSWORD=guest
     TEST_VHOST=$test_vhost
     AUTOSCALER_COMPUTE_DRIVER=local
     AUTOSCALER_START_TIMEOUT=60
+    AUTOSCALER_AGENT_RABBIT_USER=autoscaler-agent-test-$$
+    test_agent_user=$AUTOSCALER_AGENT_RABBIT_USER
     source_plugin "$plugin_dir/settings"
     source_plugin "$plugin_dir/plugin.sh" stack post-config
     validate "$AUTOSCALER_CONF"
@@ -924,11 +974,19 @@ if timeout 2 bash -c '</dev/tcp/127.0.0.1/5672' 2>/dev/null && command -v rabbit
     fi
     source_plugin "$plugin_dir/plugin.sh" unstack
     expect "conductor stopped" "${conductor_pid:-stopped}" stopped
+    expect "the agents' user on the broker" \
+        "$(command rabbitmqctl -q list_users | grep -c "^${test_agent_user}[[:space:]]")" 1
+    expect "its permissions on the vhost" \
+        "$(command rabbitmqctl -q list_user_permissions "$test_agent_user" | tail -n 1 | tr '\t' ' ')" \
+        "$test_vhost ^\$ ^autoscaler\$ ^autoscaler\.splitter\."
     source_plugin "$plugin_dir/plugin.sh" clean
+    expect "the agents' user after clean" \
+        "$(command rabbitmqctl -q list_users | grep -c "^${test_agent_user}[[:space:]]" || true)" 0
+    test_agent_user=""
     expect "config dir after clean" "$([[ -e $AUTOSCALER_CONF_DIR ]] && echo present || echo gone)" gone
     expect "state after clean" "$([[ -e $AUTOSCALER_STATE_PATH ]] && echo present || echo gone)" gone
     expect "binaries after clean" "$(find "$AUTOSCALER_BIN_DIR" -name 'autoscaler-*' | wc -l)" 0
-    rabbitmqctl -q delete_vhost "$test_vhost" >/dev/null
+    command rabbitmqctl -q delete_vhost "$test_vhost" >/dev/null
     test_vhost=""
 else
     echo "SKIPPED: no RabbitMQ on 127.0.0.1:5672 (or no rabbitmqctl): stack extra with the real conductor not run"

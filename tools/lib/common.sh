@@ -92,3 +92,18 @@ ensure_build_tools() {
     fi
     command -v cc >/dev/null || apt_install gcc libc6-dev
 }
+
+# create_agent_user USER PASSWORD VHOST EXCHANGE: the agents' broker login on the local
+# RabbitMQ (made again when it exists), with exactly the permissions doc/security.md
+# gives: configure nothing; write (publish) the exchange only, on the routing keys
+# heartbeat.*, metrics.* and pool-ack.* only; read (consume) splitter queues only.
+create_agent_user() {
+    local user=$1 password=$2 vhost=$3 exchange=$4
+    local exchange_re=${exchange//./\\.}
+    rabbitmqctl -q delete_user "$user" >/dev/null 2>&1 || true
+    rabbitmqctl -q add_user "$user" "$password" >/dev/null
+    rabbitmqctl -q set_permissions -p "$vhost" "$user" \
+        '^$' "^${exchange_re}\$" "^${exchange_re}\\.splitter\\." >/dev/null
+    rabbitmqctl -q set_topic_permissions -p "$vhost" "$user" "$exchange" \
+        '^(heartbeat|metrics|pool-ack)\.' '^$' >/dev/null
+}

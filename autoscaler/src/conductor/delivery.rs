@@ -22,7 +22,7 @@ use super::{
 };
 use crate::messaging::{
     link::PublishError,
-    rpc::{RemoteError, ReplyTo, RpcReply},
+    rpc::{is_direct_reply_to, RemoteError, ReplyTo, RpcReply},
     DropCounts, DropReason, Envelope, Heartbeat, LinkHandle, LinkState, Metrics, PoolAck, Role,
     Topology,
 };
@@ -50,6 +50,8 @@ pub(super) struct Reception<'a> {
     /// `[agent] max_clock_skew`.
     pub max_clock_skew: Duration,
     pub drop_log: &'a DropLog,
+    /// Broker users whose requests are carried out ([`crate::conf::Config::rpc_allowed_users`]).
+    pub rpc_allowed_users: &'a [String],
 }
 
 /// Takes in one heartbeat, metrics message or pool acknowledgement, and acknowledges it.
@@ -145,22 +147,57 @@ pub fn decode_sent(
     telemetry.map(|t| (sent, t))
 }
 
-/// The request's age in milliseconds when it is older than its AMQP expiration (the
-/// CLI's timeout). Relies on the hosts' clocks agreeing, as OpenStack does (NTP).
-fn expired(
+/// How old a request without an AMQP expiration may be (oslo's `rpc_response_timeout`
+/// default): the CLI always sets one, its timeout.
+const MAX_REQUEST_AGE_MS: i64 = 60_000;
+
+/// Refused when the request is older than its AMQP expiration (the CLI's timeout), or
+/// than [`MAX_REQUEST_AGE_MS`] without one, counting from the later of the time its
+/// envelope and its AMQP `timestamp` give. Relies on the hosts' clocks agreeing, as
+/// OpenStack does (NTP).
+fn stale(
     delivery: &Delivery,
     sent: chrono::DateTime<Utc>,
     now: chrono::DateTime<Utc>,
-) -> Option<i64> {
-    let ttl_ms: i64 = delivery
+) -> Result<(), DropReason> {
+    let limit_ms = match delivery.properties.expiration() {
+        Some(ttl) => ttl.as_str().parse().unwrap_or(0),
+        None => MAX_REQUEST_AGE_MS,
+    };
+    let stamped = delivery
         .properties
-        .expiration()
-        .as_ref()?
-        .as_str()
-        .parse()
-        .ok()?;
+        .timestamp()
+        .and_then(|t| i64::try_from(t).ok())
+        .and_then(|t| chrono::DateTime::<Utc>::from_timestamp(t, 0));
+    // The AMQP timestamp has whole seconds: it may make a request up to a second older.
     let age_ms = (now - sent).num_milliseconds();
-    (age_ms > ttl_ms).then_some(age_ms)
+    let stamped_age_ms = stamped.map_or(0, |t| (now - t).num_milliseconds() - 1000);
+    let age_ms = age_ms.max(stamped_age_ms);
+    match age_ms > limit_ms {
+        true => Err(DropReason::RpcStale { age_ms, limit_ms }),
+        false => Ok(()),
+    }
+}
+
+/// What the broker vouches for, checked before the body is read (issue 17): the login
+/// that published the request (`user_id`, which RabbitMQ checks against the connection's
+/// user) must be allowed, and answers go only to the direct reply-to pseudo-queue. A
+/// request another conductor forwarded carries that conductor's login (`own`, as the
+/// broker checked) and the operator's in a header, which is checked in its place.
+fn screen(delivery: &Delivery, allowed: &[String], own: Option<&str>) -> Result<(), DropReason> {
+    let mut user = (delivery.properties.user_id().as_ref()).map(|u| u.to_string());
+    if forwarded_by(delivery).is_some() && user.is_some() && user.as_deref() == own {
+        user = requested_by(delivery);
+    }
+    if !user.as_ref().is_some_and(|u| allowed.contains(u)) {
+        return Err(DropReason::RpcNotAllowed(user));
+    }
+    match delivery.properties.reply_to() {
+        Some(to) if !is_direct_reply_to(to.as_str()) => {
+            Err(DropReason::RpcBadReplyTo(to.to_string()))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn broker_of(link: &LinkHandle) -> String {
@@ -182,6 +219,15 @@ pub(super) async fn handle_request(
     conductor: &mut Conductor,
     rx: &Reception<'_>,
 ) {
+    if let Err(reason) = screen(&delivery, rx.rpc_allowed_users, rx.user) {
+        // Unanswered: an answer would tell the sender something, or land in a queue
+        // that is not the caller's.
+        rx.drops.record(&reason);
+        rx.drop_log
+            .dropped("dropped a request", delivery.routing_key.as_str(), &reason);
+        refuse(delivery, None, "", String::new(), rx).await;
+        return;
+    }
     let reply_to = ReplyTo::of(&delivery);
     let decoded = Envelope::decode(&delivery.data, rx.max_size).and_then(|raw| {
         match raw.payload_as::<Request>() {
@@ -201,14 +247,12 @@ pub(super) async fn handle_request(
         }
     };
     debug!(from = %request.sender, request = ?request.payload, "request");
-    if let Some(age) = expired(&delivery, request.time, Utc::now()) {
+    if let Err(reason) = stale(&delivery, request.time, Utc::now()) {
         // The CLI has given up and told its operator so; carrying the request out now
         // would do what the operator was told did not happen.
-        warn!(
-            age_ms = age,
-            "request older than its time-to-live; not carried out"
-        );
-        let message = format!("the request expired before the conductor took it ({age} ms old)");
+        warn!(%reason, "request older than its time-to-live; not carried out");
+        rx.drops.record(&reason);
+        let message = format!("the request expired before the conductor took it: {reason}");
         refuse(delivery, reply_to.as_ref(), "expired", message, rx).await;
         return;
     }
@@ -248,6 +292,15 @@ pub(super) async fn handle_request(
         rx.out.notifier.notify(rx.out.link, event).await;
     }
     acknowledge(delivery).await;
+}
+
+/// The operator's login a forwarded request was first sent with ([`REQUESTED_BY`]).
+fn requested_by(delivery: &Delivery) -> Option<String> {
+    let headers = delivery.properties.headers().as_ref()?;
+    match headers.inner().get(REQUESTED_BY)? {
+        AMQPValue::LongString(user) => Some(user.to_string()),
+        _ => None,
+    }
 }
 
 /// The host of the conductor that forwarded `delivery`, if one did.

@@ -64,6 +64,9 @@ pub enum ServiceError {
     /// The database cannot be used (unreachable, no schema, a schema behind: `db sync`).
     #[error("[database] connection: {0}")]
     Store(#[from] StoreError),
+    /// The VMs would get the conductor's own broker login (issue 17).
+    #[error(transparent)]
+    AgentLogin(#[from] crate::conf::AgentLoginError),
     /// The broker refused the exchange's or a queue's declaration: what and what to do.
     #[error("{0}")]
     BrokerRefused(String),
@@ -83,10 +86,26 @@ struct Connection {
 
 /// Runs the conductor until `shutdown` turns true.
 pub async fn run(config: &Config, shutdown: watch::Receiver<bool>) -> Result<(), ServiceError> {
+    let driver = driver::from_config(config)?;
+    run_with_driver(config, driver, shutdown).await
+}
+
+/// [`run`] on a cloud driver the caller built, rather than the one `[compute] driver`
+/// names: for benchmarks that run several conductors on one in-memory cloud
+/// ([`driver::MemoryDriver`], `autoscaler-sim ha-bench`).
+pub async fn run_with_driver(
+    config: &Config,
+    driver: std::sync::Arc<dyn driver::CloudDriver>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), ServiceError> {
     let host = config.default.host.clone();
     let sender = format!("autoscaler-conductor.{host}");
     let topology = config.topology();
-    let driver = driver::from_config(config)?;
+    // Before anything else: the VMs' user data must not carry the service's own login.
+    let agents = config.agent.agent_url(&config.default.transport_url)?;
+    if agents.service_login {
+        warn!("[agent] allow_service_credentials = true: the VMs' user data carries a broker login of the conductor's own; anyone inside a VM can act as the operator (doc/security.md)");
+    }
     let mut conductor = restore(config, driver.as_ref()).await?;
     let notifier = Notifier::from_config(config);
     let mut connection = connect(config, &topology, &notifier, &sender);
@@ -101,6 +120,8 @@ pub async fn run(config: &Config, shutdown: watch::Receiver<bool>) -> Result<(),
         Steering::new(driver, config.clone(), sender.clone(), topology.clone());
     let drops = DropCounts::default();
     let drop_log = DropLog::default();
+    let rpc_allowed_users = config.rpc_allowed_users();
+    info!(users = ?rpc_allowed_users, "requests are carried out for these broker users only");
     let rx = Reception {
         out: Outlets {
             link: &connection.link,
@@ -119,6 +140,7 @@ pub async fn run(config: &Config, shutdown: watch::Receiver<bool>) -> Result<(),
         max_size: config.default.max_message_size,
         max_clock_skew: config.agent.max_clock_skew,
         drop_log: &drop_log,
+        rpc_allowed_users: &rpc_allowed_users,
     };
     let loop_state = Loop {
         requests: &mut connection.requests,

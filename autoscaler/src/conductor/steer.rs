@@ -24,8 +24,10 @@ use super::{
 use crate::{
     conf::Config,
     driver::{CloudDriver, DriverError, Vm, VmId},
-    messaging::{envelope, LinkHandle, LinkState, Outgoing, PoolAck, PoolUpdate, Role, Topology},
-    store::{Store, StoreError},
+    messaging::{
+        envelope, LinkHandle, LinkState, Outgoing, PoolAck, PoolUpdate, QueueSpec, Role, Topology,
+    },
+    store::{conductor_key, AjpSecret, Store, StoreError},
 };
 
 /// Cloud answers waiting for the loop: a handful per tick at most.
@@ -63,6 +65,17 @@ pub enum BootError {
     Driver(DriverError),
     #[error("the group's AJP secret: {0}")]
     Secret(StoreError),
+    #[error("the conductor's key ([DEFAULT] state_path/conductor.key): {0}")]
+    Key(std::io::Error),
+}
+
+/// The group's AJP secret: the database's, or made from the conductor's key.
+async fn secret(store: &Store, config: &Config, group: &str) -> Result<AjpSecret, BootError> {
+    let key = conductor_key(&config.default.state_path).map_err(BootError::Key)?;
+    store
+        .ajp_secret(group, &key)
+        .await
+        .map_err(BootError::Secret)
 }
 
 impl BootError {
@@ -70,7 +83,7 @@ impl BootError {
     fn is_retryable(&self) -> bool {
         match self {
             BootError::Driver(e) => e.is_retryable(),
-            BootError::Secret(_) => true,
+            BootError::Secret(_) | BootError::Key(_) => true,
         }
     }
 }
@@ -172,6 +185,7 @@ impl Steering {
         // the groups' grace, during which silence proves nothing (the agents were
         // disconnected or blocked too, and come back a little later).
         let link_up_since = out.link.state().up_since();
+        self.declare_splitter_queues(&name, &vms, out.link);
         let observed = Observed {
             vms,
             heartbeats: conductor.vms.infos(&name),
@@ -189,6 +203,28 @@ impl Steering {
             .vms
             .retain_listed(|group, vm| groups.get(group).is_some_and(|g| g.lists(vm)));
         self.carry_out(&name, actions, conductor, out, now).await;
+    }
+
+    /// Declares the pool queue of each splitter in a group's listing, bound to the
+    /// group's pool key: the agent's broker login may declare nothing (doc/security.md),
+    /// so its queue must exist before its agent can consume it. Again at every listing:
+    /// the declaration is idempotent, keeps the queue from expiring while its VM lives,
+    /// and brings it back after a broker restart. Off the loop: a task per queue.
+    fn declare_splitter_queues(&self, group: &str, vms: &[Vm], link: &LinkHandle) {
+        let splitters = vms.iter().filter(|vm| vm.role() == Some(Role::Splitter));
+        for vm in splitters {
+            let queue = self.topology.splitter_queue(&vm.name);
+            let (link, topology) = (link.clone(), self.topology.clone());
+            let bindings = vec![Topology::pool_key(group)];
+            tokio::spawn(async move {
+                let spec = QueueSpec::splitter_pool();
+                let declared =
+                    link.declare_queue(&topology, &queue, &spec, &bindings, Duration::ZERO);
+                if let Err(error) = declared.await {
+                    debug!(%error, %queue, "splitter queue not declared; next listing tries again");
+                }
+            });
+        }
     }
 
     /// Carries out a group's actions, in order.
@@ -246,7 +282,7 @@ impl Steering {
         let patience = self.config.conductor.cloud_call_timeout;
         self.spawn(async move {
             // The group's AJP secret (made on its first boot), for the VM's user data.
-            let secret = match store.ajp_secret(&group).await {
+            let secret = match secret(&store, &config, &group).await {
                 Ok(secret) => secret,
                 Err(error) => {
                     return CloudEvent::Booted {
@@ -254,7 +290,7 @@ impl Steering {
                         group,
                         role,
                         replaces,
-                        result: Err(BootError::Secret(error)),
+                        result: Err(error),
                     }
                 }
             };

@@ -43,11 +43,12 @@ pub fn vm_spec(config: &Config, template: &Template, role: Role, ajp_secret: &Aj
             .to_owned(),
     };
     let agent = AgentConfig {
+        // The service checked the agents' login at start (refusing its own unless
+        // allowed); a configuration it refuses gets the service's URL as allowed.
         transport_url: config
             .agent
-            .transport_url
-            .as_ref()
-            .unwrap_or(&config.default.transport_url)
+            .agent_url(&config.default.transport_url)
+            .map_or(&config.default.transport_url, |a| a.url)
             .to_secret_string(),
         control_exchange: config.default.control_exchange.clone(),
         group: template.name().to_owned(),

@@ -15,9 +15,23 @@ pub const SECTION: SectionDecl = SectionDecl {
             "transport_url",
             OptKind::OptionalTransportUrl,
             None,
-            "The broker URL the agents in the VMs use, when they reach the broker by \
-             another address than the conductor does (on OpenStack, the controller's \
-             address rather than 127.0.0.1). Unset: [DEFAULT] transport_url.",
+            "The broker URL written into every VM's user data, for its agent: a broker \
+             user of its own, which may only publish heartbeats, metrics and pool \
+             acknowledgements and read splitter queues (doc/security.md gives its exact \
+             permissions), and the address the VMs reach the broker by (on OpenStack, the \
+             controller's rather than 127.0.0.1). Required: the conductor refuses to \
+             start when it is unset or names a user of [DEFAULT] transport_url, unless \
+             allow_service_credentials = true.",
+        ),
+        OptDecl::new(
+            "allow_service_credentials",
+            OptKind::Bool,
+            Some("false"),
+            "UNSAFE: let the VMs' user data carry the conductor's own broker login \
+             ([DEFAULT] transport_url when transport_url is unset, or a transport_url \
+             with the same user). Anyone inside a VM could then run operator requests, \
+             read every queue and delete the exchange. For a throw-away test broker only; \
+             the conductor logs a warning at start.",
         ),
         OptDecl::new(
             "heartbeat_interval",
@@ -60,6 +74,7 @@ pub struct AgentOpts {
     pub heartbeat_interval: Duration,
     pub telemetry_ttl: Duration,
     pub max_clock_skew: Duration,
+    pub allow_service_credentials: bool,
 }
 
 impl AgentOpts {
@@ -69,6 +84,112 @@ impl AgentOpts {
             heartbeat_interval: v.duration("heartbeat_interval"),
             telemetry_ttl: v.duration("telemetry_ttl"),
             max_clock_skew: v.duration("max_clock_skew"),
+            allow_service_credentials: v.bool("allow_service_credentials"),
         }
+    }
+
+    /// The broker URL for the VMs' user data, `service` being `[DEFAULT] transport_url`:
+    /// refused when it is unset or logs in as one of the service's users, unless
+    /// `allow_service_credentials` (then `Ok` with `service_login` true, for the caller to
+    /// warn about). A login is the same whatever address or vhost it is used with: a VM
+    /// holding it could connect to the service's vhost, so only the user name counts.
+    pub fn agent_url<'a>(
+        &'a self,
+        service: &'a TransportUrl,
+    ) -> Result<AgentUrl<'a>, AgentLoginError> {
+        let Some(url) = &self.transport_url else {
+            return match self.allow_service_credentials {
+                true => Ok(AgentUrl {
+                    url: service,
+                    service_login: true,
+                }),
+                false => Err(AgentLoginError::Unset),
+            };
+        };
+        let shared = url
+            .hosts
+            .iter()
+            .find(|h| service.hosts.iter().any(|s| s.username == h.username));
+        match (shared, self.allow_service_credentials) {
+            (Some(host), false) => Err(AgentLoginError::ServiceUser {
+                user: host.username.clone(),
+            }),
+            (shared, _) => Ok(AgentUrl {
+                url,
+                service_login: shared.is_some(),
+            }),
+        }
+    }
+}
+
+/// The agents' broker URL, and whether it is the service's login (allowed, unsafely).
+#[derive(Debug, Clone, Copy)]
+pub struct AgentUrl<'a> {
+    pub url: &'a TransportUrl,
+    pub service_login: bool,
+}
+
+/// Why the conductor will not hand its VMs a broker login.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AgentLoginError {
+    #[error(
+        "[agent] transport_url is not set: the VMs would get the conductor's own broker login \
+         ([DEFAULT] transport_url), with which anyone inside a VM can act as the operator. \
+         Create a broker user for the agents (doc/security.md) and name it in [agent] \
+         transport_url, or set [agent] allow_service_credentials = true (unsafe)"
+    )]
+    Unset,
+    #[error(
+        "[agent] transport_url logs in as {user:?}, a user of [DEFAULT] transport_url: the \
+         VMs would get the conductor's own broker login. Give the agents a user of their own \
+         (doc/security.md), or set [agent] allow_service_credentials = true (unsafe)"
+    )]
+    ServiceUser { user: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(url: Option<&str>, allow: bool) -> AgentOpts {
+        AgentOpts {
+            transport_url: url.map(|u| u.parse().unwrap()),
+            heartbeat_interval: Duration::from_secs(1),
+            telemetry_ttl: Duration::from_secs(10),
+            max_clock_skew: Duration::from_secs(30),
+            allow_service_credentials: allow,
+        }
+    }
+
+    /// Issue 17, item 1: the VMs never get the service's login unless the operator says
+    /// so; the user name decides, whatever the address or vhost.
+    #[test]
+    fn the_service_login_is_refused_unless_allowed() {
+        let service: TransportUrl = "rabbit://stackrabbit:pw@127.0.0.1:5672/".parse().unwrap();
+        let err = opts(None, false).agent_url(&service).unwrap_err();
+        assert_eq!(err, AgentLoginError::Unset);
+        assert!(err
+            .to_string()
+            .starts_with("[agent] transport_url is not set"));
+        let same_user = "rabbit://stackrabbit:other@10.0.0.5:5672/other";
+        let err = opts(Some(same_user), false)
+            .agent_url(&service)
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("[agent] transport_url logs in as \"stackrabbit\""),
+            "{err}"
+        );
+        assert!(!err.to_string().contains("other@"), "no password: {err}");
+        let allowed = opts(None, true);
+        let url = allowed.agent_url(&service).unwrap();
+        assert!(url.service_login);
+        assert_eq!(url.url, &service);
+        let allowed = opts(Some(same_user), true);
+        assert!(allowed.agent_url(&service).unwrap().service_login);
+        let own = opts(Some("rabbit://agent:pw@10.0.0.5:5672/"), false);
+        let url = own.agent_url(&service).unwrap();
+        assert!(!url.service_login);
+        assert_eq!(url.url.hosts[0].username, "agent");
     }
 }

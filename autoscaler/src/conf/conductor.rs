@@ -123,6 +123,16 @@ pub const SECTION: SectionDecl = SectionDecl {
              so this bounds how long a site goes unsteered. Keep it well above \
              evaluation_interval.",
         ),
+        OptDecl::new(
+            "rpc_allowed_users",
+            OptKind::List { choices: &[] },
+            Some(""),
+            "Broker users whose requests (autoscaler-manage) the conductor carries out: \
+             the AMQP user_id property of a request, which RabbitMQ checks against the \
+             login that published it. Requests from any other user are dropped and \
+             counted (rpc_not_allowed), unanswered. Empty: the users of [DEFAULT] \
+             transport_url, the conductor's own login.",
+        ),
     ],
 };
 
@@ -140,6 +150,9 @@ pub struct ConductorOpts {
     pub cloud_call_timeout: Duration,
     pub boot_timeout: Duration,
     pub lease_time: Duration,
+    /// As written; empty means the conductor's own users
+    /// ([`crate::conf::Config::rpc_allowed_users`]).
+    pub rpc_allowed_users: Vec<String>,
 }
 
 impl ConductorOpts {
@@ -155,6 +168,7 @@ impl ConductorOpts {
             cloud_call_timeout: v.duration("cloud_call_timeout"),
             boot_timeout: v.duration("boot_timeout"),
             lease_time: v.duration("lease_time"),
+            rpc_allowed_users: v.list("rpc_allowed_users"),
         }
     }
 }

@@ -28,7 +28,7 @@ pub mod policy;
 pub mod rabbit;
 mod sample;
 
-pub use agent::AgentOpts;
+pub use agent::{AgentLoginError, AgentOpts, AgentUrl};
 pub use cidr::CidrV4;
 pub use compute::{ComputeDriver, ComputeOpts};
 pub use conductor::ConductorOpts;
@@ -138,6 +138,20 @@ impl Config {
             interval_max: rabbit.rabbit_interval_max,
             ..LinkConfig::new(self.default.transport_url.clone(), connection_name)
         }
+    }
+
+    /// The broker users whose requests the conductor carries out: `[conductor]
+    /// rpc_allowed_users`, or the users of `[DEFAULT] transport_url` when it is empty.
+    pub fn rpc_allowed_users(&self) -> Vec<String> {
+        if !self.conductor.rpc_allowed_users.is_empty() {
+            return self.conductor.rpc_allowed_users.clone();
+        }
+        let mut users: Vec<String> = (self.default.transport_url.hosts.iter())
+            .map(|h| h.username.clone())
+            .collect();
+        users.sort();
+        users.dedup();
+        users
     }
 
     /// The exchange (`[DEFAULT] control_exchange`) and its declarations' durability

@@ -66,7 +66,9 @@ fn write_opt(out: &mut String, opt: &OptDecl) {
         out.push_str("# Note: This option can be changed without restarting.\n");
     }
     let default = opt.sample_default.or(opt.default).unwrap_or("<None>");
-    let _ = writeln!(out, "#{} = {default}", opt.name);
+    // An empty default (an empty list) as oslo-config-generator writes it: `#name =`.
+    let line = format!("#{} = {default}", opt.name);
+    let _ = writeln!(out, "{}", line.trim_end());
 }
 
 /// `text` as `# ` lines of at most [`WIDTH`] columns, breaking between words (a word

@@ -46,6 +46,7 @@
 //! conductor retries those with backoff and reports the others.
 
 mod local;
+mod memory;
 pub mod nova;
 
 use std::{
@@ -64,6 +65,7 @@ use crate::conf::{ComputeDriver, Config};
 pub use autoscaler_core::cloud::{Vm, VmId, VmStatus, META_GROUP, META_ROLE, META_TEMPLATE};
 
 pub use local::LocalDriver;
+pub use memory::MemoryDriver;
 pub use nova::NovaDriver;
 
 /// What to boot: Nova's server-create request, reduced to what the autoscaler uses.

@@ -167,7 +167,8 @@ pub(super) fn status_table(s: &StatusView) -> Table {
             "dropped",
             format!(
                 "{} (malformed {}, oversized {}, unknown kind {}, bad payload {}, unsupported version {}, \
-                 out of window {}, unknown group {}, not listed {}, not splitter {}, future generation {})",
+                 out of window {}, unknown group {}, not listed {}, not splitter {}, future generation {}, \
+                 rpc not allowed {}, rpc bad reply_to {}, rpc stale {})",
                 d.total(),
                 d.malformed,
                 d.oversized,
@@ -178,7 +179,10 @@ pub(super) fn status_table(s: &StatusView) -> Table {
                 d.unknown_group,
                 d.not_listed,
                 d.not_splitter,
-                d.future_generation
+                d.future_generation,
+                d.rpc_not_allowed,
+                d.rpc_bad_reply_to,
+                d.rpc_stale
             ),
         ),
     ];

@@ -45,7 +45,7 @@ use sqlx::{
 pub use groups::PendingRemoval;
 pub use import::ImportOutcome;
 pub use lease::Lease;
-pub use secrets::AjpSecret;
+pub use secrets::{conductor_key, AjpSecret};
 pub use services::{ConductorRecord, ServiceRecord};
 pub use url::{DatabaseUrl, Dialect, UrlError};
 

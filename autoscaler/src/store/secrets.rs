@@ -1,13 +1,28 @@
 //! The secrets of each group (issue 17): the AJP secret its splitter and web VMs share.
-//! Made once, by the first conductor that boots a VM of the group, from the OS's random
-//! source; the same for every conductor after that (the database decides a race).
+//! Made once, by the first conductor that boots a VM of the group, and kept in the
+//! database, so every conductor after that uses the same (the database decides a race).
+//! It is derived (HKDF-SHA256) from the conductor's key, `<state_path>/conductor.key`
+//! (32 bytes from the OS's random source, made on first use), and the group's name: a
+//! conductor that lost its database and adopts the group from the cloud's metadata
+//! makes the same secret again, so the VMs it boots still match the splitter.
 
+use std::{io::Write as _, path::Path};
+
+use hkdf::Hkdf;
 use rand_core::{OsRng, RngCore};
+use sha2::Sha256;
 
 use super::{is_duplicate, query_error, Result, Store, StoreError};
 
 /// Random bytes in an AJP secret (written as twice as many hex digits).
 const AJP_SECRET_BYTES: usize = 32;
+
+/// HKDF's `info` for a group's AJP secret; other secrets derived from a conductor key
+/// must use another.
+const AJP_SECRET_INFO: &[u8] = b"autoscaler ajp-secret v1\0";
+
+/// The conductor key's file under `state_path`.
+pub const CONDUCTOR_KEY_FILE: &str = "conductor.key";
 
 /// The shared secret of a group's AJP connections: mod_jk's `secret` on the splitter,
 /// the AJP connector's `secret` (with `secretRequired="true"`) on the web VMs. Lowercase
@@ -21,6 +36,22 @@ impl AjpSecret {
     pub fn generate() -> AjpSecret {
         let mut bytes = [0u8; AJP_SECRET_BYTES];
         OsRng.fill_bytes(&mut bytes);
+        AjpSecret::from_bytes(&bytes)
+    }
+
+    /// `group`'s secret derived from a conductor key: HKDF-SHA256, no salt, info
+    /// [`AJP_SECRET_INFO`] followed by the group's name.
+    pub fn derive(key: &[u8], group: &str) -> AjpSecret {
+        let mut info = AJP_SECRET_INFO.to_vec();
+        info.extend_from_slice(group.as_bytes());
+        let mut bytes = [0u8; AJP_SECRET_BYTES];
+        Hkdf::<Sha256>::new(None, key)
+            .expand(&info, &mut bytes)
+            .expect("32 bytes is a valid HKDF-SHA256 length");
+        AjpSecret::from_bytes(&bytes)
+    }
+
+    fn from_bytes(bytes: &[u8]) -> AjpSecret {
         AjpSecret(bytes.iter().map(|b| format!("{b:02x}")).collect())
     }
 
@@ -45,11 +76,46 @@ impl std::fmt::Debug for AjpSecret {
     }
 }
 
+/// The conductor's key, `<state_path>/conductor.key`: read, or made (32 random bytes as
+/// hex, mode 0600) when there is none. Two conductors sharing `state_path` read the one
+/// made first.
+pub fn conductor_key(state_path: &Path) -> std::io::Result<Vec<u8>> {
+    let path = state_path.join(CONDUCTOR_KEY_FILE);
+    let mut bytes = [0u8; AJP_SECRET_BYTES];
+    OsRng.fill_bytes(&mut bytes);
+    std::fs::create_dir_all(state_path)?;
+    let created = {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+    };
+    match created {
+        Ok(mut file) => {
+            file.write_all(AjpSecret::from_bytes(&bytes).expose().as_bytes())?;
+            file.sync_all()?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let text = std::fs::read_to_string(&path)?;
+    let key = text.trim();
+    if key.len() < 32 {
+        return Err(std::io::Error::other(format!(
+            "{}: shorter than 32 characters",
+            path.display()
+        )));
+    }
+    Ok(key.as_bytes().to_vec())
+}
+
 impl Store {
-    /// `group`'s AJP secret, made and stored if it has none yet. Unfenced: any conductor
-    /// may boot for a group it owns, and a race between two ends with both reading the
-    /// one row that was inserted first.
-    pub async fn ajp_secret(&self, group: &str) -> Result<AjpSecret> {
+    /// `group`'s AJP secret, made from `key` (the conductor's) and stored if it has none
+    /// yet. Unfenced: any conductor may boot for a group it owns, and a race between two
+    /// ends with both reading the one row that was inserted first.
+    pub async fn ajp_secret(&self, group: &str, key: &[u8]) -> Result<AjpSecret> {
         let doing = "reading a group's AJP secret";
         if let Some(secret) = self.stored_ajp_secret(group).await? {
             return Ok(secret);
@@ -57,7 +123,7 @@ impl Store {
         let inserted =
             sqlx::query("INSERT INTO group_secrets (group_name, ajp_secret) VALUES (?, ?)")
                 .bind(group)
-                .bind(AjpSecret::generate().expose().to_owned())
+                .bind(AjpSecret::derive(key, group).expose().to_owned())
                 .execute(&self.pool)
                 .await;
         match inserted {
@@ -95,6 +161,29 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_derived_secret_is_the_groups_and_the_keys() {
+        let key = b"0123456789abcdef0123456789abcdef";
+        let shop = AjpSecret::derive(key, "shop");
+        assert_eq!(shop, AjpSecret::derive(key, "shop"));
+        assert_ne!(shop, AjpSecret::derive(key, "blog"));
+        assert_ne!(
+            shop,
+            AjpSecret::derive(b"another key, another conductor..", "shop")
+        );
+        assert_eq!(AjpSecret::parse(shop.expose()), Some(shop));
+        let dir = tempfile::tempdir().unwrap();
+        let first = conductor_key(dir.path()).unwrap();
+        assert_eq!(first.len(), 64);
+        assert_eq!(conductor_key(dir.path()).unwrap(), first, "made once");
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(dir.path().join(CONDUCTOR_KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
 
     #[test]
     fn secrets_are_random_hex_and_never_printed() {

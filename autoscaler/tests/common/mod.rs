@@ -70,7 +70,88 @@ pub struct Fixture {
     pub address_pool: String,
     /// `[local] images_path`: the test images unless a test wants the real ones.
     pub images_path: PathBuf,
+    /// The agents' broker login, a user of the test's own ([`AgentUser`]); `None` on a
+    /// broker node of the test's own, whose agents use the service's login.
+    pub agent: Option<AgentUser>,
+    /// `[agent] transport_url`: the agent user at the fixture's broker hosts, unless a
+    /// test points the agents elsewhere ([`Fixture::agent_url_for`]).
+    pub agent_transport_url: String,
     children: Vec<Child>,
+}
+
+/// A broker user made for one test's agents with exactly the permissions
+/// doc/security.md gives (`rabbitmqctl` on the system broker), deleted on drop.
+pub struct AgentUser {
+    pub name: String,
+    pub password: String,
+    pub vhost: String,
+}
+
+impl AgentUser {
+    /// Creates the user with the agents' permissions on `exchange` in `vhost`.
+    pub fn create(vhost: &str, exchange: &str) -> AgentUser {
+        let user = AgentUser {
+            name: unique("autoscaler-agent"),
+            password: uuid::Uuid::new_v4().simple().to_string(),
+            vhost: vhost.to_owned(),
+        };
+        rabbitmqctl(&["add_user", &user.name, &user.password]);
+        let exchange_re = exchange.replace('.', "\\.");
+        let (write, read) = (
+            format!("^{exchange_re}$"),
+            format!("^{exchange_re}\\.splitter\\."),
+        );
+        // The two settings are independent: in parallel (rabbitmqctl takes most of a
+        // second to start).
+        let topic = {
+            let (vhost, name, exchange) =
+                (vhost.to_owned(), user.name.clone(), exchange.to_owned());
+            std::thread::spawn(move || {
+                rabbitmqctl(&[
+                    "set_topic_permissions",
+                    "-p",
+                    &vhost,
+                    &name,
+                    &exchange,
+                    "^(heartbeat|metrics|pool-ack)\\.",
+                    "^$",
+                ]);
+            })
+        };
+        rabbitmqctl(&[
+            "set_permissions",
+            "-p",
+            vhost,
+            &user.name,
+            "^$",
+            &write,
+            &read,
+        ]);
+        topic.join().expect("set_topic_permissions");
+        user
+    }
+
+    /// `url` (a transport URL) with this user's login at each of its hosts.
+    pub fn url_at(&self, url: &str) -> String {
+        let url: TransportUrl = url.parse().expect("a transport_url");
+        let hosts: Vec<String> = (url.hosts.iter())
+            .map(|h| format!("{}:{}@{}:{}", self.name, self.password, h.hostname, h.port))
+            .collect();
+        let vhost = if self.vhost == "/" {
+            ""
+        } else {
+            self.vhost.as_str()
+        };
+        format!("{}://{}/{vhost}", url.scheme, hosts.join(","))
+    }
+}
+
+impl Drop for AgentUser {
+    fn drop(&mut self) {
+        let _ = Command::new("rabbitmqctl")
+            .args(["delete_user", &self.name])
+            .output();
+    }
 }
 
 impl Fixture {
@@ -88,7 +169,38 @@ impl Fixture {
         Self::with_url(url, Some(vhost))
     }
 
+    /// On the system broker (or a proxy to it): the agents get a user of their own.
     pub fn with_url(transport_url: String, vhost: Option<String>) -> Fixture {
+        let exchange = unique("autoscaler-test");
+        let agent = AgentUser::create(vhost.as_deref().unwrap_or("/"), &exchange);
+        let agent_url = agent.url_at(&transport_url);
+        Self::build(transport_url, vhost, exchange, Some(agent), agent_url)
+    }
+
+    /// On a broker node of the test's own (`rabbit_node`), which may not be up yet: its
+    /// agents use the service's login, with `[agent] allow_service_credentials = true`
+    /// (what these tests test is the broker's restarts, not its permissions).
+    pub fn on_own_node(transport_url: String) -> Fixture {
+        let exchange = unique("autoscaler-test");
+        let agent_url = transport_url.clone();
+        Self::build(transport_url, None, exchange, None, agent_url)
+    }
+
+    /// `url`'s hosts with the agent user's login (the service's on an own node).
+    pub fn agent_url_for(&self, url: &str) -> String {
+        match &self.agent {
+            Some(agent) => agent.url_at(url),
+            None => url.to_owned(),
+        }
+    }
+
+    fn build(
+        transport_url: String,
+        vhost: Option<String>,
+        exchange: String,
+        agent: Option<AgentUser>,
+        agent_transport_url: String,
+    ) -> Fixture {
         let dir = tempfile::tempdir().expect("temporary directory");
         // Run as root, the conductor runs its VMs as `[local] vm_user` (nobody), which
         // must reach their directories under state/: traversable, not listable.
@@ -97,13 +209,15 @@ impl Fixture {
             .expect("temporary directory's mode");
         let fixture = Fixture {
             dir,
-            exchange: unique("autoscaler-test"),
+            exchange,
             topic: unique("notifications-test"),
             host: unique("test-host"),
             transport_url,
             vhost,
             address_pool: format!("127.{}.{}.0/28", 100 + rand_byte() % 100, rand_byte()),
             images_path: test_images(),
+            agent,
+            agent_transport_url,
             children: Vec::new(),
         };
         fixture.write_config("");
@@ -118,12 +232,15 @@ impl Fixture {
              [oslo_messaging_rabbit]\nrabbit_retry_interval = 1\nrabbit_retry_backoff = 0\nrabbit_interval_max = 2\n\n\
              [oslo_messaging_notifications]\ndriver = messagingv2\ntopics = {}\n\n\
              [conductor]\ndrain_timeout = 1\n\n\
+             [agent]\ntransport_url = {}\nallow_service_credentials = {}\n\n\
              [local]\nimages_path = {}\naddress_pool = {}\ndelete_grace_period = 2\n{extra}",
             self.transport_url,
             self.exchange,
             self.host,
             self.dir.path().join("state").display(),
             self.topic,
+            self.agent_transport_url,
+            self.agent.is_none(),
             self.images_path.display(),
             self.address_pool,
         );

@@ -5,11 +5,14 @@
 //! - `bench`: the scenario suite with every policy; prints the comparison table and
 //!   writes it as Markdown;
 //! - `overhead`: the overhead figures (policy tick, message encoding, simulated seconds
-//!   per wall second, the conductor's intake from RabbitMQ).
+//!   per wall second, the conductor's intake from RabbitMQ);
+//! - `ha-bench`: two whole conductors at 1,000 sites over the real broker and MariaDB,
+//!   an in-memory cloud and simulated agents: CPU, statements, failover (`doc/ha.md`).
 //!
 //! Exit 0 on success, 1 on an error (an `ERROR:` line on stderr), 2 for a bad command
 //! line.
 
+mod ha_bench;
 mod overhead;
 
 use std::{
@@ -53,6 +56,8 @@ enum Command {
     Bench(BenchArgs),
     /// Measures the overheads: policy tick, message coding, simulator speed, intake.
     Overhead(overhead::OverheadArgs),
+    /// Two whole conductors at scale: CPU, database statements, failover time.
+    HaBench(ha_bench::HaBenchArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -122,6 +127,7 @@ fn main() -> ExitCode {
         Command::Run(a) => run(&a),
         Command::Bench(a) => bench(&a),
         Command::Overhead(a) => overhead::main(&a),
+        Command::HaBench(a) => ha_bench::main(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -290,6 +290,7 @@ async fn intake(broker: &str, messages: u32) -> Result<()> {
                 auto_delete: false,
                 max_length: Some(messages * 2),
                 max_length_bytes: None,
+                expires: None,
             },
             &["heartbeat.#".to_owned()],
         )

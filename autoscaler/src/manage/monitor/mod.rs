@@ -86,12 +86,27 @@ fn decode(delivery: &Delivery, max_size: usize) -> Option<Heard> {
 
 fn emit(line: &Line, format: Format) {
     match format {
-        Format::Table => println!("{}", line.to_text()),
+        Format::Table => println!("{}", printable(&line.to_text())),
         Format::Json => println!(
             "{}",
             serde_json::to_string(line).expect("monitor lines serialize")
         ),
     }
+}
+
+/// `text` with its control characters escaped (`\u{1b}`, `\n`, ...): names and reasons
+/// in a line may come from a VM's message, which must not drive the operator's terminal
+/// (issue 17). JSON lines are escaped by serde.
+fn printable(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let escaped = c.is_control().then(|| c.escape_default());
+            escaped
+                .into_iter()
+                .flatten()
+                .chain((!c.is_control()).then_some(c))
+        })
+        .collect()
 }
 
 /// Runs the monitor until the duration ends or the operator interrupts it.
@@ -209,6 +224,16 @@ async fn watch_broker(config: &Config, options: Options) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_are_shown_escaped() {
+        assert_eq!(printable("shop 0.25 s"), "shop 0.25 s");
+        assert_eq!(
+            printable("evil\u{1b}[2J\r\nname"),
+            "evil\\u{1b}[2J\\r\\nname"
+        );
+        assert_eq!(printable("café"), "café");
+    }
 
     #[test]
     fn one_template_or_all_and_every_notification_topic() {
