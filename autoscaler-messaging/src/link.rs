@@ -532,10 +532,25 @@ struct SessionError {
     /// The broker refused a declaration (`message` says which and what to do): only
     /// someone changing the broker or the configuration mends it.
     refused: bool,
+    /// A passive link found its queue or the exchange missing (404): the conductor
+    /// declares them, and after a broker restart does so again within a tick, so the
+    /// agent asks again soon rather than backing off.
+    not_declared: bool,
 }
+
+/// How soon a passive link asks again for a queue or exchange not declared yet, and how
+/// many times in a row before it backs off as for any other failure (a queue that never
+/// comes must not cost the broker a connection every half second for ever).
+const NOT_DECLARED_RETRY: Duration = Duration::from_millis(400);
+const NOT_DECLARED_QUICK_TRIES: u32 = 8;
 
 /// The broker's text when `error` is its refusal of a declaration (406
 /// `PRECONDITION_FAILED`, which closes the channel).
+/// Whether `error` is the broker's 404: a queue or exchange that does not exist.
+fn is_not_found(error: &lapin::Error) -> bool {
+    matches!(error.kind(), lapin::ErrorKind::ProtocolError(amqp) if amqp.get_id() == 404)
+}
+
 pub fn refusal(error: &lapin::Error) -> Option<String> {
     match error.kind() {
         lapin::ErrorKind::ProtocolError(amqp) if amqp.get_id() == 406 => {
@@ -601,6 +616,7 @@ impl Link {
     ) {
         let mut host = 0;
         let mut failures = 0u32;
+        let mut quick = 0u32;
         let mut generation = 0u64;
         while !*shutdown.borrow() {
             let opened = tokio::select! {
@@ -614,6 +630,15 @@ impl Link {
                     error!(reason = %error.message, retry_in = ?delay, "the broker refused a declaration");
                     let _ = state_tx.send(LinkState::Refused(error.message));
                     host += 1;
+                    tokio::select! {
+                        _ = sleep(delay) => continue,
+                        _ = shutdown.wait_for(|stop| *stop) => break,
+                    }
+                }
+                Err(error) if error.not_declared && quick < NOT_DECLARED_QUICK_TRIES => {
+                    quick += 1;
+                    let delay = jittered(NOT_DECLARED_RETRY, random_u64());
+                    debug!(error = %error.message, retry_in = ?delay, "not declared yet");
                     tokio::select! {
                         _ = sleep(delay) => continue,
                         _ = shutdown.wait_for(|stop| *stop) => break,
@@ -634,6 +659,7 @@ impl Link {
                 }
             };
             failures = 0;
+            quick = 0;
             host = session.index;
             generation += 1;
             let broker = self.config.url.hosts[session.index].to_string();
@@ -672,6 +698,7 @@ impl Link {
                     message: error.to_string(),
                     nobody_listening: error.nobody_listening,
                     refused: false,
+                    not_declared: false,
                 })?;
         match self.set_up(&connection).await {
             Ok((control, confirmed, telemetry, consumers)) => Ok(Session {
@@ -696,6 +723,7 @@ impl Link {
                     },
                     nobody_listening: false,
                     refused: refused.is_some(),
+                    not_declared: self.passive && is_not_found(&error),
                 })
             }
         }
