@@ -397,6 +397,17 @@ async fn the_splitter_applies_pools_measures_and_drains_on_real_mod_jk() {
     let (connection, _) = link::connect(&config, 0).await.unwrap();
     let channel = connection.create_channel().await.unwrap();
     topology.declare_exchange(&channel).await.unwrap();
+    // The splitter's pool queue, as the conductor declares it (the agent declares
+    // nothing: issue 17).
+    topology
+        .declare_queue(
+            &channel,
+            &topology.splitter_queue("shop-splitter"),
+            &QueueSpec::splitter_pool(),
+            &[Topology::pool_key(GROUP)],
+        )
+        .await
+        .unwrap();
     let mut acks = consume(&channel, &topology, "acks", &Topology::pool_ack_key(GROUP)).await;
     let mut metrics = consume(
         &channel,
@@ -640,6 +651,17 @@ async fn members_join_a_loaded_site_without_a_stall() {
     let (connection, _) = link::connect(&config, 0).await.unwrap();
     let channel = connection.create_channel().await.unwrap();
     topology.declare_exchange(&channel).await.unwrap();
+    // The splitter's pool queue, as the conductor declares it (the agent declares
+    // nothing: issue 17).
+    topology
+        .declare_queue(
+            &channel,
+            &topology.splitter_queue("shop-splitter"),
+            &QueueSpec::splitter_pool(),
+            &[Topology::pool_key(GROUP)],
+        )
+        .await
+        .unwrap();
     let mut acks = consume(&channel, &topology, "acks", &Topology::pool_ack_key(GROUP)).await;
     let mut beats = consume(&channel, &topology, "beats", "heartbeat.shop.*").await;
 
