@@ -344,12 +344,7 @@ impl LinkHandle {
         properties: BasicProperties,
         patience: Duration,
     ) -> Result<(), PublishError> {
-        let mut channels = self.channels.clone();
-        let current = match timeout(patience, channels.wait_for(Option::is_some)).await {
-            Ok(Ok(current)) => current.clone().expect("waited for Some"),
-            Ok(Err(_)) => return Err(PublishError::Closed),
-            Err(_) => return Err(PublishError::Unavailable(patience)),
-        };
+        let current = self.session(patience).await?;
         let published = async {
             let confirm = current
                 .confirmed
@@ -369,6 +364,17 @@ impl LinkHandle {
             Ok(Err(error)) => Err(PublishError::Failed(error.to_string())),
             Err(_) => Err(PublishError::Unavailable(patience)),
         }
+    }
+
+    /// The current session's channels, waiting up to `patience` for one.
+    async fn session(&self, patience: Duration) -> Result<Channels, PublishError> {
+        let mut channels = self.channels.clone();
+        let current = match timeout(patience, channels.wait_for(Option::is_some)).await {
+            Ok(Ok(current)) => current.clone().expect("waited for Some"),
+            Ok(Err(_)) => return Err(PublishError::Closed),
+            Err(_) => return Err(PublishError::Unavailable(patience)),
+        };
+        Ok(current)
     }
 
     pub fn state(&self) -> LinkState {
@@ -472,12 +478,7 @@ impl LinkHandle {
         bindings: &[String],
         patience: Duration,
     ) -> Result<(), PublishError> {
-        let mut channels = self.channels.clone();
-        let current = match timeout(patience, channels.wait_for(Option::is_some)).await {
-            Ok(Ok(current)) => current.clone().expect("waited for Some"),
-            Ok(Err(_)) => return Err(PublishError::Closed),
-            Err(_) => return Err(PublishError::Unavailable(patience)),
-        };
+        let current = self.session(patience).await?;
         let declared = topology.declare_queue(&current.control, queue, spec, bindings);
         match timeout(patience.max(SEND_PATIENCE), declared).await {
             Ok(Ok(())) => Ok(()),

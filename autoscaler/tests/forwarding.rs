@@ -67,6 +67,14 @@ fn a_request_about_a_group_another_conductor_owns_is_forwarded_to_it() {
         (seen.1 >= 10).then(|| seen.0.clone())
     });
 
+    // The group's first VMs are booting: wait until its owner lists one.
+    wait_for("a VM of shop listed", Duration::from_secs(20), &fx, || {
+        let out = fx.manage(&["--format", "json", "vm", "list", "--template", "shop"]);
+        json(&out)
+            .as_array()
+            .is_some_and(|v| !v.is_empty())
+            .then_some(())
+    });
     let rt = tokio::runtime::Runtime::new().unwrap();
     let topology = Topology::new(&fx.exchange, Durability::Transient);
     let mut client = rt
