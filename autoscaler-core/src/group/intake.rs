@@ -46,7 +46,12 @@ impl Group {
     pub fn pool_ack(&mut self, ack: &PoolAck) -> Vec<Action> {
         match &ack.outcome {
             PoolOutcome::Applied => {
-                self.pool.acked = self.pool.acked.max(ack.generation);
+                let pool = &mut self.pool;
+                if let Some(&(_, active)) = pool.sent.iter().find(|(g, _)| *g == ack.generation) {
+                    pool.applied_serving = Some(active);
+                    pool.sent.retain(|(g, _)| *g > ack.generation);
+                }
+                pool.acked = pool.acked.max(ack.generation);
                 Vec::new()
             }
             PoolOutcome::Rejected { reason } => {

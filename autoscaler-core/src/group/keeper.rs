@@ -24,6 +24,10 @@ use crate::{
 /// The pool is sent again this often even when nothing changed, so a restarted splitter
 /// agent (which forgot its generation) or a lost message is repaired.
 pub const POOL_RESEND: Duration = Duration::from_secs(5);
+/// Generations sent and not yet acknowledged that are remembered (with their active
+/// members, for [`Group::serving`](super::Group)): the splitter acknowledges each within
+/// a second or two, and pools change a few times a minute at most.
+pub(super) const SENT_KEPT: usize = 16;
 /// A pool not yet acknowledged is sent again after this long.
 const POOL_RETRY: Duration = Duration::from_secs(2);
 
@@ -77,6 +81,11 @@ impl Group {
             pool.generation = next_generation(pool.generation.max(pool.floor), now);
             pool.members = desired;
             pool.listening = listening;
+            if pool.sent.len() == SENT_KEPT {
+                pool.sent.pop_front();
+            }
+            pool.sent
+                .push_back((pool.generation, super::active_members(&pool.members)));
         }
         let since_last = pool.last_publish.map(|t| elapsed(now, t));
         let unacked = pool.acked < pool.generation;

@@ -42,7 +42,7 @@ mod view;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use chrono::{DateTime, Utc};
 
@@ -85,6 +85,12 @@ struct PoolState {
     splitter: Option<String>,
     /// The newest generation the splitter applied.
     acked: u64,
+    /// Generations sent and not yet applied, oldest first, with their active members
+    /// (bounded by [`keeper::SENT_KEPT`]).
+    sent: VecDeque<(u64, u32)>,
+    /// Active members of the newest generation the splitter applied, when this conductor
+    /// sent it: until the splitter applies a change, it routes to these.
+    applied_serving: Option<u32>,
     /// The last generation an earlier owner of the group sent (from the database): the
     /// next one must be newer even when this conductor's clock is behind that owner's.
     floor: u64,
@@ -208,6 +214,8 @@ impl Group {
                 last_publish: None,
                 splitter: None,
                 acked: 0,
+                sent: VecDeque::new(),
+                applied_serving: None,
                 floor: 0,
             },
             removals: BTreeMap::new(),
@@ -270,13 +278,17 @@ impl Group {
         }
     }
 
-    /// Members the splitter sends new requests to.
+    /// Members the splitter sends new requests to: those of the newest pool it applied
+    /// (a pool sent is not routed to until the splitter has carried it out, and a join
+    /// counted early makes the members that serve look slow: issue 16), else, with no
+    /// acknowledgement of a pool this conductor sent (a restart, a takeover), the pool
+    /// as decided.
     fn serving(&self) -> u32 {
-        self.pool
-            .members
-            .iter()
-            .filter(|m| m.state == crate::pool::MemberState::Active)
-            .count() as u32
+        let pool = &self.pool;
+        match pool.applied_serving {
+            Some(applied) if pool.acked < pool.generation => applied,
+            _ => active_members(&pool.members),
+        }
     }
 
     fn heartbeat_fresh(&self, vm: &Vm, obs: &Observed, now: DateTime<Utc>) -> bool {
@@ -284,6 +296,14 @@ impl Group {
             .get(&vm.name)
             .is_some_and(|hb| within(now, hb.last, self.settings.heartbeat_timeout))
     }
+}
+
+/// Members in the active state (not draining): those the splitter sends new requests to.
+fn active_members(members: &[PoolMember]) -> u32 {
+    members
+        .iter()
+        .filter(|m| m.state == crate::pool::MemberState::Active)
+        .count() as u32
 }
 
 /// Where the VM's server listens: the cloud's address for it, else the one its agent

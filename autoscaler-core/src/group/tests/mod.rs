@@ -491,6 +491,12 @@ impl Site {
 /// (the load stays slow meanwhile: the clients wait). Returns the site and the time of
 /// the scale-out.
 fn scaled_out_to_three() -> (Site, f64) {
+    scale_out_and_join(true)
+}
+
+/// [`scaled_out_to_three`], the splitter acknowledging the pool with the new members
+/// only when `applied`.
+fn scale_out_and_join(applied: bool) -> (Site, f64) {
     let mut site = Site::ready(1, &["w1"]);
     let mut up = None;
     while up.is_none() && site.now < 30.0 {
@@ -513,6 +519,7 @@ fn scaled_out_to_three() -> (Site, f64) {
     // Up and heard: they join the pool.
     site.set_status("w2", VmStatus::Active);
     site.set_status("w3", VmStatus::Active);
+    site.auto_ack = applied;
     site.tick(Some(SLOW));
     assert_eq!(
         members(&site.pool()),

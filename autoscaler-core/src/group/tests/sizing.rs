@@ -16,6 +16,28 @@ fn boots_the_splitter_and_the_minimum_once() {
     assert!(boots(&site.tick_at(2.0, None)).is_empty());
 }
 
+/// Members count as serving once the splitter applied the pool that holds them: a pool
+/// sent is not routed to yet, and counting its members early reads the one VM still
+/// serving as three slow ones (issue 16: a second scale-out, 3 -> 4, after the join).
+#[test]
+fn new_members_serve_once_the_splitter_applied_their_pool() {
+    let (mut site, up) = scale_out_and_join(false);
+    let joined = site.g.pool.generation;
+    // The splitter is slow to carry the pool out: for 8 s it still routes to w1 alone.
+    for _ in 0..8 {
+        site.tick(Some(SLOW));
+    }
+    assert_eq!(site.ticks_notifying("autoscaler.scale.up"), [up]);
+    // Applied: the three share the load, and the policy holds at 3.
+    site.ack(joined);
+    site.auto_ack = true;
+    for _ in 0..10 {
+        site.tick(Some(SPREAD));
+    }
+    assert_eq!(site.ticks_notifying("autoscaler.scale.up"), [up]);
+    assert_eq!(site.g.serving(), 3);
+}
+
 #[test]
 fn sustained_slow_seconds_scale_out_once_to_the_clients_over_capacity() {
     let (mut site, up) = scaled_out_to_three();
