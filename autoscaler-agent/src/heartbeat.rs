@@ -8,7 +8,9 @@
 
 use std::time::Duration;
 
-use autoscaler_messaging::{Envelope, Heartbeat, LinkHandle, Outgoing, Role, Topology};
+use std::sync::Arc;
+
+use autoscaler_messaging::{signing::Signer, Heartbeat, LinkHandle, Outgoing, Role, Topology};
 use chrono::Utc;
 use tokio::{sync::watch, time::MissedTickBehavior};
 use tracing::{debug, info, warn};
@@ -31,6 +33,8 @@ pub struct Settings {
     pub site_url: Option<String>,
     /// The address the VM's server listens on, announced for clouds that report none.
     pub address: Option<std::net::IpAddr>,
+    /// Signs every heartbeat with the VM's key.
+    pub signer: Arc<Signer>,
 }
 
 pub async fn run(link: LinkHandle, settings: Settings, mut stop: watch::Receiver<bool>) {
@@ -58,20 +62,18 @@ pub async fn run(link: LinkHandle, settings: Settings, mut stop: watch::Receiver
             info!(?serving, url = ?settings.check.as_ref().map(|c| c.url().to_string()), "serving");
             last_serving = serving;
         }
-        let body = Envelope::new(
-            settings.sender.as_str(),
-            Utc::now(),
-            Heartbeat {
-                group: settings.group.clone(),
-                vm_id: settings.vm_id.clone(),
-                role: settings.role,
-                seq,
-                serving,
-                url: settings.site_url.clone(),
-                address: settings.address.map(|a| a.to_string()),
-            },
-        )
-        .to_bytes();
+        let heartbeat = Heartbeat {
+            group: settings.group.clone(),
+            vm_id: settings.vm_id.clone(),
+            role: settings.role,
+            seq,
+            serving,
+            url: settings.site_url.clone(),
+            address: settings.address.map(|a| a.to_string()),
+        };
+        let (body, headers) = settings
+            .signer
+            .seal(&settings.sender, Utc::now(), &heartbeat);
         let message = Outgoing {
             exchange: &settings.exchange,
             routing_key: &key,
@@ -79,6 +81,7 @@ pub async fn run(link: LinkHandle, settings: Settings, mut stop: watch::Receiver
             confirm: false,
             ttl: Some(settings.ttl),
             correlation_id: None,
+            headers: Some(&headers),
         };
         // Patience of one interval: older than that, the heartbeat is stale anyway.
         match link.publish(message, settings.interval).await {

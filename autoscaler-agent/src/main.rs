@@ -21,9 +21,10 @@ mod settings;
 mod splitter;
 mod web;
 
-use std::{path::PathBuf, process::ExitCode, time::Duration};
+use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 
 use autoscaler_messaging::{
+    signing::{Signature, Signer},
     AgentConfig, Durability, Link, LinkConfig, LinkHandle, QueueSpec, Subscription, Topology,
 };
 use clap::{Parser, Subcommand};
@@ -146,6 +147,10 @@ async fn run(config: AgentConfig, role: RoleSettings, address: Option<std::net::
         }
     };
     let name = format!("autoscaler-agent.{}", config.vm_id);
+    let signer = Arc::new(Signer::new(
+        config.vm_id.clone(),
+        config.message_key.clone(),
+    ));
     let (link, link_task, pool_deliveries) =
         start_link(&config, url, &name, modjk.is_some(), stopped.clone());
     info!(group = %config.group, vm = %config.vm_id, role = %config.role, "agent starting");
@@ -155,7 +160,7 @@ async fn run(config: AgentConfig, role: RoleSettings, address: Option<std::net::
         modjk.as_ref(),
         &name,
         address,
-        link.clone(),
+        (link.clone(), signer.clone()),
         stopped.clone(),
     );
     let splitter_task = match (modjk, &role) {
@@ -164,7 +169,7 @@ async fn run(config: AgentConfig, role: RoleSettings, address: Option<std::net::
             paths,
             &name,
             modjk,
-            link,
+            (link, signer),
             pool_deliveries,
             stopped,
         )),
@@ -246,7 +251,7 @@ fn start_heartbeat(
     modjk: Option<&splitter::ModJk>,
     name: &str,
     address: Option<std::net::IpAddr>,
-    link: LinkHandle,
+    (link, signer): (LinkHandle, Arc<Signer>),
     stopped: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     let (check, site_url) = local_check(role, modjk);
@@ -264,6 +269,7 @@ fn start_heartbeat(
             check,
             site_url,
             address,
+            signer,
         },
         stopped,
     ))
@@ -275,7 +281,7 @@ fn start_splitter(
     paths: &settings::SplitterPaths,
     name: &str,
     modjk: splitter::ModJk,
-    link: LinkHandle,
+    (link, signer): (LinkHandle, Arc<Signer>),
     mut pool_deliveries: PoolDeliveries,
     stopped: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
@@ -285,6 +291,7 @@ fn start_splitter(
     tokio::spawn(async move {
         while let Some(mut delivery) = pool_deliveries.recv().await {
             let data = std::mem::take(&mut delivery.data);
+            let signature = Signature::of(delivery.properties.headers().as_ref());
             let ack: splitter::Acknowledge = Box::pin(async move {
                 delivery
                     .acker
@@ -293,7 +300,11 @@ fn start_splitter(
                     .map(drop)
                     .map_err(|e| e.to_string())
             });
-            let message = splitter::Incoming { data, ack };
+            let message = splitter::Incoming {
+                data,
+                signature,
+                ack,
+            };
             if incoming.send(message).await.is_err() {
                 break;
             }
@@ -307,6 +318,7 @@ fn start_splitter(
         telemetry_ttl: config.telemetry_ttl,
         request_log: paths.request_log.clone(),
         workers_properties: paths.workers_properties.clone(),
+        signer,
     };
     let splitter = splitter::Splitter::new(settings, link, modjk);
     tokio::spawn(splitter.run(incoming_rx, stopped))

@@ -33,6 +33,10 @@ pub struct RunArgs {
     /// Without --config-file or --user-data: web or splitter.
     #[arg(long, env = "AUTOSCALER_ROLE")]
     pub role: Option<Role>,
+    /// Without --config-file or --user-data: this VM's message key (base64; only from
+    /// the environment, never a flag others could read in the process list).
+    #[arg(skip = std::env::var("AUTOSCALER_MESSAGE_KEY").ok())]
+    pub message_key: Option<String>,
     /// Without --config-file or --user-data: seconds between heartbeats.
     #[arg(long, default_value = "1")]
     pub heartbeat_interval: String,
@@ -220,7 +224,12 @@ pub fn agent_config(args: &RunArgs) -> Result<AgentConfig, String> {
             .map_err(|e| e.to_string());
     }
     let missing = |flag: &str| format!("{flag} is required without --config-file or --user-data");
-    let fields = [&args.transport_url, &args.group, &args.vm_id];
+    let fields = [
+        &args.transport_url,
+        &args.group,
+        &args.vm_id,
+        &args.message_key,
+    ];
     if fields
         .iter()
         .any(|f| f.as_deref().is_some_and(|v| v.contains('\n')))
@@ -230,7 +239,7 @@ pub fn agent_config(args: &RunArgs) -> Result<AgentConfig, String> {
     }
     // Reuse the INI parser's validation so flags and files accept the same values.
     let ini = format!(
-        "[agent]\ntransport_url = {}\ncontrol_exchange = {}\ngroup = {}\nrole = {}\nvm_id = {}\nheartbeat_interval = {}\ntelemetry_ttl = {}\namqp_durable_queues = {}\n",
+        "[agent]\ntransport_url = {}\ncontrol_exchange = {}\ngroup = {}\nrole = {}\nvm_id = {}\nheartbeat_interval = {}\ntelemetry_ttl = {}\namqp_durable_queues = {}\nmessage_key = {}\n",
         args.transport_url.as_deref().ok_or_else(|| missing("--transport-url"))?,
         args.exchange,
         args.group.as_deref().ok_or_else(|| missing("--group"))?,
@@ -239,6 +248,9 @@ pub fn agent_config(args: &RunArgs) -> Result<AgentConfig, String> {
         args.heartbeat_interval,
         args.telemetry_ttl,
         args.amqp_durable_queues,
+        args.message_key
+            .as_deref()
+            .ok_or_else(|| missing("AUTOSCALER_MESSAGE_KEY"))?,
     );
     AgentConfig::from_ini("command line", &ini).map_err(|e| e.to_string())
 }

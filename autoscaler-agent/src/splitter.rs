@@ -29,10 +29,12 @@ use std::{
     future::Future,
     path::PathBuf,
     pin::Pin,
+    sync::Arc,
     time::Duration,
 };
 
 use autoscaler_messaging::{
+    signing::{Signature, Signer},
     DropCounts, DropReason, Envelope, LinkHandle, MemberState, MemberStats, Metrics, Outgoing,
     PoolAck, PoolMember, PoolOutcome, PoolUpdate, Stats, Topology,
 };
@@ -81,6 +83,8 @@ pub(crate) type Acknowledge = Pin<Box<dyn Future<Output = Result<(), String>> + 
 /// loop sees no broker types, so it runs the same on lapin's deliveries and in tests.
 pub(crate) struct Incoming {
     pub(crate) data: Vec<u8>,
+    /// The signer and MAC its headers carry, if any.
+    pub(crate) signature: Option<Signature>,
     pub(crate) ack: Acknowledge,
 }
 
@@ -94,6 +98,8 @@ pub(crate) struct Settings {
     pub(crate) telemetry_ttl: Duration,
     pub(crate) request_log: PathBuf,
     pub(crate) workers_properties: PathBuf,
+    /// Signs what the agent publishes; its key checks the conductor's pool updates.
+    pub(crate) signer: Arc<Signer>,
 }
 
 /// What has been applied: the input of [`decide`].
@@ -222,6 +228,20 @@ pub(crate) fn decide(
         change,
         stop_listening: !update.listening && !state.stopped,
     })
+}
+
+/// Whether `message` carries the conductor's MAC for this splitter (its own key, issue
+/// 17): anyone else who can publish on the pool key cannot move or freeze the pool.
+pub(crate) fn signed_for(
+    signer: &Signer,
+    vm_id: &str,
+    message: &Incoming,
+) -> Result<(), DropReason> {
+    let signature = message.signature.as_ref().ok_or(DropReason::Unsigned)?;
+    if signature.signer != vm_id || !signer.key().verify(&message.data, &signature.mac) {
+        return Err(DropReason::BadMac(signature.signer.clone()));
+    }
+    Ok(())
 }
 
 /// The pool update in `data`, or why it cannot be read.
@@ -372,7 +392,10 @@ impl Splitter {
                 biased;
                 _ = stopped(&mut stop) => break,
                 Some(message) = pool.recv() => {
-                    self.on_pool_message(&message.data).await;
+                    match signed_for(&self.settings.signer, &self.settings.vm_id, &message) {
+                        Ok(()) => self.on_pool_message(&message.data).await,
+                        Err(reason) => self.dropped(&reason),
+                    }
                     if let Err(error) = message.ack.await {
                         warn!(%error, "pool message not acknowledged to the broker");
                     }
@@ -419,7 +442,10 @@ impl Splitter {
             |name| file.image_members().iter().any(|m| m == name),
             busy.as_ref(),
         );
-        let body = Envelope::new(self.settings.sender.as_str(), Utc::now(), metrics).to_bytes();
+        let (body, headers) =
+            self.settings
+                .signer
+                .seal(&self.settings.sender, Utc::now(), &metrics);
         let key = Topology::metrics_key(&self.settings.group);
         let message = Outgoing {
             exchange: &self.settings.exchange,
@@ -428,6 +454,7 @@ impl Splitter {
             confirm: false,
             ttl: Some(self.settings.telemetry_ttl),
             correlation_id: None,
+            headers: Some(&headers),
         };
         // Patience of one interval: later, the next interval's metrics say more.
         if let Err(error) = self.link.publish(message, METRICS_INTERVAL).await {
@@ -435,19 +462,20 @@ impl Splitter {
         }
     }
 
+    fn dropped(&self, reason: &DropReason) {
+        self.drops.record(reason);
+        warn!(
+            %reason,
+            dropped = self.drops.snapshot().total(),
+            "pool message dropped; mod_jk untouched"
+        );
+    }
+
     /// Handles one pool message; the caller acknowledges the delivery afterwards.
     async fn on_pool_message(&mut self, data: &[u8]) {
         let update = match decode(data) {
             Ok(update) => update,
-            Err(reason) => {
-                self.drops.record(&reason);
-                warn!(
-                    %reason,
-                    dropped = self.drops.snapshot().total(),
-                    "pool message dropped; mod_jk untouched"
-                );
-                return;
-            }
+            Err(reason) => return self.dropped(&reason),
         };
         let generation = update.generation;
         let file = &self.file;
@@ -598,7 +626,10 @@ impl Splitter {
             generation,
             outcome,
         };
-        let body = Envelope::new(self.settings.sender.as_str(), Utc::now(), ack).to_bytes();
+        let (body, headers) = self
+            .settings
+            .signer
+            .seal(&self.settings.sender, Utc::now(), &ack);
         let key = Topology::pool_ack_key(&self.settings.group);
         let message = Outgoing {
             exchange: &self.settings.exchange,
@@ -607,6 +638,7 @@ impl Splitter {
             confirm: true,
             ttl: None,
             correlation_id: None,
+            headers: Some(&headers),
         };
         if let Err(error) = self.link.publish(message, ACK_PATIENCE).await {
             // The conductor re-sends the pool; a repeat is answered again.

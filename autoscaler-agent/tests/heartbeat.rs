@@ -8,7 +8,9 @@ use std::{
 };
 
 use autoscaler_messaging::{
-    link, Durability, Envelope, Heartbeat, LinkConfig, QueueSpec, Role, Topology,
+    link,
+    signing::{MessageSecrets, Signature},
+    Durability, Envelope, Heartbeat, LinkConfig, QueueSpec, Role, Topology,
 };
 use futures_lite::StreamExt;
 use lapin::{
@@ -66,6 +68,10 @@ async fn heartbeats_arrive_in_order_with_ttl_and_sigterm_stops_the_agent() {
         ])
         .args(["--heartbeat-interval", "0.2", "--telemetry-ttl", "3"])
         .env("AUTOSCALER_TRANSPORT_URL", broker_url())
+        .env(
+            "AUTOSCALER_MESSAGE_KEY",
+            secrets().vm_key("vm-7").to_base64(),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -82,6 +88,10 @@ async fn heartbeats_arrive_in_order_with_ttl_and_sigterm_stops_the_agent() {
             .unwrap()
             .unwrap();
         assert_eq!(delivery.routing_key.as_str(), "heartbeat.shop.vm-7");
+        // Issue 17: signed with vm-7's key.
+        let signature = Signature::of(delivery.properties.headers().as_ref()).unwrap();
+        assert_eq!(signature.signer, "vm-7");
+        assert!(secrets().verify("vm-7", &delivery.data, &signature.mac));
         assert_eq!(
             delivery
                 .properties
@@ -195,6 +205,7 @@ fn write_files_materializes_the_user_data_config() {
         telemetry_ttl: Duration::from_secs(10),
         amqp_durable_queues: false,
         check_timeout: Duration::from_secs(1),
+        message_key: secrets().vm_key("shop-web-1"),
     };
     let user_data = dir.path().join("user-data");
     std::fs::write(&user_data, config.to_user_data()).unwrap();
@@ -287,6 +298,7 @@ async fn issue_16_a_page_slower_than_an_interval_is_serving_and_heartbeats_stay_
         telemetry_ttl: Duration::from_secs(3),
         amqp_durable_queues: false,
         check_timeout: Duration::from_secs(3),
+        message_key: secrets().vm_key("vm-slow"),
     };
     std::fs::write(&agent_conf, agent_config.to_ini()).unwrap();
     let page = slow_page(Duration::from_millis(1500)).await;
@@ -339,4 +351,9 @@ async fn issue_16_a_page_slower_than_an_interval_is_serving_and_heartbeats_stay_
         .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
         .await;
     connection.close(200, "done".into()).await.unwrap();
+}
+
+/// The conductor's message secret in these tests.
+fn secrets() -> MessageSecrets {
+    MessageSecrets::new(b"heartbeat-test-message-secret-0123456789", None)
 }

@@ -19,8 +19,11 @@ use std::{
 };
 
 use autoscaler_messaging::{
-    agent_config::WriteFile, link, AgentConfig, Durability, Envelope, Heartbeat, LinkConfig,
-    MemberState, Metrics, PoolAck, PoolMember, PoolOutcome, PoolUpdate, QueueSpec, Role, Topology,
+    agent_config::WriteFile,
+    link,
+    signing::{MessageSecrets, Signature, VmKey},
+    AgentConfig, Durability, Envelope, Heartbeat, LinkConfig, MemberState, Metrics, PoolAck,
+    PoolMember, PoolOutcome, PoolUpdate, QueueSpec, Role, Topology,
 };
 use chrono::Utc;
 use futures_lite::StreamExt;
@@ -178,6 +181,7 @@ fn agent_config(exchange: &str, vm_id: &str, role: Role) -> AgentConfig {
         telemetry_ttl: Duration::from_secs(10),
         amqp_durable_queues: false,
         check_timeout: Duration::from_secs(1),
+        message_key: secrets().vm_key(vm_id),
     }
 }
 
@@ -300,6 +304,10 @@ async fn next<P: autoscaler_messaging::Payload>(
             .unwrap_or_else(|_| panic!("no {what} within {patience:?}"))
             .expect("consumer ended")
             .unwrap();
+        // Issue 17: everything an agent publishes carries its VM's MAC.
+        let signature = Signature::of(delivery.properties.headers().as_ref())
+            .unwrap_or_else(|| panic!("an unsigned message while waiting for {what}"));
+        assert!(secrets().verify(&signature.signer, &delivery.data, &signature.mac));
         let raw = Envelope::decode(&delivery.data, 1 << 20).unwrap();
         if let Some(Ok(message)) = raw.payload_as::<P>() {
             if accept(&message.payload) {
@@ -309,14 +317,35 @@ async fn next<P: autoscaler_messaging::Payload>(
     }
 }
 
+/// The conductor's message secret in these tests.
+fn secrets() -> MessageSecrets {
+    MessageSecrets::new(b"splitter-test-message-secret-0123456789", None)
+}
+
+/// Publishes a pool message as the conductor does: signed with the splitter's key.
 async fn publish(channel: &Channel, exchange: &str, body: &[u8]) {
+    let key = secrets().vm_key("shop-splitter");
+    publish_signed(channel, exchange, body, Some(("shop-splitter", &key))).await
+}
+
+/// Publishes a pool message signed as `signed` says (signer and key), or unsigned.
+async fn publish_signed(
+    channel: &Channel,
+    exchange: &str,
+    body: &[u8],
+    signed: Option<(&str, &VmKey)>,
+) {
+    let mut properties = BasicProperties::default().with_delivery_mode(2);
+    if let Some((signer, key)) = signed {
+        properties = properties.with_headers(key.headers(signer, body));
+    }
     channel
         .basic_publish(
             exchange.into(),
             Topology::pool_key(GROUP).as_str().into(),
             BasicPublishOptions::default(),
             body,
-            BasicProperties::default().with_delivery_mode(2),
+            properties,
         )
         .await
         .unwrap()
@@ -516,6 +545,21 @@ async fn the_splitter_applies_pools_measures_and_drains_on_real_mod_jk() {
         .replace("\"active\"", "\"melting\"");
     publish(&channel, &exchange, melting.as_bytes()).await;
     publish(&channel, &exchange, &pool(0, vec![])).await;
+    // Issue 17: a pool that empties the site, unsigned, signed with a web VM's key, and
+    // signed as the splitter with a key of another secret: all dropped.
+    let forged = pool(6, vec![]);
+    publish_signed(&channel, &exchange, &forged, None).await;
+    let web_key = secrets().vm_key("shop-web-1");
+    publish_signed(&channel, &exchange, &forged, Some(("shop-web-1", &web_key))).await;
+    let other = MessageSecrets::new(b"another-conductors-secret-0123456789ab", None);
+    let wrong = other.vm_key("shop-splitter");
+    publish_signed(
+        &channel,
+        &exchange,
+        &forged,
+        Some(("shop-splitter", &wrong)),
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(get_status(SITE).await, 200);
     assert_eq!(std::fs::read_to_string(&workers).unwrap(), text);

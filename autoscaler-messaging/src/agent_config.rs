@@ -15,7 +15,7 @@ use std::{collections::BTreeMap, fmt::Write as _, path::Path, time::Duration};
 use autoscaler_core::ini::{self, IniError};
 use serde::{Deserialize, Serialize};
 
-use crate::{payload::Role, TransportUrl};
+use crate::{payload::Role, signing::VmKey, TransportUrl};
 
 /// Where cloud-init writes the agent's configuration inside a VM.
 pub const AGENT_CONFIG_PATH: &str = "/etc/autoscaler/agent.conf";
@@ -39,6 +39,10 @@ pub struct AgentConfig {
     /// conductor derives it from the template's target. Absent from the file:
     /// [`DEFAULT_CHECK_TIMEOUT`].
     pub check_timeout: Duration,
+    /// This VM's message key ([`crate::signing`]): it signs every message the agent
+    /// publishes and checks the pool updates it receives. Written to the file in base64,
+    /// never logged.
+    pub message_key: VmKey,
 }
 
 /// The check's timeout of an agent configured without one (an older conductor).
@@ -152,6 +156,7 @@ impl AgentConfig {
         let _ = writeln!(out, "telemetry_ttl = {}", self.telemetry_ttl.as_secs_f64());
         let _ = writeln!(out, "amqp_durable_queues = {}", self.amqp_durable_queues);
         let _ = writeln!(out, "check_timeout = {}", self.check_timeout.as_secs_f64());
+        let _ = writeln!(out, "message_key = {}", self.message_key.to_base64());
         out
     }
 
@@ -193,6 +198,9 @@ impl AgentConfig {
             telemetry_ttl: values.seconds("telemetry_ttl", 10.0)?,
             amqp_durable_queues: values.boolean("amqp_durable_queues", false)?,
             check_timeout: values.seconds("check_timeout", DEFAULT_CHECK_TIMEOUT.as_secs_f64())?,
+            // The value is not repeated: it is the VM's secret.
+            message_key: VmKey::from_base64(&values.required("message_key")?)
+                .map_err(|_| values.bad("message_key", "(hidden)", "32 bytes in base64"))?,
         })
     }
 
@@ -321,6 +329,8 @@ mod tests {
             telemetry_ttl: Duration::from_secs(10),
             amqp_durable_queues: true,
             check_timeout: Duration::from_secs(4),
+            message_key: crate::signing::MessageSecrets::new(&[7; 32], None)
+                .vm_key("shop-splitter-1"),
         }
     }
 

@@ -26,6 +26,10 @@ pub struct Envelope<P = serde_json::Value> {
     pub kind: String,
     pub sender: String,
     pub time: DateTime<Utc>,
+    /// A signed agent message's sequence number, higher than any before from the same VM
+    /// (the conductor drops a repeat: [`crate::signing`]); absent elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
     pub payload: P,
 }
 
@@ -37,23 +41,41 @@ impl<P: Payload> Envelope<P> {
             kind: P::KIND.to_owned(),
             sender: sender.into(),
             time,
+            seq: None,
             payload,
         }
     }
 
+    /// With sequence number `seq` (a signed agent message).
+    pub fn with_seq(mut self, seq: u64) -> Self {
+        self.seq = Some(seq);
+        self
+    }
+
     /// The JSON bytes to publish.
     pub fn to_bytes(&self) -> Vec<u8> {
-        encode(&self.sender, self.time, &self.payload)
+        serde_json::to_vec(self).expect("message payloads serialize to JSON")
     }
 }
 
 /// The JSON bytes of `payload` in an envelope, without taking ownership of it.
 pub fn encode<P: Payload>(sender: &str, time: DateTime<Utc>, payload: &P) -> Vec<u8> {
+    encode_seq(sender, time, None, payload)
+}
+
+/// [`encode`] with a sequence number (a signed agent message).
+pub fn encode_seq<P: Payload>(
+    sender: &str,
+    time: DateTime<Utc>,
+    seq: Option<u64>,
+    payload: &P,
+) -> Vec<u8> {
     let envelope = Envelope {
         version: ENVELOPE_VERSION,
         kind: P::KIND.to_owned(),
         sender: sender.to_owned(),
         time,
+        seq,
         payload,
     };
     serde_json::to_vec(&envelope).expect("message payloads serialize to JSON")
@@ -94,6 +116,16 @@ pub enum DropReason {
     /// An RPC request older than its expiration (or than the conductor's bound).
     #[error("request {age_ms} ms old, beyond its {limit_ms} ms")]
     RpcStale { age_ms: i64, limit_ms: i64 },
+    /// An agent message without a signer and a MAC ([`crate::signing`]).
+    #[error("unsigned message")]
+    Unsigned,
+    /// An agent message whose MAC is not its signer's, or whose signer is not the VM its
+    /// payload names.
+    #[error("MAC is not {0:?}'s")]
+    BadMac(String),
+    /// An agent message whose sequence number is not above the last one its VM sent.
+    #[error("sequence number {seq} not above {last}: a replay")]
+    Replayed { seq: u64, last: u64 },
 }
 
 impl Envelope {
@@ -128,6 +160,7 @@ impl Envelope {
                     kind: self.kind.clone(),
                     sender: self.sender.clone(),
                     time: self.time,
+                    seq: self.seq,
                     payload,
                 })
                 .map_err(|e| DropReason::BadPayload {
@@ -159,6 +192,9 @@ pub struct DropCounts {
     rpc_not_allowed: AtomicU64,
     rpc_bad_reply_to: AtomicU64,
     rpc_stale: AtomicU64,
+    unsigned: AtomicU64,
+    bad_mac: AtomicU64,
+    replayed: AtomicU64,
 }
 
 /// A copy of [`DropCounts`] at one moment, for replies and logs.
@@ -187,6 +223,13 @@ pub struct DropSnapshot {
     pub rpc_bad_reply_to: u64,
     #[serde(default)]
     pub rpc_stale: u64,
+    /// Agent messages refused by their signature (issue 17, item 2).
+    #[serde(default)]
+    pub unsigned: u64,
+    #[serde(default)]
+    pub bad_mac: u64,
+    #[serde(default)]
+    pub replayed: u64,
 }
 
 impl DropSnapshot {
@@ -204,6 +247,9 @@ impl DropSnapshot {
             + self.rpc_not_allowed
             + self.rpc_bad_reply_to
             + self.rpc_stale
+            + self.unsigned
+            + self.bad_mac
+            + self.replayed
     }
 }
 
@@ -223,6 +269,9 @@ impl DropCounts {
             DropReason::RpcNotAllowed(_) => &self.rpc_not_allowed,
             DropReason::RpcBadReplyTo(_) => &self.rpc_bad_reply_to,
             DropReason::RpcStale { .. } => &self.rpc_stale,
+            DropReason::Unsigned => &self.unsigned,
+            DropReason::BadMac(_) => &self.bad_mac,
+            DropReason::Replayed { .. } => &self.replayed,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -242,6 +291,9 @@ impl DropCounts {
             rpc_not_allowed: self.rpc_not_allowed.load(Ordering::Relaxed),
             rpc_bad_reply_to: self.rpc_bad_reply_to.load(Ordering::Relaxed),
             rpc_stale: self.rpc_stale.load(Ordering::Relaxed),
+            unsigned: self.unsigned.load(Ordering::Relaxed),
+            bad_mac: self.bad_mac.load(Ordering::Relaxed),
+            replayed: self.replayed.load(Ordering::Relaxed),
         }
     }
 }

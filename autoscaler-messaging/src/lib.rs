@@ -11,6 +11,7 @@ pub mod envelope;
 pub mod link;
 pub mod notification;
 pub mod rpc;
+pub mod signing;
 pub mod topology;
 pub mod transport_url;
 

@@ -315,6 +315,9 @@ pub struct Outgoing<'a> {
     pub ttl: Option<Duration>,
     /// Set on RPC replies: the request's correlation id.
     pub correlation_id: Option<&'a str>,
+    /// AMQP headers: an agent's signature ([`crate::signing`]), or the conductor's on a
+    /// pool update.
+    pub headers: Option<&'a FieldTable>,
 }
 
 impl Outgoing<'_> {
@@ -327,6 +330,9 @@ impl Outgoing<'_> {
         }
         if let Some(ttl) = self.ttl {
             properties = properties.with_expiration(ttl.as_millis().max(1).to_string().into());
+        }
+        if let Some(headers) = self.headers {
+            properties = properties.with_headers(headers.clone());
         }
         properties
     }

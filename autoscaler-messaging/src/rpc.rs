@@ -288,6 +288,7 @@ impl ReplyTo {
                 confirm: false,
                 ttl: None,
                 correlation_id: self.correlation_id.as_deref(),
+                headers: None,
             },
             patience,
         )

@@ -13,7 +13,7 @@ use autoscaler::messaging::{
 };
 use chrono::{DateTime, Utc};
 use common::{stderr, stdout, Fixture};
-use lapin::{options::BasicPublishOptions, BasicProperties, Channel};
+use lapin::{options::BasicPublishOptions, types::FieldTable, BasicProperties, Channel};
 
 fn json(out: &std::process::Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout)
@@ -70,14 +70,21 @@ fn wait_for_drops(fx: &Fixture, what: &str, done: impl Fn(&serde_json::Value) ->
     }
 }
 
-async fn publish(channel: &Channel, exchange: &str, key: &str, body: &[u8]) {
+/// Publishes `body` with `headers` (an agent's signature, or a forged one).
+async fn publish_with(
+    channel: &Channel,
+    exchange: &str,
+    key: &str,
+    body: &[u8],
+    headers: FieldTable,
+) {
     channel
         .basic_publish(
             exchange.into(),
             key.into(),
             BasicPublishOptions::default(),
             body,
-            BasicProperties::default(),
+            BasicProperties::default().with_headers(headers),
         )
         .await
         .unwrap()
@@ -161,23 +168,30 @@ async fn issue_17_hostile_telemetry_is_dropped_counted_and_changes_nothing() {
     let now = Utc::now();
     let end_of_time: DateTime<Utc> = "+262142-12-31T23:59:59Z".parse().unwrap();
     let exchange = fx.exchange.clone();
-    let send = |key: &'static str, body: Vec<u8>| {
+    let send = |key: &'static str, (body, headers): (Vec<u8>, FieldTable)| {
         let (channel, exchange) = (&channel, &exchange);
-        async move { publish(channel, exchange, key, &body).await }
+        async move { publish_with(channel, exchange, key, &body, headers).await }
     };
+    // Each message below is signed with the key of the VM it names, as if that VM were
+    // the attacker's (or the attacker held the conductors' secret): admission still
+    // refuses it. Issue 17's signing cases come after.
     // Out of window: the issue's crash (metrics starting at the end of time), a message
     // written at the end of time, and one from long ago.
     let m = high_load("shop", &splitter, end_of_time);
-    send("metrics.shop", envelope::encode(&splitter, now, &m)).await;
+    send("metrics.shop", fx.seal(&splitter, &splitter, now, &m)).await;
     let m = high_load("shop", &splitter, now);
-    send("metrics.shop", envelope::encode(&splitter, end_of_time, &m)).await;
+    send(
+        "metrics.shop",
+        fx.seal(&splitter, &splitter, end_of_time, &m),
+    )
+    .await;
     let old = DateTime::<Utc>::MIN_UTC;
-    send("metrics.shop", envelope::encode(&splitter, old, &m)).await;
+    send("metrics.shop", fx.seal(&splitter, &splitter, old, &m)).await;
     // Metrics from a web VM, and for a made-up group.
     let m = high_load("shop", &web, now);
-    send("metrics.shop", envelope::encode(&web, now, &m)).await;
+    send("metrics.shop", fx.seal(&web, &web, now, &m)).await;
     let m = high_load("made-up", &splitter, now);
-    send("metrics.made-up", envelope::encode(&splitter, now, &m)).await;
+    send("metrics.made-up", fx.seal(&splitter, &splitter, now, &m)).await;
     // An acknowledgement of 2^64-1 in the splitter's name, and one from a web VM.
     let ack = |vm: &str, generation| PoolAck {
         group: "shop".into(),
@@ -185,25 +199,48 @@ async fn issue_17_hostile_telemetry_is_dropped_counted_and_changes_nothing() {
         generation,
         outcome: PoolOutcome::Applied,
     };
-    let body = envelope::encode(&splitter, now, &ack(&splitter, u64::MAX));
-    send("pool-ack.shop", body).await;
-    send("pool-ack.shop", envelope::encode(&web, now, &ack(&web, 1))).await;
+    let sealed = fx.seal(&splitter, &splitter, now, &ack(&splitter, u64::MAX));
+    send("pool-ack.shop", sealed).await;
+    send("pool-ack.shop", fx.seal(&web, &web, now, &ack(&web, 1))).await;
     // A heartbeat naming the web VM in another group, and as the splitter.
     let hb = heartbeat("other", &web, Role::Web, false);
-    send("heartbeat.other", envelope::encode(&web, now, &hb)).await;
+    send("heartbeat.other", fx.seal(&web, &web, now, &hb)).await;
     let hb = heartbeat("shop", &web, Role::Splitter, false);
-    send("heartbeat.shop", envelope::encode(&web, now, &hb)).await;
+    send("heartbeat.shop", fx.seal(&web, &web, now, &hb)).await;
+    // Issue 17, item 2: the web VM's heartbeat saying its server is down (which would take
+    // it out of the pool and fail it), sent unsigned, signed with a key of another
+    // secret, and signed by the splitter (a VM's key signs for that VM only).
+    let down = heartbeat("shop", &web, Role::Web, false);
+    let (body, _) = fx.seal(&web, &web, now, &down);
+    send("heartbeat.shop", (body.clone(), FieldTable::default())).await;
+    let other = autoscaler::messaging::signing::MessageSecrets::new(&[3; 40], None);
+    send(
+        "heartbeat.shop",
+        (body.clone(), other.vm_key(&web).headers(&web, &body)),
+    )
+    .await;
+    let forged = fx
+        .message_secrets()
+        .vm_key(&splitter)
+        .headers(&splitter, &body);
+    send("heartbeat.shop", (body, forged)).await;
+    // A replay: the splitter's heartbeat taken, then the very same bytes again.
+    let fine = heartbeat("shop", &splitter, Role::Splitter, true);
+    let sealed = fx.seal(&splitter, &splitter, now, &fine);
+    send("heartbeat.shop", sealed.clone()).await;
+    send("heartbeat.shop", sealed).await;
     // 10,000 heartbeats with made-up ids.
     for i in 0..10_000 {
-        let hb = heartbeat("shop", &format!("made-up-{i}"), Role::Web, true);
-        let body = envelope::encode("x", now, &hb);
+        let vm = format!("made-up-{i}");
+        let hb = heartbeat("shop", &vm, Role::Web, true);
+        let (body, headers) = fx.seal(&vm, "x", now, &hb);
         channel
             .basic_publish(
                 exchange.as_str().into(),
                 "heartbeat.shop".into(),
                 BasicPublishOptions::default(),
                 &body,
-                BasicProperties::default(),
+                BasicProperties::default().with_headers(headers),
             )
             .await
             .unwrap();
@@ -215,6 +252,9 @@ async fn issue_17_hostile_telemetry_is_dropped_counted_and_changes_nothing() {
                 && d["unknown_group"] == 2
                 && d["future_generation"] == 1
                 && d["not_listed"] == 10_001
+                && d["unsigned"] == 1
+                && d["bad_mac"] == 2
+                && d["replayed"] == 1
         });
         // Nothing of them kept: no made-up VM, the fleet and the pool as they were.
         let vms = json(&fx.manage(&["--format", "json", "vm", "list"]));
@@ -235,9 +275,17 @@ async fn issue_17_hostile_telemetry_is_dropped_counted_and_changes_nothing() {
     // A 100 MiB body: delivered to the waiting consumer, refused on its length before any
     // decoding (when it has to wait in the queue, the queue's x-max-length-bytes drops
     // it at the broker instead).
-    send("heartbeat.shop", vec![b' '; 100 << 20]).await;
+    send(
+        "heartbeat.shop",
+        (vec![b' '; 100 << 20], FieldTable::default()),
+    )
+    .await;
     let hb = heartbeat("shop", "made-up-last", Role::Web, true);
-    send("heartbeat.shop", envelope::encode("x", Utc::now(), &hb)).await;
+    send(
+        "heartbeat.shop",
+        fx.seal("made-up-last", "x", Utc::now(), &hb),
+    )
+    .await;
     let fx = tokio::task::spawn_blocking(move || {
         wait_for_drops(&fx, "the body after the big one taken", |d| {
             d["not_listed"] == 10_002

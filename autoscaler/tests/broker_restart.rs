@@ -84,6 +84,7 @@ fn message<'a>(exchange: &'a str, body: &'a [u8], confirm: bool) -> Outgoing<'a>
         confirm,
         ttl: Some(Duration::from_secs(10)),
         correlation_id: None,
+        headers: None,
     }
 }
 
@@ -300,6 +301,10 @@ fn the_conductor_and_an_agent_started_before_the_broker_connect_when_it_comes() 
         .args(["--exchange", &fx.exchange, "--group", "shop"])
         .args(["--vm-id", "vm-early", "--role", "web"])
         .env("AUTOSCALER_TRANSPORT_URL", node.url())
+        .env(
+            "AUTOSCALER_MESSAGE_KEY",
+            fx.message_secrets().vm_key("vm-early").to_base64(),
+        )
         .stdout(agent_log.try_clone().unwrap())
         .stderr(agent_log)
         .spawn()

@@ -277,9 +277,17 @@ async fn bad_messages_are_dropped_and_counted_while_the_conductor_serves() {
 
     let connection = fx.connect().await;
     let channel = connection.create_channel().await.unwrap();
+    // Signed with vm-x's key (issue 17), so that what is checked is the decoding.
+    let secrets = fx.message_secrets();
     let publish = |key: &'static str, body: Vec<u8>| {
         let channel = channel.clone();
         let exchange = fx.exchange.clone();
+        let signer = key
+            .rsplit('.')
+            .next()
+            .filter(|k| k.starts_with("vm-"))
+            .unwrap_or("vm-x");
+        let headers = secrets.vm_key(signer).headers(signer, &body);
         async move {
             channel
                 .basic_publish(
@@ -287,7 +295,7 @@ async fn bad_messages_are_dropped_and_counted_while_the_conductor_serves() {
                     key.into(),
                     BasicPublishOptions::default(),
                     &body,
-                    BasicProperties::default(),
+                    BasicProperties::default().with_headers(headers),
                 )
                 .await
                 .unwrap()
@@ -296,19 +304,16 @@ async fn bad_messages_are_dropped_and_counted_while_the_conductor_serves() {
         }
     };
     let good = |vm: &str| {
-        envelope::encode(
-            "test",
-            Utc::now(),
-            &Heartbeat {
-                group: "shop".into(),
-                vm_id: vm.into(),
-                role: Role::Web,
-                seq: 1,
-                serving: None,
-                url: None,
-                address: None,
-            },
-        )
+        let heartbeat = Heartbeat {
+            group: "shop".into(),
+            vm_id: vm.into(),
+            role: Role::Web,
+            seq: 1,
+            serving: None,
+            url: None,
+            address: None,
+        };
+        fx.seal(vm, "test", Utc::now(), &heartbeat).0
     };
     publish("heartbeat.shop.vm-1", good("vm-1")).await;
     publish("heartbeat.shop.vm-x", b"\xff\xfe not json".to_vec()).await;

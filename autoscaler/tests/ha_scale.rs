@@ -69,6 +69,7 @@ fn conductor(store: Store, host: &str) -> Conductor {
         settings: autoscaler::conductor::group_settings(&config),
         received_requests: 0,
         received_telemetry: 0,
+        sequences: Default::default(),
     }
 }
 

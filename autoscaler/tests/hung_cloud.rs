@@ -134,6 +134,10 @@ fn issue_16_a_hung_cloud_api_blocks_neither_the_cli_nor_heartbeats() {
         .args(["--vm-id", "shop-web-hung", "--role", "web"])
         .args(["--heartbeat-interval", "0.2", "--telemetry-ttl", "3"])
         .env("AUTOSCALER_TRANSPORT_URL", &fx.transport_url)
+        .env(
+            "AUTOSCALER_MESSAGE_KEY",
+            fx.message_secrets().vm_key("shop-web-hung").to_base64(),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -43,6 +43,7 @@ async fn publish(link: &LinkHandle, exchange: &str, key: &str, body: &[u8]) {
             confirm: false,
             ttl: Some(Duration::from_secs(10)),
             correlation_id: None,
+            headers: None,
         },
         Duration::from_secs(5),
     )

@@ -485,6 +485,10 @@ if grep -qx "recreate_database autoscaler" "$calls"; then
 else
     fail "recreate_database autoscaler was not called: $(tr '\n' ';' <"$calls")"
 fi
+expect "[agent] message_key_file" \
+    "$(ini_get "$conf" agent message_key_file)" "$AUTOSCALER_CONF_DIR/message.key"
+expect "the message key file is the stack user's alone" \
+    "$(stat -c %a "$AUTOSCALER_CONF_DIR/message.key" 2>&1)" 600
 expect "db sync ran: the schema's version" \
     "$("$AUTOSCALER_BIN_DIR/autoscaler-manage" --config-file "$conf" db version 2>&1)" 2
 if grep -qx "create_service_user autoscaler" "$calls"; then

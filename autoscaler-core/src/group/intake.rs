@@ -37,6 +37,12 @@ impl Group {
         self.backoff.held_until()
     }
 
+    /// The splitter the pool is sent for (its agent's name), once one was heard: pool
+    /// updates are signed with its key.
+    pub fn pool_splitter(&self) -> Option<&str> {
+        self.pool.splitter.as_deref()
+    }
+
     /// The splitter's last metrics.
     pub fn last_metrics(&self) -> Option<&Metrics> {
         self.reports.last.as_ref()

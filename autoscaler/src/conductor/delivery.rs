@@ -18,11 +18,13 @@ use super::{
     api::Request,
     drop_log::DropLog,
     handler::Conductor,
+    signed,
     steer::{Outlets, Steering},
 };
 use crate::messaging::{
     link::PublishError,
     rpc::{is_direct_reply_to, RemoteError, ReplyTo, RpcReply},
+    signing::MessageSecrets,
     DropCounts, DropReason, Envelope, Heartbeat, LinkHandle, LinkState, Metrics, PoolAck, Role,
     Topology,
 };
@@ -52,6 +54,8 @@ pub(super) struct Reception<'a> {
     pub drop_log: &'a DropLog,
     /// Broker users whose requests are carried out ([`crate::conf::Config::rpc_allowed_users`]).
     pub rpc_allowed_users: &'a [String],
+    /// The agents' message secrets: every telemetry message must carry its VM's MAC.
+    pub secrets: &'a MessageSecrets,
 }
 
 /// Takes in one heartbeat, metrics message or pool acknowledgement, and acknowledges it.
@@ -65,10 +69,7 @@ pub(super) async fn take_telemetry(
     rx: &Reception<'_>,
 ) -> Option<String> {
     let mut act = None;
-    let admitted = decode_sent(&delivery.data, rx.max_size).and_then(|(sent, telemetry)| {
-        conductor.admit(&telemetry, sent, Utc::now(), rx.max_clock_skew)?;
-        Ok(telemetry)
-    });
+    let admitted = admit_signed(&delivery, conductor, rx);
     match admitted {
         Ok(Telemetry::Heartbeat(heartbeat)) => {
             let joins = heartbeat.role == Role::Web
@@ -114,12 +115,67 @@ pub(super) async fn take_telemetry(
     act
 }
 
+/// `delivery` read and admitted: its MAC first (before the body is read), then the
+/// envelope, the signer held to the payload's VM, the admission rules, and last the
+/// sequence number (taken only from a VM the cloud lists, so the table stays bounded).
+fn admit_signed(
+    delivery: &Delivery,
+    conductor: &mut Conductor,
+    rx: &Reception<'_>,
+) -> Result<Telemetry, DropReason> {
+    // The length first: a MAC over a body of the broker's largest size is work wasted.
+    if delivery.data.len() > rx.max_size {
+        return Err(DropReason::Oversized {
+            size: delivery.data.len(),
+            limit: rx.max_size,
+        });
+    }
+    let signer = signed::verify(delivery, rx.secrets)?;
+    let (sent, seq, telemetry) = decode_signed(&delivery.data, rx.max_size)?;
+    signed::held_to_signer(&telemetry, &signer)?;
+    conductor.admit(&telemetry, sent, Utc::now(), rx.max_clock_skew)?;
+    conductor
+        .sequences
+        .take(telemetry.group(), &signer, telemetry.kind(), seq)?;
+    Ok(telemetry)
+}
+
 /// What the telemetry queue carries.
 #[derive(Debug)]
 pub enum Telemetry {
     Heartbeat(Heartbeat),
     Metrics(Metrics),
     PoolAck(PoolAck),
+}
+
+impl Telemetry {
+    /// The VM the message speaks for.
+    pub fn vm_id(&self) -> &str {
+        match self {
+            Telemetry::Heartbeat(h) => &h.vm_id,
+            Telemetry::Metrics(m) => &m.vm_id,
+            Telemetry::PoolAck(a) => &a.vm_id,
+        }
+    }
+
+    /// The group it claims.
+    pub fn group(&self) -> &str {
+        match self {
+            Telemetry::Heartbeat(h) => &h.group,
+            Telemetry::Metrics(m) => &m.group,
+            Telemetry::PoolAck(a) => &a.group,
+        }
+    }
+
+    /// Its envelope kind.
+    pub fn kind(&self) -> &'static str {
+        use crate::messaging::Payload as _;
+        match self {
+            Telemetry::Heartbeat(_) => Heartbeat::KIND,
+            Telemetry::Metrics(_) => Metrics::KIND,
+            Telemetry::PoolAck(_) => PoolAck::KIND,
+        }
+    }
 }
 
 /// Reads one telemetry message as the conductor's intake does (public for the
@@ -133,8 +189,16 @@ pub fn decode_sent(
     data: &[u8],
     max_size: usize,
 ) -> Result<(chrono::DateTime<Utc>, Telemetry), DropReason> {
+    decode_signed(data, max_size).map(|(sent, _, telemetry)| (sent, telemetry))
+}
+
+/// A telemetry message, the time its agent wrote it and its sequence number.
+pub fn decode_signed(
+    data: &[u8],
+    max_size: usize,
+) -> Result<(chrono::DateTime<Utc>, Option<u64>, Telemetry), DropReason> {
     let raw = Envelope::decode(data, max_size)?;
-    let sent = raw.time;
+    let (sent, seq) = (raw.time, raw.seq);
     let telemetry = if let Some(heartbeat) = raw.payload_as::<Heartbeat>() {
         heartbeat.map(|e| Telemetry::Heartbeat(e.payload))
     } else if let Some(metrics) = raw.payload_as::<Metrics>() {
@@ -144,7 +208,7 @@ pub fn decode_sent(
     } else {
         Err(raw.unknown())
     };
-    telemetry.map(|t| (sent, t))
+    telemetry.map(|t| (sent, seq, t))
 }
 
 /// How old a request without an AMQP expiration may be (oslo's `rpc_response_timeout`

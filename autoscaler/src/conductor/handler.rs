@@ -53,6 +53,8 @@ pub struct Conductor {
     pub settings: GroupSettings,
     pub received_requests: u64,
     pub received_telemetry: u64,
+    /// The last sequence number of each listed VM's messages (issue 17, item 2).
+    pub sequences: super::signed::Sequences,
 }
 
 /// Whether `vm` is named as a VM of `template` (`<template>-<role>-<8 hex>`).
@@ -437,6 +439,7 @@ mod tests {
             settings: crate::conductor::group_settings(&crate::conf::Config::default()),
             received_requests: 0,
             received_telemetry: 0,
+            sequences: Default::default(),
         }
     }
 

@@ -13,6 +13,7 @@ pub mod memory;
 pub mod notifier;
 pub mod ownership;
 pub mod service;
+pub mod signed;
 pub mod state;
 pub mod steer;
 /// The per-second time series, a format of the core's (`autoscaler_core::timeseries`).

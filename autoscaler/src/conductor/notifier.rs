@@ -110,6 +110,7 @@ impl Notifier {
                     confirm: true,
                     ttl: None,
                     correlation_id: None,
+                    headers: None,
                 };
                 if let Err(error) = link.publish(message, PUBLISH_PATIENCE).await {
                     warn!(%error, event_type = %notification.event_type, routing_key = %key, "notification not sent");

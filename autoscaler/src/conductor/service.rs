@@ -67,6 +67,9 @@ pub enum ServiceError {
     /// The VMs would get the conductor's own broker login (issue 17).
     #[error(transparent)]
     AgentLogin(#[from] crate::conf::AgentLoginError),
+    /// The message key file (`[agent] message_key_file`) cannot be used.
+    #[error("[agent] message_key_file: {0}")]
+    MessageKey(#[from] crate::messaging::signing::KeyFileError),
     /// The broker refused the exchange's or a queue's declaration: what and what to do.
     #[error("{0}")]
     BrokerRefused(String),
@@ -106,6 +109,8 @@ pub async fn run_with_driver(
     if agents.service_login {
         warn!("[agent] allow_service_credentials = true: the VMs' user data carries a broker login of the conductor's own; anyone inside a VM can act as the operator (doc/security.md)");
     }
+    // The secret the VMs' message keys come from (made at first start when unset).
+    let secrets = config.agent.message_secrets(&config.default.state_path)?;
     let mut conductor = restore(config, driver.as_ref()).await?;
     let notifier = Notifier::from_config(config);
     let mut connection = connect(config, &topology, &notifier, &sender);
@@ -116,8 +121,13 @@ pub async fn run_with_driver(
             "transport_url query parameter not used by this service"
         );
     }
-    let (mut steering, cloud_events) =
-        Steering::new(driver, config.clone(), sender.clone(), topology.clone());
+    let (mut steering, cloud_events) = Steering::new(
+        driver,
+        config.clone(),
+        sender.clone(),
+        topology.clone(),
+        secrets.clone(),
+    );
     let drops = DropCounts::default();
     let drop_log = DropLog::default();
     let rpc_allowed_users = config.rpc_allowed_users();
@@ -141,6 +151,7 @@ pub async fn run_with_driver(
         max_clock_skew: config.agent.max_clock_skew,
         drop_log: &drop_log,
         rpc_allowed_users: &rpc_allowed_users,
+        secrets: &secrets,
     };
     let loop_state = Loop {
         requests: &mut connection.requests,
@@ -203,6 +214,7 @@ async fn restore(
         settings,
         received_requests: 0,
         received_telemetry: 0,
+        sequences: Default::default(),
     };
     conductor.refresh().await;
     Ok(conductor)

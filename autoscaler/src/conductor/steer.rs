@@ -25,7 +25,8 @@ use crate::{
     conf::Config,
     driver::{CloudDriver, DriverError, Vm, VmId},
     messaging::{
-        envelope, LinkHandle, LinkState, Outgoing, PoolAck, PoolUpdate, QueueSpec, Role, Topology,
+        envelope, signing::MessageSecrets, LinkHandle, LinkState, Outgoing, PoolAck, PoolUpdate,
+        QueueSpec, Role, Topology,
     },
     store::{conductor_key, AjpSecret, Store, StoreError},
 };
@@ -98,6 +99,8 @@ pub struct Steering {
     events: mpsc::Sender<CloudEvent>,
     /// Groups whose listing is out: at most one each.
     listing: BTreeSet<String>,
+    /// The VMs' message keys come from these: their user data, and the pool's MAC.
+    secrets: MessageSecrets,
 }
 
 /// The loop's connections, for carrying actions out.
@@ -112,6 +115,7 @@ impl Steering {
         config: Config,
         sender: String,
         topology: Topology,
+        secrets: MessageSecrets,
     ) -> (Steering, mpsc::Receiver<CloudEvent>) {
         let (events, receiver) = mpsc::channel(CLOUD_EVENT_BACKLOG);
         let timeseries = TimeSeries::new(config.default.state_path.join(TIMESERIES_DIR));
@@ -123,6 +127,7 @@ impl Steering {
             timeseries,
             events,
             listing: BTreeSet::new(),
+            secrets,
         };
         (steering, receiver)
     }
@@ -199,9 +204,9 @@ impl Steering {
         let actions = group.step(now, observed);
         // The registry keeps only VMs the cloud lists (issue 17: bounded by the fleet).
         let groups = &conductor.groups;
-        conductor
-            .vms
-            .retain_listed(|group, vm| groups.get(group).is_some_and(|g| g.lists(vm)));
+        let listed = |group: &str, vm: &str| groups.get(group).is_some_and(|g| g.lists(vm));
+        conductor.vms.retain_listed(listed);
+        conductor.sequences.retain_listed(listed);
         self.carry_out(&name, actions, conductor, out, now).await;
     }
 
@@ -246,7 +251,10 @@ impl Steering {
                 }
                 Action::Delete(id) => self.delete(name, id),
                 Action::PublishPool(update) => {
-                    self.publish_pool(name, &update, out.link, now).await;
+                    let splitter = conductor.groups.get(name).and_then(|g| g.pool_splitter());
+                    let splitter = splitter.map(str::to_owned);
+                    self.publish_pool(name, &update, splitter.as_deref(), out.link, now)
+                        .await;
                     conductor.pool_sent(name, update.generation).await;
                 }
                 Action::Notify(notification) => out.notifier.notify(out.link, notification).await,
@@ -280,6 +288,7 @@ impl Steering {
         let (driver, group) = (self.driver.clone(), group.to_owned());
         let (config, template) = (self.config.clone(), template.clone());
         let patience = self.config.conductor.cloud_call_timeout;
+        let messages = self.secrets.clone();
         self.spawn(async move {
             // The group's AJP secret (made on its first boot), for the VM's user data.
             let secret = match secret(&store, &config, &group).await {
@@ -294,7 +303,7 @@ impl Steering {
                     }
                 }
             };
-            let spec = vm_spec(&config, &template, role, &secret);
+            let spec = vm_spec(&config, &template, role, &secret, &messages);
             info!(template = %group, vm = %spec.name, %role, image = %spec.image, "booting a VM");
             let name = spec.name.clone();
             let result = within(patience, "boot", driver.boot(spec))
@@ -324,11 +333,15 @@ impl Steering {
         &self,
         name: &str,
         update: &PoolUpdate,
+        splitter: Option<&str>,
         link: &LinkHandle,
         now: DateTime<Utc>,
     ) {
         let body = envelope::encode(&self.sender, now, update);
         let key = Topology::pool_key(name);
+        // Signed with the splitter's key, which its agent checks; before a splitter was
+        // heard there is nobody to sign for (the pool is sent again once one is).
+        let headers = splitter.map(|s| self.secrets.vm_key(s).headers(s, &body));
         let message = Outgoing {
             exchange: &self.topology.exchange,
             routing_key: &key,
@@ -336,6 +349,7 @@ impl Steering {
             confirm: true,
             ttl: None,
             correlation_id: None,
+            headers: headers.as_ref(),
         };
         // While the link is down the pool waits for the group's next resend instead of
         // holding the loop (heartbeats, requests) up.
@@ -368,6 +382,7 @@ impl Steering {
             confirm: false,
             ttl: Some(self.config.agent.telemetry_ttl),
             correlation_id: None,
+            headers: None,
         };
         if let Err(error) = link.publish(message, Duration::ZERO).await {
             debug!(%error, template = %row.group, "status row not published");
@@ -527,8 +542,13 @@ mod tests {
         let mut config = Config::default();
         config.conductor.list_timeout = Duration::from_secs(10);
         let topology = Topology::new("test", crate::messaging::Durability::Transient);
-        let (mut steering, mut events) =
-            Steering::new(driver.clone(), config, "s".into(), topology);
+        let (mut steering, mut events) = Steering::new(
+            driver.clone(),
+            config,
+            "s".into(),
+            topology,
+            MessageSecrets::new(&[1; 32], None),
+        );
         let groups = ["hung".to_owned(), "shop".to_owned()];
         let start = tokio::time::Instant::now();
         steering.tick(&groups);

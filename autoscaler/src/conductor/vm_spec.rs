@@ -10,7 +10,7 @@ use uuid::Uuid;
 use crate::{
     conf::Config,
     driver::{VmSpec, META_GROUP, META_ROLE, META_TEMPLATE},
-    messaging::{agent_config::WriteFile, AgentConfig, Role},
+    messaging::{agent_config::WriteFile, signing::MessageSecrets, AgentConfig, Role},
     store::AjpSecret,
     template::{metadata, Template},
 };
@@ -32,7 +32,14 @@ pub const DEFAULT_SPLITTER_IMAGE: &str = "modjk-splitter";
 /// The spec of a new VM of `role` for `template`. Its name, `<template>-<role>-<8 hex>`,
 /// is also the agent's `vm_id`, so heartbeats and the cloud's records meet on it.
 /// `ajp_secret` is the group's ([`crate::store::Store::ajp_secret`]).
-pub fn vm_spec(config: &Config, template: &Template, role: Role, ajp_secret: &AjpSecret) -> VmSpec {
+/// Its agent's message key is derived from `messages` and the name.
+pub fn vm_spec(
+    config: &Config,
+    template: &Template,
+    role: Role,
+    ajp_secret: &AjpSecret,
+    messages: &MessageSecrets,
+) -> VmSpec {
     let suffix = &Uuid::new_v4().simple().to_string()[..8];
     let name = format!("{}-{}-{suffix}", template.name(), role.as_str());
     let image = match role {
@@ -58,6 +65,7 @@ pub fn vm_spec(config: &Config, template: &Template, role: Role, ajp_secret: &Aj
         telemetry_ttl: config.agent.telemetry_ttl,
         amqp_durable_queues: config.oslo_messaging_rabbit.amqp_durable_queues,
         check_timeout: check_timeout(template.target_response_time()),
+        message_key: messages.vm_key(&name),
     };
     // The template's values ride along, so a conductor that lost its state rebuilds the
     // group from the cloud (see `service::recover_from_cloud`).
@@ -159,6 +167,10 @@ mod tests {
         AjpSecret::parse(&"ab".repeat(32)).unwrap()
     }
 
+    fn messages() -> MessageSecrets {
+        MessageSecrets::new(&[9; 32], None)
+    }
+
     /// Issue 17, item 5: both roles get the group's AJP secret, readable by root only.
     #[test]
     fn both_roles_carry_the_groups_ajp_secret() {
@@ -170,7 +182,7 @@ mod tests {
         .unwrap();
         let config = Config::default();
         for role in [Role::Web, Role::Splitter] {
-            let spec = vm_spec(&config, &template, role, &secret());
+            let spec = vm_spec(&config, &template, role, &secret(), &messages());
             let files =
                 crate::messaging::CloudConfig::from_user_data("u", &spec.user_data).unwrap();
             let file = files
@@ -193,7 +205,7 @@ mod tests {
         )
         .unwrap();
         let config = Config::default();
-        let spec = vm_spec(&config, &template, Role::Splitter, &secret());
+        let spec = vm_spec(&config, &template, Role::Splitter, &secret(), &messages());
         assert!(spec.name.starts_with("shop-splitter-"));
         assert_eq!(spec.image, DEFAULT_SPLITTER_IMAGE);
         assert_eq!(spec.metadata[META_GROUP], "shop");
@@ -210,10 +222,10 @@ mod tests {
         // VMs may reach the broker by another address than the conductor.
         let mut other = Config::default();
         other.agent.transport_url = Some("rabbit://vm:s3cret@10.0.0.5:5672/".parse().unwrap());
-        let spec = vm_spec(&other, &template, Role::Web, &secret());
+        let spec = vm_spec(&other, &template, Role::Web, &secret(), &messages());
         let agent = AgentConfig::from_user_data("user-data", &spec.user_data).unwrap();
         assert_eq!(agent.transport_url, "rabbit://vm:s3cret@10.0.0.5:5672/");
-        let web = vm_spec(&config, &template, Role::Web, &secret());
+        let web = vm_spec(&config, &template, Role::Web, &secret(), &messages());
         assert_eq!(web.image, "tomcat-web");
         let files = crate::messaging::CloudConfig::from_user_data("u", &web.user_data).unwrap();
         assert!(
@@ -241,7 +253,13 @@ mod tests {
             20,
         )
         .unwrap();
-        let spec = vm_spec(&Config::default(), &template, Role::Web, &secret());
+        let spec = vm_spec(
+            &Config::default(),
+            &template,
+            Role::Web,
+            &secret(),
+            &messages(),
+        );
         let agent = AgentConfig::from_user_data("user-data", &spec.user_data).unwrap();
         assert_eq!(agent.check_timeout, secs(10.0));
     }
@@ -255,13 +273,13 @@ mod tests {
         )
         .unwrap();
         let config = Config::default();
-        let web = vm_spec(&config, &template, Role::Web, &secret());
+        let web = vm_spec(&config, &template, Role::Web, &secret(), &messages());
         let files = crate::messaging::CloudConfig::from_user_data("u", &web.user_data).unwrap();
         assert_eq!(
             files.file(WEB_CONF_PATH),
             Some("SERVICE_TIME_MS=80\nTHREADS=2\n")
         );
-        let splitter = vm_spec(&config, &template, Role::Splitter, &secret());
+        let splitter = vm_spec(&config, &template, Role::Splitter, &secret(), &messages());
         let files =
             crate::messaging::CloudConfig::from_user_data("u", &splitter.user_data).unwrap();
         assert!(files.file(WEB_CONF_PATH).is_none());
@@ -277,7 +295,7 @@ mod tests {
         )
         .unwrap();
         let config = Config::default();
-        let splitter = vm_spec(&config, &template, Role::Splitter, &secret());
+        let splitter = vm_spec(&config, &template, Role::Splitter, &secret(), &messages());
         let files =
             crate::messaging::CloudConfig::from_user_data("u", &splitter.user_data).unwrap();
         assert_eq!(
@@ -288,7 +306,7 @@ mod tests {
         assert!(AgentConfig::from_user_data("u", &splitter.user_data).is_ok());
         assert_eq!(splitter.metadata["autoscaler:tpl:splitter_port"], "80");
         assert_eq!(splitter.metadata["autoscaler:tpl:site_path"], "/shop/");
-        let web = vm_spec(&config, &template, Role::Web, &secret());
+        let web = vm_spec(&config, &template, Role::Web, &secret(), &messages());
         let files = crate::messaging::CloudConfig::from_user_data("u", &web.user_data).unwrap();
         assert!(files.file(SPLITTER_CONF_PATH).is_none());
         assert!(files.file(WEB_CONF_PATH).is_none());

@@ -5,7 +5,10 @@
 use std::time::Duration;
 
 use super::opt::{OptDecl, OptKind, SectionDecl, SectionValues};
-use crate::messaging::TransportUrl;
+use crate::messaging::{
+    signing::{new_secret, KeyFileError, MessageSecrets},
+    TransportUrl,
+};
 
 pub const SECTION: SectionDecl = SectionDecl {
     name: "agent",
@@ -32,6 +35,19 @@ pub const SECTION: SectionDecl = SectionDecl {
              with the same user). Anyone inside a VM could then run operator requests, \
              read every queue and delete the exchange. For a throw-away test broker only; \
              the conductor logs a warning at start.",
+        ),
+        OptDecl::new(
+            "message_key_file",
+            OptKind::OptionalPath,
+            None,
+            "The secret every VM's message key is derived from (HKDF-SHA256 of it and the \
+             VM's name; the VM's key is in its user data only): agents sign every message \
+             with it, the conductor signs pool updates, and drops and counts what fails. \
+             One key per line, at least 32 characters: the current key, then optionally \
+             the previous one, still accepted from VMs booted before a rotation \
+             (`autoscaler-manage key create --file F [--rotate]`). Mode 0600, or the \
+             conductor refuses to start. Every conductor of a deployment needs the same \
+             file. Unset: [DEFAULT] state_path/message.key, made at first start.",
         ),
         OptDecl::new(
             "heartbeat_interval",
@@ -75,6 +91,7 @@ pub struct AgentOpts {
     pub telemetry_ttl: Duration,
     pub max_clock_skew: Duration,
     pub allow_service_credentials: bool,
+    pub message_key_file: Option<std::path::PathBuf>,
 }
 
 impl AgentOpts {
@@ -85,7 +102,32 @@ impl AgentOpts {
             telemetry_ttl: v.duration("telemetry_ttl"),
             max_clock_skew: v.duration("max_clock_skew"),
             allow_service_credentials: v.bool("allow_service_credentials"),
+            message_key_file: v.optional_path("message_key_file"),
         }
+    }
+
+    /// The message key file: `message_key_file`, else `state_path/message.key`.
+    pub fn message_key_path(&self, state_path: &std::path::Path) -> std::path::PathBuf {
+        self.message_key_file
+            .clone()
+            .unwrap_or_else(|| state_path.join(MESSAGE_KEY_FILE))
+    }
+
+    /// The conductors' message secrets ([`Self::message_key_path`]); the default file is
+    /// made (mode 0600, a new random key) when it does not exist yet, a file the
+    /// operator named never is.
+    pub fn message_secrets(
+        &self,
+        state_path: &std::path::Path,
+    ) -> Result<MessageSecrets, KeyFileError> {
+        let path = self.message_key_path(state_path);
+        if self.message_key_file.is_none() {
+            create_key_file(&path, &new_secret()).map_err(|source| KeyFileError::Io {
+                path: path.display().to_string(),
+                source,
+            })?;
+        }
+        MessageSecrets::read(&path)
     }
 
     /// The broker URL for the VMs' user data, `service` being `[DEFAULT] transport_url`:
@@ -119,6 +161,31 @@ impl AgentOpts {
                 service_login: shared.is_some(),
             }),
         }
+    }
+}
+
+/// The message key file's name under `[DEFAULT] state_path` when `message_key_file` is
+/// unset.
+pub const MESSAGE_KEY_FILE: &str = "message.key";
+
+/// Writes `secret` as a new key file at `path`, mode 0600, unless one exists.
+pub fn create_key_file(path: &std::path::Path, secret: &str) -> std::io::Result<()> {
+    use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path);
+    match created {
+        Ok(mut file) => {
+            writeln!(file, "{secret}")?;
+            file.sync_all()
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
     }
 }
 
@@ -158,6 +225,7 @@ mod tests {
             telemetry_ttl: Duration::from_secs(10),
             max_clock_skew: Duration::from_secs(30),
             allow_service_credentials: allow,
+            message_key_file: None,
         }
     }
 

@@ -9,6 +9,7 @@
 pub mod broker;
 mod commands;
 pub mod db;
+mod key;
 pub mod monitor;
 pub mod output;
 mod tables;
@@ -76,6 +77,9 @@ enum Category {
     /// The broker's exchange and queues (no conductor needed).
     #[command(subcommand)]
     Broker(BrokerAction),
+    /// The message key file the VMs' keys come from (no conductor needed).
+    #[command(subcommand)]
+    Key(KeyAction),
     /// Watch the sites live from the broker: each second the splitter's requests and
     /// response times, the VMs by state, the conductor's decision and why; notifications
     /// as they come. Needs only the broker, not the conductor's files.
@@ -92,6 +96,19 @@ enum Category {
     /// Alias of `template destroy FILE` (the seed's spelling).
     #[command(name = "destroy_template")]
     DestroyTemplate { file: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeyAction {
+    /// Make the message key file (mode 0600), or with --rotate put a new key first and
+    /// keep the current one as the previous (restart every conductor after).
+    Create {
+        /// The file (default: [agent] message_key_file, else [DEFAULT] state_path/message.key).
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+        #[arg(long)]
+        rotate: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -235,6 +252,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             broker::run(&ctx.config, ctx.timeout, ctx.format)
         }
         Category::Conductor(ConductorAction::Status) => commands::status(&ctx),
+        Category::Key(KeyAction::Create { file, rotate }) => {
+            let agent = &ctx.config.agent;
+            let path =
+                file.unwrap_or_else(|| agent.message_key_path(&ctx.config.default.state_path));
+            println!("{}", key::create(&path, rotate)?);
+            Ok(())
+        }
         Category::Config(_) => unreachable!("handled before loading the configuration"),
     }
 }

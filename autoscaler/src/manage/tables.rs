@@ -168,7 +168,7 @@ pub(super) fn status_table(s: &StatusView) -> Table {
             format!(
                 "{} (malformed {}, oversized {}, unknown kind {}, bad payload {}, unsupported version {}, \
                  out of window {}, unknown group {}, not listed {}, not splitter {}, future generation {}, \
-                 rpc not allowed {}, rpc bad reply_to {}, rpc stale {})",
+                 rpc not allowed {}, rpc bad reply_to {}, rpc stale {}, unsigned {}, bad mac {}, replayed {})",
                 d.total(),
                 d.malformed,
                 d.oversized,
@@ -182,7 +182,10 @@ pub(super) fn status_table(s: &StatusView) -> Table {
                 d.future_generation,
                 d.rpc_not_allowed,
                 d.rpc_bad_reply_to,
-                d.rpc_stale
+                d.rpc_stale,
+                d.unsigned,
+                d.bad_mac,
+                d.replayed
             ),
         ),
     ];

@@ -18,7 +18,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use autoscaler::messaging::{link, LinkConfig, NotificationMessage, TransportUrl};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use autoscaler::{
+    conf::agent::create_key_file,
+    messaging::{
+        envelope, link,
+        signing::{new_secret, MessageSecrets},
+        LinkConfig, NotificationMessage, Payload, TransportUrl,
+    },
+};
 use futures_lite::StreamExt;
 use lapin::{
     options::{BasicConsumeOptions, ExchangeDeleteOptions, QueueDeleteOptions},
@@ -285,6 +294,32 @@ impl Fixture {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// The conductors' message secrets: `state/message.key`, the default
+    /// `[agent] message_key_file` (made here when no conductor has made it yet).
+    pub fn message_secrets(&self) -> MessageSecrets {
+        let path = self.dir.path().join("state").join("message.key");
+        create_key_file(&path, &new_secret()).expect("message key file");
+        MessageSecrets::read(&path).expect("message key file")
+    }
+
+    /// `payload` as `vm`'s agent sends it: in its envelope from `sender` written at
+    /// `time`, with a new sequence number, and the headers that sign it with `vm`'s key.
+    pub fn seal<P: Payload>(
+        &self,
+        vm: &str,
+        sender: &str,
+        time: chrono::DateTime<chrono::Utc>,
+        payload: &P,
+    ) -> (Vec<u8>, FieldTable) {
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let start = chrono::Utc::now().timestamp_micros() as u64;
+        let _ = SEQ.compare_exchange(0, start, Ordering::Relaxed, Ordering::Relaxed);
+        let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+        let body = envelope::encode_seq(sender, time, Some(seq), payload);
+        let headers = self.message_secrets().vm_key(vm).headers(vm, &body);
+        (body, headers)
     }
 
     pub async fn connect(&self) -> Connection {

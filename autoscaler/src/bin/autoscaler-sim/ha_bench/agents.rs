@@ -20,13 +20,13 @@ use anyhow::{Context, Result};
 use autoscaler::{
     driver::{MemoryDriver, Vm},
     messaging::{
-        envelope, member_name, Heartbeat, Link, LinkConfig, LinkHandle, MemberStats, Metrics,
-        Outgoing, Payload, PoolAck, PoolOutcome, PoolUpdate, QueueSpec, Role, Stats, Subscription,
-        Topology, TransportUrl,
+        envelope, member_name, signing::MessageSecrets, Heartbeat, Link, LinkConfig, LinkHandle,
+        MemberStats, Metrics, Outgoing, Payload, PoolAck, PoolOutcome, PoolUpdate, QueueSpec, Role,
+        Stats, Subscription, Topology, TransportUrl,
     },
 };
 use chrono::Utc;
-use lapin::message::Delivery;
+use lapin::{message::Delivery, types::FieldTable};
 use tokio::sync::{mpsc, watch};
 
 /// Each second's messages go out in this many slices, evenly spaced.
@@ -77,6 +77,10 @@ struct Shared {
     counters: Arc<Counters>,
     /// Each site's splitter VM, by group.
     splitters: Mutex<HashMap<String, String>>,
+    /// Each VM's key comes from these, as the conductors derive it.
+    secrets: MessageSecrets,
+    /// The next sequence number, shared by every simulated VM (each VM's rise).
+    seq: AtomicU64,
 }
 
 impl Agents {
@@ -85,6 +89,7 @@ impl Agents {
         url: TransportUrl,
         topology: Topology,
         cloud: Arc<MemoryDriver>,
+        secrets: MessageSecrets,
     ) -> Result<Agents> {
         let counters = Arc::new(Counters::default());
         let (stop, stopped) = watch::channel(false);
@@ -99,7 +104,7 @@ impl Agents {
                     .enable_all()
                     .build()
                     .context("cannot start the agents' runtime")?;
-                runtime.block_on(run(url, topology, cloud, shared, stopped));
+                runtime.block_on(run(url, topology, cloud, shared, secrets, stopped));
                 runtime.shutdown_background();
                 Ok(())
             })
@@ -125,6 +130,7 @@ async fn run(
     topology: Topology,
     cloud: Arc<MemoryDriver>,
     counters: Arc<Counters>,
+    secrets: MessageSecrets,
     mut stopped: watch::Receiver<bool>,
 ) {
     let (pool_tx, pool_rx) = mpsc::channel(1024);
@@ -148,6 +154,8 @@ async fn run(
         exchange,
         counters,
         splitters: Mutex::default(),
+        secrets,
+        seq: AtomicU64::new(Utc::now().timestamp_micros().max(1) as u64),
     });
     let answering = tokio::spawn(answer_pools(shared.clone(), pool_rx));
     tokio::select! {
@@ -247,13 +255,17 @@ impl Shared {
         .await;
     }
 
-    /// The message `vm` sends: the agent's envelope (where a signature would go).
-    fn seal<P: Payload>(&self, vm: &str, payload: &P) -> Vec<u8> {
-        envelope::encode(&format!("autoscaler-agent.{vm}"), Utc::now(), payload)
+    /// The message `vm` sends, signed with its key, as its agent would.
+    fn seal<P: Payload>(&self, vm: &str, payload: &P) -> (Vec<u8>, FieldTable) {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let sender = format!("autoscaler-agent.{vm}");
+        let body = envelope::encode_seq(&sender, Utc::now(), Some(seq), payload);
+        let headers = self.secrets.vm_key(vm).headers(vm, &body);
+        (body, headers)
     }
 
     async fn send<P: Payload>(&self, key: &str, vm: &str, payload: &P, counter: &AtomicU64) {
-        let body = self.seal(vm, payload);
+        let (body, headers) = self.seal(vm, payload);
         let message = Outgoing {
             exchange: &self.exchange,
             routing_key: key,
@@ -261,6 +273,7 @@ impl Shared {
             confirm: false,
             ttl: Some(TTL),
             correlation_id: None,
+            headers: Some(&headers),
         };
         match self.link.publish(message, Duration::ZERO).await {
             Ok(()) => counter.fetch_add(1, Ordering::Relaxed),

@@ -97,6 +97,10 @@ async fn bench(a: &HaBenchArgs, exchange: &str, state: &Path) -> Result<Report> 
 }
 
 async fn run(a: &HaBenchArgs, exchange: &str, state: &Path, db: &Database) -> Result<Report> {
+    // One message key for both conductors, as a deployment shares one.
+    let message_key = state.join("message.key");
+    let secret = autoscaler::messaging::signing::new_secret();
+    autoscaler::conf::agent::create_key_file(&message_key, &secret)?;
     let configs = HOSTS
         .iter()
         .map(|host| {
@@ -106,6 +110,7 @@ async fn run(a: &HaBenchArgs, exchange: &str, state: &Path, db: &Database) -> Re
                 exchange,
                 &db.connection(),
                 &state.join(host),
+                &message_key,
             )
         })
         .collect::<Result<Vec<_>>>()?;
@@ -127,6 +132,7 @@ async fn run(a: &HaBenchArgs, exchange: &str, state: &Path, db: &Database) -> Re
             autoscaler::messaging::Durability::Transient,
         ),
         cloud.clone(),
+        configs_secrets(&message_key)?,
     )?;
     owners.claim("agents", &before, &wait_for_io_thread(&before).await?);
     let settled = settle(a.sites, a.web_vms as usize, db, &agents).await?;
@@ -333,4 +339,9 @@ async fn failover(
         (&st0, &st1),
         &survivor.host,
     ))
+}
+
+/// The secrets of the bench's message key file, for its simulated agents' keys.
+fn configs_secrets(path: &Path) -> Result<autoscaler::messaging::signing::MessageSecrets> {
+    Ok(autoscaler::messaging::signing::MessageSecrets::read(path)?)
 }

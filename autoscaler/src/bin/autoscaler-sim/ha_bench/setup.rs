@@ -116,23 +116,21 @@ pub async fn cloud(
 ) -> Result<Arc<MemoryDriver>> {
     let cloud = Arc::new(MemoryDriver::new());
     let key = autoscaler::store::conductor_key(&config.default.state_path)?;
+    let messages = config.agent.message_secrets(&config.default.state_path)?;
     for i in 0..sites {
         let template = template(&site_name(i), webs)?;
         let secret = store.ajp_secret(template.name(), &key).await?;
-        cloud
-            .boot(vm_spec(config, &template, Role::Splitter, &secret))
-            .await?;
+        let spec = |role| vm_spec(config, &template, role, &secret, &messages);
+        cloud.boot(spec(Role::Splitter)).await?;
         for _ in 0..webs {
-            cloud
-                .boot(vm_spec(config, &template, Role::Web, &secret))
-                .await?;
+            cloud.boot(spec(Role::Web)).await?;
         }
     }
     Ok(cloud)
 }
 
 /// A conductor's configuration: the bench's broker, exchange and database, a state
-/// directory of its own; notifications dropped (nobody consumes them here). The simulated
+/// directory of its own, the message key file both share; notifications dropped (nobody consumes them here). The simulated
 /// agents log in as the conductors do (`[agent] allow_service_credentials`).
 pub fn config(
     host: &str,
@@ -140,6 +138,7 @@ pub fn config(
     exchange: &str,
     database: &str,
     state: &Path,
+    message_key: &Path,
 ) -> Result<Config> {
     // The in-memory cloud boots no VM: no user data carries a login, and the bench's
     // simulated agents publish with the bench's own; the service's login is allowed
@@ -148,8 +147,9 @@ pub fn config(
         "[DEFAULT]\nhost = {host}\ntransport_url = {broker}\ncontrol_exchange = {exchange}\n\
          state_path = {}\n[database]\nconnection = {database}\n\
          [oslo_messaging_notifications]\ndriver = noop\n\
-         [agent]\nallow_service_credentials = true\n",
-        state.display()
+         [agent]\nallow_service_credentials = true\nmessage_key_file = {}\n",
+        state.display(),
+        message_key.display()
     );
     let loaded = load_from_str("ha-bench.conf", &text).map_err(|e| anyhow!("{e}"))?;
     Ok(loaded.config)
