@@ -23,8 +23,8 @@ use anyhow::{Context, Result};
 use autoscaler::{
     conductor::{delivery::decode_telemetry, state::VmRegistry},
     messaging::{
-        envelope::encode, link, Durability, Envelope, Heartbeat, LinkConfig, MemberStats, Metrics,
-        QueueSpec, Role, Stats, Topology, TransportUrl,
+        envelope::encode, link, signing::MessageSecrets, Durability, Envelope, Heartbeat,
+        LinkConfig, MemberStats, Metrics, QueueSpec, Role, Stats, Topology, TransportUrl,
     },
     policy::{FleetVm, Inputs, LittlePolicy, Observation, ScalingPolicy, VmPhase},
     sim::{
@@ -219,6 +219,27 @@ fn coding() {
         m_bytes.len(),
         per_second(enc_m),
         per_second(dec_m)
+    );
+    signing(&hb_bytes, dec_hb);
+}
+
+/// Issue 17: what the MAC adds to a heartbeat, beside its decoding in the same run: the
+/// agent's signing, and the conductor's check (the VM's key derived, then the MAC).
+fn signing(hb_bytes: &[u8], dec_hb: Duration) {
+    let secrets = MessageSecrets::new(&[5; 44], None);
+    let key = secrets.vm_key("shop-web-7");
+    let mac = key.sign(hb_bytes);
+    let sign = time_per_call(Duration::from_millis(300), |_| {
+        black_box(key.sign(black_box(hb_bytes)));
+    });
+    let verify = time_per_call(Duration::from_millis(300), |_| {
+        black_box(secrets.verify("shop-web-7", black_box(hb_bytes), mac.as_bytes()));
+    });
+    println!(
+        "| heartbeat sign / check (derive the VM's key, HMAC-SHA256) | {:.0} / {:.0} per s | check = {:.2} x the decoding |",
+        1.0 / sign.as_secs_f64(),
+        1.0 / verify.as_secs_f64(),
+        verify.as_secs_f64() / dec_hb.as_secs_f64()
     );
 }
 
