@@ -132,7 +132,7 @@ fn admit_signed(
     }
     let signer = signed::verify(delivery, rx.secrets)?;
     let (sent, seq, telemetry) = decode_signed(&delivery.data, rx.max_size)?;
-    signed::held_to_signer(&telemetry, &signer)?;
+    signed::held_to_signer(telemetry.vm_id(), &signer)?;
     conductor.admit(&telemetry, sent, Utc::now(), rx.max_clock_skew)?;
     conductor
         .sequences

@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 
 use lapin::message::Delivery;
 
-use super::delivery::Telemetry;
 use crate::messaging::{
     signing::{MessageSecrets, Signature},
     DropReason,
@@ -24,9 +23,10 @@ pub fn verify(delivery: &Delivery, secrets: &MessageSecrets) -> Result<String, D
     }
 }
 
-/// Refused unless `telemetry` speaks for its signer's VM: a VM's key signs for it alone.
-pub fn held_to_signer(telemetry: &Telemetry, signer: &str) -> Result<(), DropReason> {
-    match telemetry.vm_id() == signer {
+/// Refused unless the message speaks for its signer's VM (`vm_id`, the payload's): a
+/// VM's key signs for that VM alone.
+pub fn held_to_signer(vm_id: &str, signer: &str) -> Result<(), DropReason> {
+    match vm_id == signer {
         true => Ok(()),
         false => Err(DropReason::BadMac(signer.to_owned())),
     }
