@@ -224,6 +224,14 @@ async fn issue_17_hostile_telemetry_is_dropped_counted_and_changes_nothing() {
         .vm_key(&splitter)
         .headers(&splitter, &body);
     send("heartbeat.shop", (body, forged)).await;
+    // Ten high-load metrics in the splitter's name, signed by the web VM (its own key:
+    // all a VM holds): they would move the policy.
+    let web_key = fx.message_secrets().vm_key(&web);
+    for _ in 0..10 {
+        let m = high_load("shop", &splitter, now);
+        let (body, _) = fx.seal(&splitter, &splitter, now, &m);
+        send("metrics.shop", (body.clone(), web_key.headers(&web, &body))).await;
+    }
     // A replay: the splitter's heartbeat taken, then the very same bytes again.
     let fine = heartbeat("shop", &splitter, Role::Splitter, true);
     let sealed = fx.seal(&splitter, &splitter, now, &fine);
@@ -253,7 +261,7 @@ async fn issue_17_hostile_telemetry_is_dropped_counted_and_changes_nothing() {
                 && d["future_generation"] == 1
                 && d["not_listed"] == 10_001
                 && d["unsigned"] == 1
-                && d["bad_mac"] == 2
+                && d["bad_mac"] == 12
                 && d["replayed"] == 1
         });
         // Nothing of them kept: no made-up VM, the fleet and the pool as they were.

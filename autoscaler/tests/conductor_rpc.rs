@@ -617,14 +617,14 @@ async fn a_pool_the_splitter_refused_reaches_the_operator_as_an_error_notificati
             reason: "apache2 -t: Syntax error on line 3".into(),
         },
     };
-    let body = envelope::encode(&splitter, Utc::now(), &ack);
+    let (body, headers) = fx.seal(&splitter, &splitter, Utc::now(), &ack);
     channel
         .basic_publish(
             fx.exchange.as_str().into(),
             "pool-ack.shop".into(),
             BasicPublishOptions::default(),
             &body,
-            BasicProperties::default(),
+            BasicProperties::default().with_headers(headers),
         )
         .await
         .unwrap()
