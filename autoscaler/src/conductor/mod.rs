@@ -12,6 +12,7 @@ pub mod handler;
 pub mod memory;
 pub mod notifier;
 pub mod ownership;
+pub mod pool_queues;
 pub mod service;
 pub mod signed;
 pub mod state;

@@ -18,6 +18,7 @@ use super::{
     group::{Action, BootOutcome, BootRefusal, Observed},
     handler::Conductor,
     notifier::Notifier,
+    pool_queues::PoolQueues,
     timeseries::{Row, TimeSeries, DIR_NAME as TIMESERIES_DIR},
     vm_spec::vm_spec,
 };
@@ -26,7 +27,7 @@ use crate::{
     driver::{CloudDriver, DriverError, Vm, VmId},
     messaging::{
         envelope, signing::MessageSecrets, LinkHandle, LinkState, Outgoing, PoolAck, PoolUpdate,
-        QueueSpec, Role, Topology,
+        Role, Topology,
     },
     store::{conductor_key, AjpSecret, Store, StoreError},
 };
@@ -101,6 +102,8 @@ pub struct Steering {
     listing: BTreeSet<String>,
     /// The VMs' message keys come from these: their user data, and the pool's MAC.
     secrets: MessageSecrets,
+    /// The splitters' pool queues declared on the link's current session.
+    pool_queues: PoolQueues,
 }
 
 /// The loop's connections, for carrying actions out.
@@ -128,6 +131,7 @@ impl Steering {
             events,
             listing: BTreeSet::new(),
             secrets,
+            pool_queues: PoolQueues::default(),
         };
         (steering, receiver)
     }
@@ -210,25 +214,14 @@ impl Steering {
         self.carry_out(&name, actions, conductor, out, now).await;
     }
 
-    /// Declares the pool queue of each splitter in a group's listing, bound to the
-    /// group's pool key: the agent's broker login may declare nothing (doc/security.md),
-    /// so its queue must exist before its agent can consume it. Again at every listing:
-    /// the declaration is idempotent, keeps the queue from expiring while its VM lives,
-    /// and brings it back after a broker restart. Off the loop: a task per queue.
+    /// Makes sure the pool queue of each splitter in a group's listing exists, bound to
+    /// the group's pool key: its agent's login may declare nothing (doc/security.md), so
+    /// its queue must exist before the agent can consume it ([`PoolQueues`]).
     fn declare_splitter_queues(&self, group: &str, vms: &[Vm], link: &LinkHandle) {
         let splitters = vms.iter().filter(|vm| vm.role() == Some(Role::Splitter));
         for vm in splitters {
             let queue = self.topology.splitter_queue(&vm.name);
-            let (link, topology) = (link.clone(), self.topology.clone());
-            let bindings = vec![Topology::pool_key(group)];
-            tokio::spawn(async move {
-                let spec = QueueSpec::splitter_pool();
-                let declared =
-                    link.declare_queue(&topology, &queue, &spec, &bindings, Duration::ZERO);
-                if let Err(error) = declared.await {
-                    debug!(%error, %queue, "splitter queue not declared; next listing tries again");
-                }
-            });
+            self.pool_queues.ensure(link, &self.topology, group, queue);
         }
     }
 
