@@ -313,6 +313,56 @@ async fn issue_17_hostile_telemetry_is_dropped_counted_and_changes_nothing() {
     connection.close(200, "done".into()).await.unwrap();
 }
 
+/// Issue 17, item 6: 100,000 heartbeats with made-up VM ids, each signed with the only
+/// key a VM has, its own (under the made-up name: a VM cannot make another name's MAC).
+/// Each is dropped on its MAC, before its body is read, and counted; the registry and
+/// the fleet do not change and the conductor's RSS stays within a few MB. Sent in
+/// batches of 5,000, each once the conductor has counted the one before, so the
+/// telemetry queue never overflows and every one is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_17_a_hundred_thousand_heartbeats_with_made_up_ids_are_dropped_on_their_mac() {
+    let (fx, fleet) = tokio::task::spawn_blocking(shop_with_fleet).await.unwrap();
+    let web = named(&fleet, "web");
+    let own = fx.message_secrets().vm_key(&web);
+    let pid = fx.conductor_pid();
+    let rss_before = rss_kib(pid);
+    let connection = fx.connect().await;
+    let channel = connection.create_channel().await.unwrap();
+    let mut fx = fx;
+    for batch in 0..20u64 {
+        for i in 0..5_000 {
+            let vm = format!("made-up-{batch}-{i}");
+            let hb = heartbeat("shop", &vm, Role::Web, true);
+            let body = envelope::encode_seq("x", Utc::now(), Some(i), &hb);
+            let headers = own.headers(&vm, &body);
+            channel
+                .basic_publish(
+                    fx.exchange.as_str().into(),
+                    "heartbeat.shop".into(),
+                    BasicPublishOptions::default(),
+                    &body,
+                    BasicProperties::default().with_headers(headers),
+                )
+                .await
+                .unwrap();
+        }
+        let counted = (batch + 1) * 5_000;
+        fx = tokio::task::spawn_blocking(move || {
+            wait_for_drops(&fx, "a batch counted", |d| d["bad_mac"] == counted);
+            fx
+        })
+        .await
+        .unwrap();
+    }
+    let grown = rss_kib(pid).saturating_sub(rss_before);
+    println!("100,000 made-up heartbeats: all bad_mac; conductor RSS grew by {grown} KiB");
+    assert!(grown < 8 * 1024, "RSS grew by {grown} KiB");
+    let vms = json(&fx.manage(&["--format", "json", "vm", "list"]));
+    assert!(!vms.to_string().contains("made-up"), "{vms}");
+    assert_eq!(shown(&fx).0, fleet);
+    connection.close(200, "done".into()).await.unwrap();
+}
+
 /// The broker login a VM's user data carries (the first VM of the local cloud's).
 fn login_from_user_data(fx: &Fixture) -> String {
     let vms = fx.dir.path().join("state/local/vms");

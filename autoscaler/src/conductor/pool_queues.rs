@@ -68,13 +68,4 @@ impl PoolQueues {
             }
         });
     }
-
-    /// Queues declared on the current session.
-    pub fn len(&self) -> usize {
-        self.inner.lock().map_or(0, |d| d.at.len())
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
