@@ -210,6 +210,7 @@ impl Conductor {
     /// Stops steering `name` here (its VMs stay; whoever owns the group next adopts them).
     fn drop_group(&mut self, name: &str) {
         self.groups.remove(name);
+        self.sequences.forget_group(name);
         self.templates.remove(name);
         self.memory.leases.remove(name);
         self.memory.removals.remove(name);

@@ -61,9 +61,37 @@ impl Sequences {
         }
     }
 
-    /// Keeps only the VMs `listed` says the cloud lists in their group.
-    pub fn retain_listed(&mut self, listed: impl Fn(&str, &str) -> bool) {
-        self.last.retain(|(group, vm, _), _| listed(group, vm));
+    /// Keeps only the VMs of `group` that `listed` says the cloud lists there, after the
+    /// group's listing: a walk over that group's entries alone (a conductor lists each of
+    /// its groups every tick). A group no longer steered here: [`Self::forget_group`].
+    pub fn retain_listed(&mut self, group: &str, listed: impl Fn(&str) -> bool) {
+        let gone: Vec<_> = self
+            .of_group(group)
+            .filter(|(_, vm, _)| !listed(vm))
+            .cloned()
+            .collect();
+        for key in gone {
+            self.last.remove(&key);
+        }
+    }
+
+    /// Forgets every VM of `group` (handed over, or destroyed).
+    pub fn forget_group(&mut self, group: &str) {
+        let keys: Vec<_> = self.of_group(group).cloned().collect();
+        for key in keys {
+            self.last.remove(&key);
+        }
+    }
+
+    fn of_group<'a>(
+        &'a self,
+        group: &'a str,
+    ) -> impl Iterator<Item = &'a (String, String, &'static str)> + 'a {
+        let start = (group.to_owned(), String::new(), "");
+        self.last
+            .range(start..)
+            .map(|(key, _)| key)
+            .take_while(move |(g, _, _)| g == group)
     }
 
     pub fn len(&self) -> usize {
@@ -95,7 +123,10 @@ mod tests {
         assert_eq!(seqs.take("g", "w", "metrics", Some(4)), Ok(()));
         assert_eq!(seqs.take("g", "v", "heartbeat", Some(1)), Ok(()));
         assert!(seqs.take("g", "w", "heartbeat", None).is_err());
-        seqs.retain_listed(|_, vm| vm == "v");
+        assert_eq!(seqs.take("h", "x", "heartbeat", Some(1)), Ok(()));
+        seqs.retain_listed("g", |vm| vm == "v");
+        assert_eq!(seqs.len(), 2, "g's v, and h's x untouched");
+        seqs.forget_group("h");
         assert_eq!(seqs.len(), 1);
     }
 }

@@ -210,7 +210,11 @@ impl Steering {
         let groups = &conductor.groups;
         let listed = |group: &str, vm: &str| groups.get(group).is_some_and(|g| g.lists(vm));
         conductor.vms.retain_listed(listed);
-        conductor.sequences.retain_listed(listed);
+        if let Some(group) = groups.get(&name) {
+            conductor
+                .sequences
+                .retain_listed(&name, |vm| group.lists(vm));
+        }
         self.carry_out(&name, actions, conductor, out, now).await;
     }
 
