@@ -145,7 +145,11 @@ async fn heartbeats_arrive_in_order_with_ttl_and_sigterm_stops_the_agent() {
 
 #[test]
 fn bad_settings_are_refused_without_showing_the_password() {
-    let agent = || Command::new(env!("CARGO_BIN_EXE_autoscaler-agent"));
+    let agent = || {
+        let mut agent = Command::new(env!("CARGO_BIN_EXE_autoscaler-agent"));
+        agent.env("AUTOSCALER_MESSAGE_KEY", secrets().vm_key("v").to_base64());
+        agent
+    };
     let out = agent()
         .args([
             "--transport-url",
