@@ -317,6 +317,20 @@ async fn next<P: autoscaler_messaging::Payload>(
     }
 }
 
+/// The splitter's pool queue, as the conductor declares it (the agent declares nothing:
+/// issue 17).
+async fn declare_pool_queue(channel: &Channel, topology: &Topology) {
+    topology
+        .declare_queue(
+            channel,
+            &topology.splitter_queue("shop-splitter"),
+            &QueueSpec::splitter_pool(),
+            &[Topology::pool_key(GROUP)],
+        )
+        .await
+        .unwrap();
+}
+
 /// The conductor's message secret in these tests.
 fn secrets() -> MessageSecrets {
     MessageSecrets::new(b"splitter-test-message-secret-0123456789", None)
@@ -426,17 +440,7 @@ async fn the_splitter_applies_pools_measures_and_drains_on_real_mod_jk() {
     let (connection, _) = link::connect(&config, 0).await.unwrap();
     let channel = connection.create_channel().await.unwrap();
     topology.declare_exchange(&channel).await.unwrap();
-    // The splitter's pool queue, as the conductor declares it (the agent declares
-    // nothing: issue 17).
-    topology
-        .declare_queue(
-            &channel,
-            &topology.splitter_queue("shop-splitter"),
-            &QueueSpec::splitter_pool(),
-            &[Topology::pool_key(GROUP)],
-        )
-        .await
-        .unwrap();
+    declare_pool_queue(&channel, &topology).await;
     let mut acks = consume(&channel, &topology, "acks", &Topology::pool_ack_key(GROUP)).await;
     let mut metrics = consume(
         &channel,
@@ -695,17 +699,7 @@ async fn members_join_a_loaded_site_without_a_stall() {
     let (connection, _) = link::connect(&config, 0).await.unwrap();
     let channel = connection.create_channel().await.unwrap();
     topology.declare_exchange(&channel).await.unwrap();
-    // The splitter's pool queue, as the conductor declares it (the agent declares
-    // nothing: issue 17).
-    topology
-        .declare_queue(
-            &channel,
-            &topology.splitter_queue("shop-splitter"),
-            &QueueSpec::splitter_pool(),
-            &[Topology::pool_key(GROUP)],
-        )
-        .await
-        .unwrap();
+    declare_pool_queue(&channel, &topology).await;
     let mut acks = consume(&channel, &topology, "acks", &Topology::pool_ack_key(GROUP)).await;
     let mut beats = consume(&channel, &topology, "beats", "heartbeat.shop.*").await;
 
