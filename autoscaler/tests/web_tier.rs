@@ -63,13 +63,66 @@ fn served(view: &serde_json::Value) -> Vec<(String, u64)> {
 }
 
 /// What our own client saw: requests answered 200, answered otherwise, broken after the
-/// connection was accepted, and connections refused (the splitter no longer listening).
+/// connection was accepted, connections refused (the splitter no longer listening), and
+/// of those refusals, connections reset in the listen queue as the port closed.
+///
+/// When Apache closes its port (graceful-stop), the kernel resets every connection it
+/// had completed but Apache had not yet accepted: Apache never saw those requests. The
+/// client sees its request answered by a reset, with no byte back, an instant before its
+/// next connection is refused (measured with a bare Apache, 20 clients and a static
+/// page: 0-19 such resets per stop, all within 15 ms of the first refusal, each request
+/// a few ms old). Such a reset counts as a refusal only when it came within
+/// [`DOOR_RESET_AGE`] of the request and that client's next connection was refused; a
+/// reset while the port still listens, an answer cut short, or a request Apache held
+/// longer (its `GracefulShutdownTimeout` cut is 10 s) stays `broken`.
 #[derive(Default)]
 struct Tally {
     ok: AtomicU64,
     not_ok: AtomicU64,
     broken: AtomicU64,
     refused: AtomicU64,
+    reset_at_close: AtomicU64,
+}
+
+/// The oldest a request may be when reset for the reset to count as the port closing.
+const DOOR_RESET_AGE: Duration = Duration::from_secs(1);
+
+/// How one request ended.
+enum Outcome {
+    Ok,
+    NotOk,
+    Broken,
+    /// Reset with no byte back, young: broken unless the port turns out closed.
+    ResetYoung,
+    Refused,
+}
+
+/// One GET on a new connection, classified.
+fn one_request(addr: SocketAddr, request: &[u8]) -> Outcome {
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(5)) else {
+        return Outcome::Refused;
+    };
+    let started = Instant::now();
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    let mut response = Vec::new();
+    let outcome = stream
+        .write_all(request)
+        .and_then(|_| stream.read_to_end(&mut response));
+    match outcome {
+        Ok(_) if response.starts_with(b"HTTP/1.1 200") || response.starts_with(b"HTTP/1.0 200") => {
+            Outcome::Ok
+        }
+        Ok(_) if response.is_empty() => Outcome::Broken,
+        Ok(_) => Outcome::NotOk,
+        Err(e)
+            if e.kind() == std::io::ErrorKind::ConnectionReset
+                && response.is_empty()
+                && started.elapsed() < DOOR_RESET_AGE =>
+        {
+            Outcome::ResetYoung
+        }
+        Err(_) => Outcome::Broken,
+    }
 }
 
 /// `clients` threads sending GETs, one connection each, until `stop` or until every
@@ -81,38 +134,38 @@ fn run_clients(
     stop: Arc<AtomicBool>,
     tally: Arc<Tally>,
 ) -> Vec<std::thread::JoinHandle<()>> {
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
     (0..clients)
         .map(|_| {
-            let (stop, tally, path) = (stop.clone(), tally.clone(), path.to_owned());
+            let (stop, tally, request) = (stop.clone(), tally.clone(), request.clone());
             std::thread::spawn(move || {
+                // A young reset waiting for the next connection to say what it was.
+                let mut reset_pending = false;
                 while !stop.load(Ordering::Relaxed) {
-                    let mut stream = match TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-                    {
-                        Ok(s) => s,
-                        Err(_) => {
+                    let counter = match one_request(addr, request.as_bytes()) {
+                        Outcome::Refused => {
+                            if reset_pending {
+                                tally.reset_at_close.fetch_add(1, Ordering::Relaxed);
+                            }
                             tally.refused.fetch_add(1, Ordering::Relaxed);
                             return;
                         }
-                    };
-                    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
-                    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
-                    let mut response = Vec::new();
-                    let outcome = stream
-                        .write_all(request.as_bytes())
-                        .and_then(|_| stream.read_to_end(&mut response));
-                    match outcome {
-                        Ok(_)
-                            if response.starts_with(b"HTTP/1.1 200")
-                                || response.starts_with(b"HTTP/1.0 200") =>
-                        {
-                            tally.ok.fetch_add(1, Ordering::Relaxed)
+                        Outcome::ResetYoung if !reset_pending => {
+                            reset_pending = true;
+                            continue;
                         }
-                        Ok(_) if response.is_empty() => {
-                            tally.broken.fetch_add(1, Ordering::Relaxed)
-                        }
-                        Ok(_) => tally.not_ok.fetch_add(1, Ordering::Relaxed),
-                        Err(_) => tally.broken.fetch_add(1, Ordering::Relaxed),
+                        Outcome::ResetYoung | Outcome::Broken => &tally.broken,
+                        Outcome::Ok => &tally.ok,
+                        Outcome::NotOk => &tally.not_ok,
                     };
+                    if std::mem::take(&mut reset_pending) {
+                        // The port still answered: that reset was a failure.
+                        tally.broken.fetch_add(1, Ordering::Relaxed);
+                    }
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+                if reset_pending {
+                    tally.broken.fetch_add(1, Ordering::Relaxed);
                 }
             })
         })
@@ -303,13 +356,17 @@ fn the_local_cloud_serves_scales_its_pool_survives_a_kill_and_tears_down_without
     for c in clients {
         let _ = c.join();
     }
-    let (ok, not_ok, broken, refused) = (
+    let (ok, not_ok, broken, refused, at_close) = (
         tally.ok.load(Ordering::Relaxed),
         tally.not_ok.load(Ordering::Relaxed),
         tally.broken.load(Ordering::Relaxed),
         tally.refused.load(Ordering::Relaxed),
+        tally.reset_at_close.load(Ordering::Relaxed),
     );
-    eprintln!("destroy under load: {ok} ok, {not_ok} non-200, {broken} broken, {refused} refused");
+    eprintln!(
+        "destroy under load: {ok} ok, {not_ok} non-200, {broken} broken, {refused} refused \
+         ({at_close} of them reset in the listen queue as the port closed)"
+    );
     assert!(ok > 0);
     assert_eq!(
         (not_ok, broken),
