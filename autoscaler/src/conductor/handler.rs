@@ -303,14 +303,20 @@ impl Conductor {
     /// The VMs of the groups as the cloud last showed them, with what their heartbeats
     /// say, then VMs only heard from.
     fn vm_list(&self, template: Option<&str>, now: DateTime<Utc>) -> Vec<VmView> {
-        let heard = self.vms.list(template, now);
+        // By id: at 10,000 VMs a search of the list for each would be 10^8 comparisons.
+        let mut heard: BTreeMap<String, VmView> = self
+            .vms
+            .list(template, now)
+            .into_iter()
+            .map(|h| (h.vm_id.clone(), h))
+            .collect();
         let mut out = Vec::new();
         for (name, group) in &self.groups {
             if template.is_some_and(|t| t != name) {
                 continue;
             }
             for vm in group.view(now).vms {
-                let beat = heard.iter().find(|h| h.vm_id == vm.name);
+                let beat = heard.remove(&vm.name);
                 out.push(VmView {
                     vm_id: vm.name.clone(),
                     group: name.clone(),
@@ -318,7 +324,7 @@ impl Conductor {
                     cloud_id: Some(vm.id),
                     status: Some(vm.status),
                     address: vm.address,
-                    last_heartbeat: beat.and_then(|b| b.last_heartbeat),
+                    last_heartbeat: beat.as_ref().and_then(|b| b.last_heartbeat),
                     heartbeat_age: vm.heartbeat_age,
                     heartbeats: beat.map_or(0, |b| b.heartbeats),
                     in_pool: vm.in_pool,
@@ -326,11 +332,8 @@ impl Conductor {
                 });
             }
         }
-        for h in heard {
-            if !out.iter().any(|v| v.vm_id == h.vm_id) {
-                out.push(h);
-            }
-        }
+        // Heard from, not (or not yet) listed.
+        out.extend(heard.into_values());
         out
     }
 

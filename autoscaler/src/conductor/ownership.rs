@@ -57,12 +57,9 @@ impl Conductor {
         };
         self.rebalance(&survey).await;
         self.carry_removals().await;
-        // Heartbeats of other conductors' groups: forgotten once silent for a while.
-        let silent = chrono::Duration::from_std(self.settings.heartbeat_timeout * 3)
-            .unwrap_or(chrono::Duration::seconds(60));
+        // VMs of groups no longer steered here (each is also forgotten as it is dropped).
         let groups = &self.groups;
-        self.vms
-            .prune(chrono::Utc::now() - silent, |g| groups.contains_key(g));
+        self.vms.keep_groups(|g| groups.contains_key(g));
     }
 
     /// Reports this conductor and renews its leases; drops the groups it lost.
@@ -211,6 +208,7 @@ impl Conductor {
     fn drop_group(&mut self, name: &str) {
         self.groups.remove(name);
         self.sequences.forget_group(name);
+        self.vms.forget_group(name);
         self.templates.remove(name);
         self.memory.leases.remove(name);
         self.memory.removals.remove(name);

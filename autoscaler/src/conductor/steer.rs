@@ -207,10 +207,8 @@ impl Steering {
         let now = Utc::now();
         let actions = group.step(now, observed);
         // The registry keeps only VMs the cloud lists (issue 17: bounded by the fleet).
-        let groups = &conductor.groups;
-        let listed = |group: &str, vm: &str| groups.get(group).is_some_and(|g| g.lists(vm));
-        conductor.vms.retain_listed(listed);
-        if let Some(group) = groups.get(&name) {
+        if let Some(group) = conductor.groups.get(&name) {
+            conductor.vms.retain_listed(&name, |vm| group.lists(vm));
             conductor
                 .sequences
                 .retain_listed(&name, |vm| group.lists(vm));
@@ -442,7 +440,7 @@ impl Steering {
                     .get_mut(&group)
                     .and_then(|g| g.deleted(&id, result.is_ok()).map(str::to_owned));
                 if let Some(name) = gone {
-                    conductor.vms.forget(&name);
+                    conductor.vms.forget(&group, &name);
                     conductor.vm_gone(&group, &name).await;
                 }
             }
