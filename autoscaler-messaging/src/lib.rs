@@ -17,7 +17,7 @@ pub mod transport_url;
 
 pub use agent_config::{AgentConfig, CloudConfig};
 pub use envelope::{DropCounts, DropReason, DropSnapshot, Envelope, Payload};
-pub use link::{Link, LinkConfig, LinkHandle, LinkState, Outgoing, Subscription};
+pub use link::{Binding, Link, LinkConfig, LinkHandle, LinkState, Outgoing, Subscription};
 pub use notification::{NotificationMessage, Priority};
 pub use payload::{Heartbeat, MemberStats, Metrics, Role, Stats};
 pub use pool::{member_name, MemberState, PoolAck, PoolMember, PoolOutcome, PoolUpdate};

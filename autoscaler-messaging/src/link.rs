@@ -49,7 +49,10 @@ use std::{
 use chrono::{DateTime, Utc};
 use futures_lite::StreamExt;
 use lapin::{
-    options::{BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions},
+    options::{
+        BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+        QueueBindOptions,
+    },
     types::{FieldTable, ShortString},
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties,
 };
@@ -492,6 +495,69 @@ impl LinkHandle {
             Err(_) => Err(PublishError::Failed(format!(
                 "queue {queue} not declared within {:?}",
                 patience.max(SEND_PATIENCE)
+            ))),
+        }
+    }
+}
+
+/// A binding to add or remove ([`LinkHandle::bind`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binding {
+    Bind,
+    Unbind,
+}
+
+impl LinkHandle {
+    /// The current session's number (1 for the first, one more for each reconnection),
+    /// or `None` while the link is down: what was declared or bound on one session must
+    /// be again on the next, whose queues may be new.
+    pub fn session_id(&self) -> Option<u64> {
+        self.channels.borrow().as_ref().map(|c| c.generation)
+    }
+
+    /// Binds `queue` to the exchange with `key`, or removes that binding, on session
+    /// `session` only: `Ok(false)` when the link is on another one (or down), where the
+    /// binding means nothing. Both are idempotent at the broker.
+    pub async fn bind(
+        &self,
+        topology: &Topology,
+        session: u64,
+        queue: &str,
+        key: &str,
+        what: Binding,
+    ) -> Result<bool, PublishError> {
+        let current = self.channels.borrow().clone();
+        let Some(current) = current.filter(|c| c.generation == session) else {
+            return Ok(false);
+        };
+        let (queue, exchange) = (ShortString::from(queue), topology.exchange.as_str());
+        let done = async {
+            let control = &current.control;
+            match what {
+                Binding::Bind => {
+                    let options = QueueBindOptions::default();
+                    control
+                        .queue_bind(
+                            queue,
+                            exchange.into(),
+                            key.into(),
+                            options,
+                            FieldTable::default(),
+                        )
+                        .await
+                }
+                Binding::Unbind => {
+                    control
+                        .queue_unbind(queue, exchange.into(), key.into(), FieldTable::default())
+                        .await
+                }
+            }
+        };
+        match timeout(SEND_PATIENCE, done).await {
+            Ok(Ok(())) => Ok(true),
+            Ok(Err(error)) => Err(PublishError::Failed(error.to_string())),
+            Err(_) => Err(PublishError::Failed(format!(
+                "{what:?} of {key} not done within {SEND_PATIENCE:?}"
             ))),
         }
     }

@@ -146,6 +146,18 @@ impl Topology {
         format!("{}.conductor.telemetry.{host}", self.exchange)
     }
 
+    /// The routing keys a conductor's telemetry queue is bound with for one group it
+    /// steers: its heartbeats (`#`: a VM's name may hold dots, as a group's may; a group
+    /// named like another's dotted prefix then hears that one's heartbeats too, which
+    /// its intake drops as of another group), its splitter's metrics and pool acks.
+    pub fn telemetry_bindings(group: &str) -> [String; 3] {
+        [
+            format!("heartbeat.{group}.#"),
+            Topology::metrics_key(group),
+            Topology::pool_ack_key(group),
+        ]
+    }
+
     /// Declares the exchange: a topic exchange, durable as [`Topology::durability`] says,
     /// not auto-deleted (oslo's `amqp_auto_delete` default); idempotent.
     pub async fn declare_exchange(&self, channel: &Channel) -> lapin::Result<()> {

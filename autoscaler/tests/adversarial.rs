@@ -190,8 +190,11 @@ async fn issue_17_hostile_telemetry_is_dropped_counted_and_changes_nothing() {
     // Metrics from a web VM, and for a made-up group.
     let m = high_load("shop", &web, now);
     send("metrics.shop", fx.seal(&web, &web, now, &m)).await;
+    // On its own key it reaches no conductor (each hears the groups it steers: issue
+    // 14); on a steered group's key it is dropped on its group.
     let m = high_load("made-up", &splitter, now);
     send("metrics.made-up", fx.seal(&splitter, &splitter, now, &m)).await;
+    send("metrics.shop", fx.seal(&splitter, &splitter, now, &m)).await;
     // An acknowledgement of 2^64-1 in the splitter's name, and one from a web VM.
     let ack = |vm: &str, generation| PoolAck {
         group: "shop".into(),
@@ -202,9 +205,11 @@ async fn issue_17_hostile_telemetry_is_dropped_counted_and_changes_nothing() {
     let sealed = fx.seal(&splitter, &splitter, now, &ack(&splitter, u64::MAX));
     send("pool-ack.shop", sealed).await;
     send("pool-ack.shop", fx.seal(&web, &web, now, &ack(&web, 1))).await;
-    // A heartbeat naming the web VM in another group, and as the splitter.
+    // A heartbeat naming the web VM in another group (on the steered group's key: on
+    // its own it reaches no conductor), and as the splitter.
     let hb = heartbeat("other", &web, Role::Web, false);
     send("heartbeat.other", fx.seal(&web, &web, now, &hb)).await;
+    send("heartbeat.shop", fx.seal(&web, &web, now, &hb)).await;
     let hb = heartbeat("shop", &web, Role::Splitter, false);
     send("heartbeat.shop", fx.seal(&web, &web, now, &hb)).await;
     // Issue 17, item 2: the web VM's heartbeat saying its server is down (which would take

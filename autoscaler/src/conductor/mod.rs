@@ -4,6 +4,7 @@
 
 mod admission;
 pub mod api;
+pub mod bindings;
 pub mod delivery;
 pub mod drop_log;
 /// One group's rules, pure (`autoscaler_core::group`).

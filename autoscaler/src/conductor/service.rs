@@ -248,11 +248,9 @@ fn connect(config: &Config, topology: &Topology, notifier: &Notifier, sender: &s
         Subscription {
             queue: topology.conductor_telemetry_queue(&config.default.host),
             spec: QueueSpec::telemetry(queue_length.try_into().unwrap_or(u32::MAX)),
-            bindings: vec![
-                "heartbeat.#".to_owned(),
-                "metrics.#".to_owned(),
-                "pool-ack.#".to_owned(),
-            ],
+            // Bound with the keys of the groups steered here, as they are taken
+            // (`bindings::TelemetryBindings`).
+            bindings: Vec::new(),
             // Acknowledged, with a window: what the conductor has not taken stays on the
             // broker, where the queue's length bound drops the oldest. Without acks the
             // broker would push everything into this process's memory.
@@ -327,6 +325,7 @@ async fn serve(
                 // Which groups this conductor steers, from the database, then their
                 // listings.
                 conductor.refresh().await;
+                steering.hear(conductor.groups.keys(), rx.out.link);
                 steering.tick(conductor.groups.keys());
             }
             Some(delivery) = l.telemetry.recv() => {

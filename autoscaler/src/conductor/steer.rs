@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::{
+    bindings::TelemetryBindings,
     group::{Action, BootOutcome, BootRefusal, Observed},
     handler::Conductor,
     notifier::Notifier,
@@ -104,6 +105,8 @@ pub struct Steering {
     secrets: MessageSecrets,
     /// The splitters' pool queues declared on the link's current session.
     pool_queues: PoolQueues,
+    /// The telemetry queue's bindings, one set per group steered here.
+    telemetry_bindings: TelemetryBindings,
 }
 
 /// The loop's connections, for carrying actions out.
@@ -122,6 +125,8 @@ impl Steering {
     ) -> (Steering, mpsc::Receiver<CloudEvent>) {
         let (events, receiver) = mpsc::channel(CLOUD_EVENT_BACKLOG);
         let timeseries = TimeSeries::new(config.default.state_path.join(TIMESERIES_DIR));
+        let telemetry_queue = topology.conductor_telemetry_queue(&config.default.host);
+        let telemetry_bindings = TelemetryBindings::new(topology.clone(), telemetry_queue);
         let steering = Steering {
             driver,
             config,
@@ -132,6 +137,7 @@ impl Steering {
             listing: BTreeSet::new(),
             secrets,
             pool_queues: PoolQueues::default(),
+            telemetry_bindings,
         };
         (steering, receiver)
     }
@@ -142,6 +148,12 @@ impl Steering {
         for name in groups {
             self.list(name);
         }
+    }
+
+    /// Binds the telemetry queue to the keys of `groups` (those steered here) alone
+    /// ([`TelemetryBindings`]).
+    pub fn hear<'a>(&self, groups: impl Iterator<Item = &'a String>, link: &LinkHandle) {
+        self.telemetry_bindings.follow(link, groups);
     }
 
     /// Asks the cloud for `group`'s VMs, unless a listing of it is already out; the

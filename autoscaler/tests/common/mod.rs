@@ -469,6 +469,38 @@ impl Fixture {
         out
     }
 
+    /// Waits until the conductor's telemetry queue is bound with `group`'s keys on the
+    /// system broker (it binds the groups it steers at its next tick): what is published
+    /// for `group` before then reaches no conductor.
+    pub fn wait_for_telemetry_binding(&self, group: &str, patience: Duration) -> Duration {
+        let queue = format!("{}.conductor.telemetry.{}", self.exchange, self.host);
+        let last_key = format!("pool-ack.{group}");
+        let vhost = self.vhost.as_deref().unwrap_or("/");
+        let start = Instant::now();
+        loop {
+            let out = rabbitmqctl(&[
+                "list_bindings",
+                "-q",
+                "-p",
+                vhost,
+                "destination_name",
+                "routing_key",
+            ]);
+            let bound = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .any(|l| l.split('\t').eq([queue.as_str(), last_key.as_str()]));
+            if bound {
+                return start.elapsed();
+            }
+            assert!(
+                start.elapsed() < patience,
+                "{queue} not bound with {last_key} within {patience:?}\n{}",
+                self.conductor_log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Runs `autoscaler-manage --config-file <ours> ARGS...`.
     pub fn manage(&self, args: &[&str]) -> Output {
         manage_with(&self.config_path(), args)
