@@ -114,6 +114,22 @@ fn kill_9_of_the_owner_under_load_another_conductor_takes_over_without_a_failed_
         (cloud_webs(&fx).len() == 2).then_some(())
     });
 
+    // Only the owner hears the site (issue 14): its telemetry queue alone is bound with
+    // the site's keys.
+    let other = if owner_before == fx.host {
+        b.host.clone()
+    } else {
+        fx.host.clone()
+    };
+    let keys = ["heartbeat.site.#", "metrics.site", "pool-ack.site"].map(String::from);
+    wait_for("only the owner bound", Duration::from_secs(10), &fx, || {
+        let (owner_keys, other_keys) = (
+            fx.telemetry_bindings(&owner_before),
+            fx.telemetry_bindings(&other),
+        );
+        (keys.iter().all(|k| owner_keys.contains(k)) && other_keys.is_empty()).then_some(())
+    });
+
     let low = ab_for(&page, 120, 4);
     std::thread::sleep(Duration::from_secs(5));
     let webs_before = cloud_webs(&fx);
@@ -153,6 +169,11 @@ fn kill_9_of_the_owner_under_load_another_conductor_takes_over_without_a_failed_
         "takeover after {takeover:?}\n{}",
         logs(&fx)
     );
+    let (_, bound) = wait_for("the survivor bound", Duration::from_secs(5), &fx, || {
+        let survivor_keys = fx.telemetry_bindings(&survivor);
+        keys.iter().all(|k| survivor_keys.contains(k)).then_some(())
+    });
+    eprintln!("the survivor's telemetry queue bound with the site's keys {bound:?} after it held the lease");
 
     // The pending removal is carried on: the VM drains and goes, a replacement keeps the
     // minimum, and nothing else is booted or left behind.

@@ -469,36 +469,46 @@ impl Fixture {
         out
     }
 
+    /// The routing keys the telemetry queue of the conductor named `host` is bound with
+    /// to the fixture's exchange on the system broker, from `rabbitmqctl list_bindings`.
+    pub fn telemetry_bindings(&self, host: &str) -> Vec<String> {
+        let queue = format!("{}.conductor.telemetry.{host}", self.exchange);
+        let vhost = self.vhost.as_deref().unwrap_or("/");
+        let out = rabbitmqctl(&[
+            "list_bindings",
+            "-q",
+            "-p",
+            vhost,
+            "source_name",
+            "destination_name",
+            "routing_key",
+        ]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| match l.split('\t').collect::<Vec<_>>()[..] {
+                [source, destination, key] if source == self.exchange && destination == queue => {
+                    Some(key.to_owned())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Waits until the conductor's telemetry queue is bound with `group`'s keys on the
     /// system broker (it binds the groups it steers at its next tick): what is published
     /// for `group` before then reaches no conductor.
     pub fn wait_for_telemetry_binding(&self, group: &str, patience: Duration) -> Duration {
-        let queue = format!("{}.conductor.telemetry.{}", self.exchange, self.host);
         let last_key = format!("pool-ack.{group}");
-        let vhost = self.vhost.as_deref().unwrap_or("/");
         let start = Instant::now();
-        loop {
-            let out = rabbitmqctl(&[
-                "list_bindings",
-                "-q",
-                "-p",
-                vhost,
-                "destination_name",
-                "routing_key",
-            ]);
-            let bound = String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .any(|l| l.split('\t').eq([queue.as_str(), last_key.as_str()]));
-            if bound {
-                return start.elapsed();
-            }
+        while !self.telemetry_bindings(&self.host).contains(&last_key) {
             assert!(
                 start.elapsed() < patience,
-                "{queue} not bound with {last_key} within {patience:?}\n{}",
+                "not bound with {last_key} within {patience:?}\n{}",
                 self.conductor_log()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+        start.elapsed()
     }
 
     /// Runs `autoscaler-manage --config-file <ours> ARGS...`.
