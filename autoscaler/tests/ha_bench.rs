@@ -1,8 +1,9 @@
 //! `autoscaler-sim ha-bench` at 100 sites (1,100 VMs in the in-memory cloud): two whole
 //! conductors over the real RabbitMQ and MariaDB. Asserts counts, not the machine's
 //! speed: every site held and stepped by exactly one conductor, statements a few per
-//! tick (never per heartbeat or per site), and, after one conductor is killed, the other holding and stepping every
-//! site within the lease time and a few ticks. The 1,000-site figures are in doc/ha.md.
+//! tick (never per heartbeat or per site), and, after one conductor is killed, the other
+//! holding and stepping every site within the lease time and a few ticks, then stepping
+//! them all alone. The 1,000-site figures are in doc/ha.md.
 
 use std::process::Command;
 
@@ -59,4 +60,15 @@ fn two_conductors_share_100_sites_write_only_on_change_and_fail_over() {
     // before the kill), and the survivor's next tick takes the sites.
     assert!(held_s <= 13.0, "{failover}");
     assert!(stepped_s <= held_s + 3.0, "{failover}");
+    // Then the survivor alone steps every site, a few statements a tick as before.
+    let alone = &report["alone"];
+    assert_eq!(alone["stepped_by_one"], 100, "{alone}");
+    let survivor = alone["conductors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["host"] == failover["survivor"])
+        .unwrap();
+    assert_eq!(survivor["sites"], 100, "{alone}");
+    assert!(survivor["statements_per_s"].as_f64().unwrap() <= 20.0, "{alone}");
 }

@@ -136,18 +136,28 @@ async fn run(a: &HaBenchArgs, exchange: &str, state: &Path, db: &Database) -> Re
     )?;
     owners.claim("agents", &before, &wait_for_io_thread(&before).await?);
     let settled = settle(a.sites, a.web_vms as usize, db, &agents).await?;
-    let steady = steady(a, state, &owners, &agents, db, &cloud).await?;
+    let shared = steady(a, state, &owners, &agents, db, &cloud).await?;
     let mut conductors = conductors.into_iter();
     let (victim, survivor) = (conductors.next().unwrap(), conductors.next().unwrap());
     let failover = failover(a.sites, state, db, &owners, victim, &survivor).await;
+    // The survivor alone with every site (issue 14: all the VMs on one conductor), once
+    // its takeover's pools are written.
+    let alone = match &failover {
+        Ok(f) if f.all_stepped_s.is_some() => {
+            still(db).await?;
+            Some(steady(a, state, &owners, &agents, db, &cloud).await)
+        }
+        _ => None,
+    };
     survivor.stop()?;
     agents.stop()?;
     Ok(Report {
         sites: a.sites,
         vms: cloud.len(),
         settled_s: settled.as_secs_f64(),
-        steady,
+        steady: shared,
         failover: failover?,
+        alone: alone.transpose()?,
     })
 }
 

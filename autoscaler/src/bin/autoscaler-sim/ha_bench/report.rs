@@ -21,6 +21,10 @@ pub struct Report {
     pub settled_s: f64,
     pub steady: Steady,
     pub failover: Failover,
+    /// The survivor alone with every site, over a window as long as the steady one, once
+    /// it has stepped them all and written their pools (`None` when it did not step them
+    /// all within the limit).
+    pub alone: Option<Steady>,
 }
 
 /// One conductor over the steady window.
@@ -169,18 +173,40 @@ fn secs(s: Option<f64>) -> String {
 impl Report {
     /// The figures as a Markdown table.
     pub fn table(&self) -> String {
-        let s = &self.steady;
         let mut out = format!(
-            "{} sites, {} VMs in the cloud; settled (every site held, every splitter given a pool) in {:.1} s\n\n\
-             | figure | {} |\n|---|{}\n",
-            self.sites,
-            self.vms,
-            self.settled_s,
-            s.conductors.iter().map(|c| c.host.as_str()).collect::<Vec<_>>().join(" | "),
-            "---:|".repeat(s.conductors.len()),
+            "{} sites, {} VMs in the cloud; settled (every site held, every splitter given a pool) in {:.1} s\n\n",
+            self.sites, self.vms, self.settled_s,
+        );
+        out += &self.steady.table();
+        let f = &self.failover;
+        out += &format!(
+            "failover: {} killed (held {} sites, no lease released); {} held all {} sites after {} and had stepped them all after {}; \
+             its CPU meanwhile {:.3} cores, {} statements\n",
+            f.killed, f.killed_held, f.survivor, self.sites, secs(f.all_held_s), secs(f.all_stepped_s),
+            f.survivor_cpu_cores, f.survivor_statements,
+        );
+        if let Some(alone) = &self.alone {
+            out += &format!("\nthen {} alone with every site:\n\n", f.survivor);
+            out += &alone.table();
+        }
+        out
+    }
+}
+
+impl Steady {
+    /// One window's figures: a row per figure, a column per conductor, then the totals.
+    fn table(&self) -> String {
+        let mut out = format!(
+            "| figure | {} |\n|---|{}\n",
+            self.conductors
+                .iter()
+                .map(|c| c.host.as_str())
+                .collect::<Vec<_>>()
+                .join(" | "),
+            "---:|".repeat(self.conductors.len()),
         );
         let row = |name: &str, f: &dyn Fn(&PerConductor) -> String| {
-            let cells: Vec<String> = s.conductors.iter().map(f).collect();
+            let cells: Vec<String> = self.conductors.iter().map(f).collect();
             format!("| {name} | {} |\n", cells.join(" | "))
         };
         out += &row("sites held", &|c| c.sites.to_string());
@@ -195,17 +221,10 @@ impl Report {
             kinds.join(", ")
         });
         out += &format!(
-            "\nsteady window {:.0} s: agents published {:.0} messages/s (their CPU {:.3} cores, the bench's other threads {:.3}); \
+            "\nwindow {:.0} s: agents published {:.0} messages/s (their CPU {:.3} cores, the bench's other threads {:.3}); \
              the cloud answered {:.0} listings/s; sites stepped by one conductor {}, by both {}, by none {}\n",
-            s.seconds, s.published_per_s, s.agents_cpu_cores, s.other_cpu_cores, s.listings_per_s,
-            s.stepped_by_one, s.stepped_by_both, s.stepped_by_none,
-        );
-        let f = &self.failover;
-        out += &format!(
-            "failover: {} killed (held {} sites, no lease released); {} held all {} sites after {} and had stepped them all after {}; \
-             its CPU meanwhile {:.3} cores, {} statements\n",
-            f.killed, f.killed_held, f.survivor, self.sites, secs(f.all_held_s), secs(f.all_stepped_s),
-            f.survivor_cpu_cores, f.survivor_statements,
+            self.seconds, self.published_per_s, self.agents_cpu_cores, self.other_cpu_cores, self.listings_per_s,
+            self.stepped_by_one, self.stepped_by_both, self.stepped_by_none,
         );
         out
     }
