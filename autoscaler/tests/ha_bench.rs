@@ -70,5 +70,8 @@ fn two_conductors_share_100_sites_write_only_on_change_and_fail_over() {
         .find(|c| c["host"] == failover["survivor"])
         .unwrap();
     assert_eq!(survivor["sites"], 100, "{alone}");
-    assert!(survivor["statements_per_s"].as_f64().unwrap() <= 20.0, "{alone}");
+    assert!(
+        survivor["statements_per_s"].as_f64().unwrap() <= 20.0,
+        "{alone}"
+    );
 }
