@@ -61,6 +61,58 @@ fn rows(fx: &Fixture) -> Vec<Row> {
     read_rows(&fx.dir.path().join("state/timeseries/site.csv")).expect("the time series")
 }
 
+/// What the splitter shows of its pool, for a failure's message: each member's requests
+/// in the conductor's last metrics, and mod_jk's own view of its workers (jkstatus,
+/// read-only from loopback).
+fn splitter_view(fx: &Fixture, page: &str) -> String {
+    let view = json(&fx.manage(&["--format", "json", "template", "show", "site"]));
+    let members = &view[0]["metrics"]["members"];
+    let authority = page
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    let jk = authority
+        .parse::<SocketAddr>()
+        .ok()
+        .and_then(|addr| {
+            use std::io::{Read, Write};
+            let mut stream =
+                std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+            stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+            write!(
+                stream,
+                "GET /jkmanager/?mime=prop HTTP/1.0\r\nHost: {addr}\r\n\r\n"
+            )
+            .ok()?;
+            let mut text = String::new();
+            stream.read_to_string(&mut text).ok()?;
+            Some(text)
+        })
+        .unwrap_or_else(|| "jkstatus did not answer".into());
+    let jk: Vec<&str> = jk
+        .lines()
+        .filter(|l| {
+            [
+                "host=",
+                "port=",
+                "activation=",
+                "state=",
+                "elected=",
+                "errors=",
+                "busy=",
+                "address=",
+            ]
+            .iter()
+            .any(|k| l.contains(k))
+        })
+        .collect();
+    format!(
+        "members in the metrics: {members}\njkstatus:\n{}",
+        jk.join("\n")
+    )
+}
+
 fn total(row: &Row) -> u32 {
     row.vms_booting + row.vms_active + row.vms_draining
 }
@@ -91,6 +143,27 @@ fn settle_time(rows: &[Row], from: DateTime<Utc>, until: DateTime<Utc>) -> Optio
 }
 
 /// Every second of the time series within [min, max] (and at least min once serving).
+/// The rows from `from` on, one line each, for a failure's message: what the policy saw
+/// and did each second.
+fn trace(rows: &[&Row], from: DateTime<Utc>) -> String {
+    let line = |r: &&Row| {
+        format!(
+            "+{:5.1} s  {:6.1} req/s  mean {:>6}  in flight {:>5}  VMs {}+{}+{} (booting+active+draining)  {} {}: {}",
+            seconds(r.time - from),
+            r.rate,
+            r.mean_response_time.map_or("-".into(), |m| format!("{m:.3}")),
+            r.in_flight.map_or("-".into(), |f| format!("{f:.1}")),
+            r.vms_booting,
+            r.vms_active,
+            r.vms_draining,
+            r.desired,
+            r.decision,
+            r.reason
+        )
+    };
+    rows.iter().map(line).collect::<Vec<_>>().join("\n")
+}
+
 fn assert_bounds(rows: &[Row], min: u32, max: u32) {
     let mut serving = false;
     for row in rows {
@@ -124,7 +197,12 @@ fn the_site_follows_the_load_out_and_in_and_ignores_a_short_burst() {
         (40.0 - seconds(Utc::now() - start)).max(0.0),
     ));
     let high_start = Utc::now();
-    let high = ab_result(ab_for(&page, 60, 32));
+    let high = ab_for(&page, 60, 32);
+    // The pool as the splitter serves it near the end of the high load, for a failure.
+    std::thread::sleep(Duration::from_secs(55));
+    let pool_at_high = splitter_view(&fx, &page);
+    eprintln!("the pool near the end of the high load: {pool_at_high}");
+    let high = ab_result(high);
     let high_end = Utc::now();
     std::thread::sleep(Duration::from_secs(60));
     let low_end = Utc::now();
@@ -166,13 +244,25 @@ fn the_site_follows_the_load_out_and_in_and_ignores_a_short_burst() {
         scale_out.reason,
         vm_seconds(&high_rows)
     );
-    assert!(reaction <= 15.0, "reaction {reaction} s");
-    assert!(settle.is_some(), "never settled under the target");
+    let seen = || trace(&high_rows, high_start);
+    assert!(reaction <= 15.0, "reaction {reaction} s\n{}", seen());
+    assert!(
+        settle.is_some(),
+        "never settled under the target\n{}",
+        seen()
+    );
     assert!(
         (0.7 * TARGET..TARGET).contains(&settled),
-        "settled at {settled} s"
+        "settled at {settled} s\n{}",
+        seen()
     );
-    assert_eq!(vms_settled, 3, "the fewest VMs that meet the target");
+    assert_eq!(
+        vms_settled,
+        3,
+        "the fewest VMs that meet the target\n{}\n{}",
+        seen(),
+        pool_at_high
+    );
 
     // Low load: back to 1 VM within 60 s.
     let low_rows = report(high_end, low_end);
