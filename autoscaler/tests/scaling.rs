@@ -102,6 +102,7 @@ fn splitter_view(fx: &Fixture, page: &str) -> String {
                 "errors=",
                 "busy=",
                 "address=",
+                "lbvalue=",
             ]
             .iter()
             .any(|k| l.contains(k))
