@@ -252,7 +252,12 @@ fn issue_15_a_stock_oslo_messaging_listener_reads_every_event_type() {
     let (victim, victim_id) = vms(&fx, "web", true)[0].clone();
     signal_group(vm_pgid(&fx, &victim_id), "KILL");
     let failed = listener.wait_for(&fx, "autoscaler.vm.failed", Some("site"), minute);
-    assert_eq!(failed["payload"]["vm_name"], victim.as_str());
+    assert_eq!(
+        failed["payload"]["vm_name"],
+        victim.as_str(),
+        "another VM failed first: {failed}\n{}",
+        fx.conductor_log()
+    );
     listener.wait_for(&fx, "autoscaler.pool.rejected", Some("site"), minute);
     std::fs::write(&httpd_conf, &good).unwrap();
     let replaced = listener.wait_for(&fx, "autoscaler.vm.replaced", Some("site"), minute);
