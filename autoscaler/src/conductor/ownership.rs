@@ -57,9 +57,6 @@ impl Conductor {
         };
         self.rebalance(&survey).await;
         self.carry_removals().await;
-        // VMs of groups no longer steered here (each is also forgotten as it is dropped).
-        let groups = &self.groups;
-        self.vms.keep_groups(|g| groups.contains_key(g));
     }
 
     /// Reports this conductor and renews its leases; drops the groups it lost.

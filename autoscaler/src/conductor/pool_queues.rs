@@ -28,8 +28,8 @@ pub struct PoolQueues {
 
 #[derive(Debug, Default)]
 struct Declared {
-    /// The session they were declared on (the link's `up_since`).
-    session: Option<DateTime<Utc>>,
+    /// The session they were declared on ([`LinkHandle::session_id`]).
+    session: Option<u64>,
     at: BTreeMap<String, DateTime<Utc>>,
 }
 
@@ -38,7 +38,7 @@ impl PoolQueues {
     /// link's current session less than [`REDECLARE_EVERY`] ago; off the loop, in a
     /// task. Nothing while the link is down: the first listing after it is up declares.
     pub fn ensure(&self, link: &LinkHandle, topology: &Topology, group: &str, queue: String) {
-        let Some(session) = link.state().up_since() else {
+        let Some(session) = link.session_id() else {
             return;
         };
         let now = Utc::now();

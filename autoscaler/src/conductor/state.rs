@@ -240,13 +240,9 @@ impl VmRegistry {
         .collect()
     }
 
-    /// Forgets the groups `keep` does not keep (steered by another conductor now: this
-    /// one never learns of their VMs' deletion), whatever their VMs last said.
-    pub fn keep_groups(&mut self, keep: impl Fn(&str) -> bool) {
-        self.groups.retain(|group, _| keep(group));
-    }
-
-    /// Forgets every VM of `group` (handed over, or destroyed).
+    /// Forgets every VM of `group` (handed over, or destroyed: this conductor would never
+    /// learn of their deletion). Only steered groups are heard, so dropping a group here
+    /// is the one way its VMs leave.
     pub fn forget_group(&mut self, group: &str) {
         self.groups.remove(group);
     }
@@ -370,7 +366,7 @@ mod tests {
             t0,
         );
         // A group steered elsewhere now: forgotten, an own group's VM is kept.
-        vms.keep_groups(|g| g == "shop");
+        vms.forget_group("blog");
         assert_eq!(vms.infos("shop").len(), 1);
         assert!(vms.infos("blog").is_empty());
         vms.forget("shop", "a");
