@@ -221,7 +221,7 @@ fn start_link(
     let mut subscriptions = Vec::new();
     if splitter {
         subscriptions.push(Subscription {
-            queue: topology.splitter_queue(&config.vm_id),
+            queue: topology.splitter_queue(&config.vm_id, &config.message_key.pool_queue_tag()),
             // Declared and bound by the conductor (this login may declare nothing):
             // the spec is the conductor's, for reference only.
             spec: QueueSpec::splitter_pool(),

@@ -238,7 +238,7 @@ pub(crate) fn signed_for(
     message: &Incoming,
 ) -> Result<(), DropReason> {
     let signature = message.signature.as_ref().ok_or(DropReason::Unsigned)?;
-    if signature.signer != vm_id || !signer.key().verify(&message.data, &signature.mac) {
+    if signature.signer != vm_id || !signature.made_by(signer.key(), &message.data) {
         return Err(DropReason::BadMac(signature.signer.clone()));
     }
     Ok(())

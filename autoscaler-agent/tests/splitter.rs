@@ -323,7 +323,10 @@ async fn declare_pool_queue(channel: &Channel, topology: &Topology) {
     topology
         .declare_queue(
             channel,
-            &topology.splitter_queue("shop-splitter"),
+            &topology.splitter_queue(
+                "shop-splitter",
+                &secrets().vm_key("shop-splitter").pool_queue_tag(),
+            ),
             &QueueSpec::splitter_pool(),
             &[Topology::pool_key(GROUP)],
         )

@@ -22,12 +22,18 @@ use sha2::Sha256;
 pub const SIGNER_HEADER: &str = "x-autoscaler-signer";
 /// The AMQP header with the MAC (HMAC-SHA256 of the body, base64).
 pub const MAC_HEADER: &str = "x-autoscaler-mac";
+/// On a pool update only: the MAC under the splitter's key of the previous secret, for a
+/// splitter booted before the last rotation (the conductor cannot tell which it holds).
+pub const PREVIOUS_MAC_HEADER: &str = "x-autoscaler-mac-previous";
 /// A secret line shorter than this is refused (32 characters of base64 or hex carry at
 /// least 128 bits).
 pub const MIN_SECRET_CHARS: usize = 32;
 /// The HKDF `info` prefix: a VM's key is for agent messages and nothing else, and the
 /// version lets a later scheme derive different keys from the same secret.
 const KEY_INFO: &[u8] = b"autoscaler agent message key v1\0";
+/// The HKDF `info` that turns a VM's key into its pool queue's name tag. A message MAC is
+/// HMAC over a JSON body (`{...`), never over these bytes, so the tag tells nothing of it.
+const POOL_QUEUE_INFO: &[u8] = b"autoscaler splitter pool queue v1";
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -122,6 +128,24 @@ impl MessageSecrets {
         VmKey::derive(&self.current, vm)
     }
 
+    /// `vm`'s keys under the current secret, then the previous one: a VM booted before the
+    /// last rotation holds the second.
+    pub fn vm_keys(&self, vm: &str) -> Vec<VmKey> {
+        let secrets = std::iter::once(&self.current).chain(self.previous.as_ref());
+        secrets.map(|s| VmKey::derive(s, vm)).collect()
+    }
+
+    /// The headers that sign `body` (a pool update) for `vm` under each secret, so that
+    /// its agent can check it whichever key its user data gave it.
+    pub fn headers_for(&self, vm: &str, body: &[u8]) -> FieldTable {
+        let mut headers = self.vm_key(vm).headers(vm, body);
+        if let Some(previous) = &self.previous {
+            let mac = VmKey::derive(previous, vm).sign(body);
+            headers.insert(PREVIOUS_MAC_HEADER.into(), long_string(&mac));
+        }
+        headers
+    }
+
     /// Whether `mac` is `vm`'s MAC of `body` under the current secret or the previous one
     /// (a VM booted before the last rotation).
     pub fn verify(&self, vm: &str, body: &[u8], mac: &[u8]) -> bool {
@@ -156,6 +180,19 @@ impl VmKey {
             .expand(&info, &mut key)
             .expect("32 bytes is a valid HKDF-SHA256 output length");
         VmKey(key)
+    }
+
+    /// The tag in the name of this VM's pool queue (a splitter's, [`crate::Topology::splitter_queue`]):
+    /// 128 bits only this VM and the conductors can compute, so that the agents' shared
+    /// broker login, which may read every pool queue, can find only its own
+    /// (doc/security.md).
+    pub fn pool_queue_tag(&self) -> String {
+        let mut tag = [0u8; 16];
+        Hkdf::<Sha256>::from_prk(&self.0)
+            .expect("a 32-byte key is a valid HKDF-SHA256 pseudo-random key")
+            .expand(POOL_QUEUE_INFO, &mut tag)
+            .expect("16 bytes is a valid HKDF-SHA256 output length");
+        tag.iter().map(|b| format!("{b:02x}")).collect()
     }
 
     /// The key as the agent's configuration carries it.
@@ -248,6 +285,8 @@ impl Signer {
 pub struct Signature {
     pub signer: String,
     pub mac: Vec<u8>,
+    /// [`PREVIOUS_MAC_HEADER`], on pool updates while a previous secret is kept.
+    pub previous_mac: Option<Vec<u8>>,
 }
 
 impl Signature {
@@ -262,7 +301,15 @@ impl Signature {
         Some(Signature {
             signer,
             mac: text(MAC_HEADER)?,
+            previous_mac: text(PREVIOUS_MAC_HEADER),
         })
+    }
+
+    /// Whether `key` made one of the MACs on `body` (a pool update, checked by the agent
+    /// that holds `key`).
+    pub fn made_by(&self, key: &VmKey, body: &[u8]) -> bool {
+        let macs = std::iter::once(&self.mac).chain(self.previous_mac.as_ref());
+        macs.into_iter().any(|mac| key.verify(body, mac))
     }
 }
 
@@ -309,6 +356,28 @@ mod tests {
         // The next rotation drops B.
         let again = MessageSecrets::parse("k", &format!("# rotated\n{}\n{A}\n", new_secret()));
         assert!(!again.unwrap().verify("w", b"m", old.sign(b"m").as_bytes()));
+    }
+
+    #[test]
+    fn pool_updates_after_a_rotation_reach_splitters_of_either_key() {
+        let old = MessageSecrets::new(B.as_bytes(), None).vm_key("s");
+        let rotated = MessageSecrets::parse("k", &format!("{A}\n{B}\n")).unwrap();
+        let new = rotated.vm_key("s");
+        let signature = Signature::of(Some(&rotated.headers_for("s", b"pool"))).unwrap();
+        assert!(signature.made_by(&old, b"pool") && signature.made_by(&new, b"pool"));
+        assert!(!signature.made_by(&old, b"other pool"));
+        assert!(!signature.made_by(&rotated.vm_key("t"), b"pool"));
+        // Without a previous secret, one MAC only.
+        let single = MessageSecrets::new(A.as_bytes(), None).headers_for("s", b"pool");
+        let signature = Signature::of(Some(&single)).unwrap();
+        assert_eq!(signature.previous_mac, None);
+        assert!(!signature.made_by(&old, b"pool"));
+        // Each key names a pool queue of its own: another VM's, another secret's differ.
+        assert_eq!(rotated.vm_keys("s"), vec![new.clone(), old.clone()]);
+        assert_eq!(new.pool_queue_tag().len(), 32);
+        assert_ne!(new.pool_queue_tag(), old.pool_queue_tag());
+        assert_ne!(new.pool_queue_tag(), rotated.vm_key("t").pool_queue_tag());
+        assert_eq!(new.pool_queue_tag(), rotated.vm_key("s").pool_queue_tag());
     }
 
     #[test]

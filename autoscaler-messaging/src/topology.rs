@@ -114,9 +114,12 @@ impl Topology {
         format!("pool-ack.{group}")
     }
 
-    /// The splitter agent's own queue of pool updates.
-    pub fn splitter_queue(&self, vm_id: &str) -> String {
-        format!("{}.splitter.{vm_id}", self.exchange)
+    /// The splitter agent's own queue of pool updates. `tag` is
+    /// [`crate::signing::VmKey::pool_queue_tag`] of the splitter's key: the agents share
+    /// one broker login that may read every pool queue, and only the splitter and the
+    /// conductors know its queue's name.
+    pub fn splitter_queue(&self, vm_id: &str, tag: &str) -> String {
+        format!("{}.splitter.{vm_id}.{tag}", self.exchange)
     }
 
     /// oslo.messaging's notification routing key: `<topic>.<priority in lowercase>`.

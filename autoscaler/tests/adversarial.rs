@@ -527,6 +527,33 @@ async fn issue_17_the_agents_login_can_do_nothing_but_an_agents_work() {
     let props = BasicProperties::default();
     let sent = publish_confirmed(&agent, &exchange, "status.shop", b"{}", props).await;
     assert_refused("publish on status.shop", sent, 403);
+    // The splitter's pool queue: the login may read pool queues, but their names carry a
+    // tag of the splitter's key. The names an attacker can form do not exist; a forged
+    // pool update cannot be published on the pool key, nor into the real queue.
+    let splitter = named(&fleet, "splitter");
+    let web_tag = fx
+        .message_secrets()
+        .vm_key(&named(&fleet, "web"))
+        .pool_queue_tag();
+    for tag in ["", web_tag.as_str()] {
+        let queue = format!("{exchange}.splitter.{splitter}.{tag}");
+        let queue = queue.trim_end_matches('.');
+        let channel = agent.create_channel().await.unwrap();
+        let options = BasicConsumeOptions::default();
+        let consumed = channel
+            .basic_consume(queue.into(), "x".into(), options, Default::default())
+            .await
+            .map(drop);
+        assert_refused(&format!("consume {queue}"), consumed, 404);
+    }
+    let real_tag = fx.message_secrets().vm_key(&splitter).pool_queue_tag();
+    let real_queue = format!("{exchange}.splitter.{splitter}.{real_tag}");
+    let props = BasicProperties::default();
+    let sent = publish_confirmed(&agent, &exchange, "pool.shop", b"{}", props).await;
+    assert_refused("a pool update on pool.shop", sent, 403);
+    let props = BasicProperties::default();
+    let sent = publish_confirmed(&agent, "", &real_queue, b"{}", props).await;
+    assert_refused("a pool update into the splitter's queue", sent, 403);
     // What an agent does is allowed: a heartbeat (dropped by admission, made-up VM).
     let hb = heartbeat("shop", "made-up-agent", Role::Web, true);
     let body = envelope::encode("x", Utc::now(), &hb);
@@ -584,9 +611,147 @@ async fn issue_17_the_agents_login_can_do_nothing_but_an_agents_work() {
         let log = fx.conductor_log();
         assert!(!log.contains("template destroyed"), "{log}");
         drop(other);
+        // The queue the attacker could not name is the one the conductor declared.
+        let vhost = fx.vhost.as_deref().unwrap_or("/");
+        let out = common::rabbitmqctl(&["list_queues", "-q", "-p", vhost, "name"]);
+        let queues = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            queues.lines().any(|l| l == real_queue),
+            "{real_queue} in\n{queues}"
+        );
     })
     .await
     .unwrap();
+}
+
+/// A process this test started, killed when the test ends, even by a failed assertion.
+struct KilledOnDrop(std::process::Child);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The id (the local cloud's directory) of the VM named `name` in the shop group.
+fn vm_id(fx: &Fixture, name: &str) -> String {
+    let shown = json(&fx.manage(&["--format", "json", "template", "show", "shop"]));
+    let vms = shown[0]["status"]["vms"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let vm = vms.iter().find(|v| v["name"] == name).expect("the VM");
+    vm["id"].as_str().unwrap_or_default().to_owned()
+}
+
+/// Issue 17, item 6: a valid heartbeat captured off the broker (as one sniffed on the
+/// wire) and played again, over and over, after its VM was killed: each copy is dropped
+/// (`replayed` while the VM is still listed, `not_listed` once it is deleted), so the
+/// dead VM is failed and replaced as if nobody had spoken for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_17_a_captured_heartbeat_replayed_after_its_vm_died_keeps_nothing_alive() {
+    use futures_lite::StreamExt as _;
+    use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+    let (fx, fleet) = tokio::task::spawn_blocking(shop_with_fleet).await.unwrap();
+    let web = named(&fleet, "web");
+    // The test image runs no agent: the web VM's agent is started here, with what its
+    // user data holds (the agents' login and the VM's own key).
+    let agent_path = std::path::Path::new(env!("CARGO_BIN_EXE_autoscaler-conductor"))
+        .with_file_name("autoscaler-agent");
+    let agent = std::process::Command::new(&agent_path)
+        .args(["--exchange", &fx.exchange, "--group", "shop"])
+        .args([
+            "--vm-id",
+            &web,
+            "--role",
+            "web",
+            "--heartbeat-interval",
+            "0.5",
+        ])
+        .env("AUTOSCALER_TRANSPORT_URL", &fx.agent_transport_url)
+        .env(
+            "AUTOSCALER_MESSAGE_KEY",
+            fx.message_secrets().vm_key(&web).to_base64(),
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut agent = KilledOnDrop(agent);
+    let connection = fx.connect().await;
+    let channel = connection.create_channel().await.unwrap();
+    let options = QueueDeclareOptions {
+        exclusive: true,
+        auto_delete: true,
+        ..Default::default()
+    };
+    let tap = channel
+        .queue_declare("".into(), options, Default::default())
+        .await
+        .unwrap();
+    let key = format!("heartbeat.shop.{web}");
+    let (queue, exchange) = (tap.name().as_str(), fx.exchange.as_str());
+    let options = QueueBindOptions::default();
+    let bound = channel.queue_bind(
+        queue.into(),
+        exchange.into(),
+        key.as_str().into(),
+        options,
+        Default::default(),
+    );
+    bound.await.unwrap();
+    let options = BasicConsumeOptions {
+        no_ack: true,
+        ..Default::default()
+    };
+    let mut consumer = channel
+        .basic_consume(queue.into(), "tap".into(), options, Default::default())
+        .await
+        .unwrap();
+    let captured = consumer.next().await.expect("a heartbeat").unwrap();
+    let headers = captured.properties.headers().clone().expect("signed");
+    let body = captured.data.clone();
+    drop(consumer);
+    // The VM dies: its agent and its processes.
+    agent.0.kill().unwrap();
+    agent.0.wait().unwrap();
+    let id = tokio::task::block_in_place(|| vm_id(&fx, &web));
+    common::signal_group(common::load::vm_pgid(&fx, &id), "KILL");
+    let killed = Instant::now();
+    // Played again every 100 ms until the VM is replaced.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut played = 0;
+    let replaced = loop {
+        publish_with(&channel, exchange, &key, &body, headers.clone()).await;
+        played += 1;
+        let vms = tokio::task::block_in_place(|| shown(&fx).0);
+        let web_now: Vec<_> = vms.iter().filter(|(_, r)| r == "web").collect();
+        if web_now.len() == 1 && web_now[0].0 != web {
+            break web_now[0].0.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never replaced: {vms:?}\n{}",
+            fx.conductor_log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let dropped = tokio::task::block_in_place(|| status(&fx))["dropped"].clone();
+    let count = |reason: &str| dropped[reason].as_u64().unwrap_or(0);
+    let (replayed, not_listed) = (count("replayed"), count("not_listed"));
+    let late = count("out_of_window");
+    println!(
+        "a heartbeat of {web} ({id}) played {played} times after its kill: replaced by \
+         {replaced} {:.1} s after the kill; dropped: replayed {replayed}, not_listed {not_listed}, out_of_window {late}",
+        killed.elapsed().as_secs_f64()
+    );
+    // Every copy but the last few (still on their way) counted.
+    assert!(replayed + not_listed + late + 3 >= played, "{dropped}");
+    assert!(replayed > 0, "{dropped}");
+    let log = fx.conductor_log();
+    assert!(!log.contains("panicked"), "{log}");
+    connection.close(200, "done".into()).await.unwrap();
 }
 
 /// Issue 17, item 1: the conductor refuses to hand its VMs its own login, naming the

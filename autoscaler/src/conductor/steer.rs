@@ -234,8 +234,14 @@ impl Steering {
     fn declare_splitter_queues(&self, group: &str, vms: &[Vm], link: &LinkHandle) {
         let splitters = vms.iter().filter(|vm| vm.role() == Some(Role::Splitter));
         for vm in splitters {
-            let queue = self.topology.splitter_queue(&vm.name);
-            self.pool_queues.ensure(link, &self.topology, group, queue);
+            // One queue per key the splitter may hold (two between rotations), all bound
+            // to the pool key: its agent reads the one its key names.
+            for key in self.secrets.vm_keys(&vm.name) {
+                let queue = self
+                    .topology
+                    .splitter_queue(&vm.name, &key.pool_queue_tag());
+                self.pool_queues.ensure(link, &self.topology, group, queue);
+            }
         }
     }
 
@@ -348,7 +354,7 @@ impl Steering {
         let key = Topology::pool_key(name);
         // Signed with the splitter's key, which its agent checks; before a splitter was
         // heard there is nobody to sign for (the pool is sent again once one is).
-        let headers = splitter.map(|s| self.secrets.vm_key(s).headers(s, &body));
+        let headers = splitter.map(|s| self.secrets.headers_for(s, &body));
         let message = Outgoing {
             exchange: &self.topology.exchange,
             routing_key: &key,
