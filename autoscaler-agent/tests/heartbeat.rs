@@ -123,6 +123,12 @@ async fn heartbeats_arrive_in_order_with_ttl_and_sigterm_stops_the_agent() {
         );
     }
 
+    // Issue 15, item 7: the agent asks for 16 KiB frames (lapin keeps 32 frames for each
+    // of its two buffers: 8 MiB at RabbitMQ's 128 KiB, half the agent's memory), and the
+    // broker agrees.
+    let frame_max = tokio::task::spawn_blocking(|| agent_frame_max("autoscaler-agent.vm-7"));
+    assert_eq!(frame_max.await.unwrap(), link::AGENT_FRAME_MAX);
+
     let status = Command::new("kill")
         .args(["-TERM", &agent.id().to_string()])
         .status()
@@ -358,6 +364,30 @@ async fn issue_16_a_page_slower_than_an_interval_is_serving_and_heartbeats_stay_
 }
 
 /// The conductor's message secret in these tests.
+/// The `frame_max` the broker agreed with the connection named `name`
+/// (`rabbitmqctl list_connections`).
+fn agent_frame_max(name: &str) -> u32 {
+    let out = Command::new("rabbitmqctl")
+        .args(["list_connections", "--formatter", "json"])
+        .args(["client_properties", "frame_max"])
+        .output()
+        .expect("rabbitmqctl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let connections: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let named = |c: &&serde_json::Value| c["client_properties"].to_string().contains(name);
+    let connection = connections.iter().find(named).unwrap_or_else(|| {
+        panic!(
+            "no connection {name}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    connection["frame_max"].as_u64().expect("frame_max") as u32
+}
+
 fn secrets() -> MessageSecrets {
     MessageSecrets::new(b"heartbeat-test-message-secret-0123456789", None)
 }
