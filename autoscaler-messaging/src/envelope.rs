@@ -126,6 +126,10 @@ pub enum DropReason {
     /// An agent message whose sequence number is not above the last one its VM sent.
     #[error("sequence number {seq} not above {last}: a replay")]
     Replayed { seq: u64, last: u64 },
+    /// A signed agent message without a sequence number: it could be played again at
+    /// will, so it counts as a replay.
+    #[error("no sequence number: it could be replayed")]
+    NoSequence,
 }
 
 impl Envelope {
@@ -271,7 +275,7 @@ impl DropCounts {
             DropReason::RpcStale { .. } => &self.rpc_stale,
             DropReason::Unsigned => &self.unsigned,
             DropReason::BadMac(_) => &self.bad_mac,
-            DropReason::Replayed { .. } => &self.replayed,
+            DropReason::Replayed { .. } | DropReason::NoSequence => &self.replayed,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }

@@ -50,7 +50,7 @@ impl Sequences {
         kind: &'static str,
         seq: Option<u64>,
     ) -> Result<(), DropReason> {
-        let seq = seq.ok_or(DropReason::Replayed { seq: 0, last: 0 })?;
+        let seq = seq.ok_or(DropReason::NoSequence)?;
         let key = (group.to_owned(), vm.to_owned(), kind);
         match self.last.get(&key) {
             Some(&last) if seq <= last => Err(DropReason::Replayed { seq, last }),
@@ -122,7 +122,10 @@ mod tests {
         // Another kind, another VM: their own runs.
         assert_eq!(seqs.take("g", "w", "metrics", Some(4)), Ok(()));
         assert_eq!(seqs.take("g", "v", "heartbeat", Some(1)), Ok(()));
-        assert!(seqs.take("g", "w", "heartbeat", None).is_err());
+        assert_eq!(
+            seqs.take("g", "w", "heartbeat", None),
+            Err(DropReason::NoSequence)
+        );
         assert_eq!(seqs.take("h", "x", "heartbeat", Some(1)), Ok(()));
         seqs.retain_listed("g", |vm| vm == "v");
         assert_eq!(seqs.len(), 2, "g's v, and h's x untouched");
