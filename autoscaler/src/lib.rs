@@ -12,6 +12,7 @@ pub mod conf;
 pub mod driver;
 pub mod logging;
 pub mod manage;
+pub mod private_file;
 pub mod sim;
 pub mod store;
 

@@ -170,23 +170,7 @@ pub const MESSAGE_KEY_FILE: &str = "message.key";
 
 /// Writes `secret` as a new key file at `path`, mode 0600, unless one exists.
 pub fn create_key_file(path: &std::path::Path, secret: &str) -> std::io::Result<()> {
-    use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let created = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path);
-    match created {
-        Ok(mut file) => {
-            writeln!(file, "{secret}")?;
-            file.sync_all()
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(e),
-    }
+    crate::private_file::create_new(path, format!("{secret}\n").as_bytes()).map(drop)
 }
 
 /// The agents' broker URL, and whether it is the service's login (allowed, unsafely).

@@ -3,7 +3,7 @@
 //! first and keeps the current one second, so VMs booted before it still verify; the
 //! key before that is dropped (doc/security.md, "Rotating the message key").
 
-use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _, path::Path};
+use std::path::Path;
 
 use anyhow::{bail, Context as _, Result};
 
@@ -30,14 +30,11 @@ pub fn create(path: &Path, rotate: bool) -> Result<String> {
     };
     let staged = path.with_extension("new");
     let _ = std::fs::remove_file(&staged);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&staged)
+    let made = crate::private_file::create_new(&staged, text.as_bytes())
         .with_context(|| format!("creating {}", staged.display()))?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()?;
+    if !made {
+        bail!("{}: in the way (could not be removed)", staged.display());
+    }
     std::fs::rename(&staged, path).with_context(|| format!("replacing {shown}"))?;
     Ok(match rotate {
         true => format!("{shown}: a new current key; the one before is kept as the previous"),

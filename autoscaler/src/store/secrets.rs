@@ -6,7 +6,7 @@
 //! conductor that lost its database and adopts the group from the cloud's metadata
 //! makes the same secret again, so the VMs it boots still match the splitter.
 
-use std::{io::Write as _, path::Path};
+use std::path::Path;
 
 use hkdf::Hkdf;
 use rand_core::{OsRng, RngCore};
@@ -83,23 +83,8 @@ pub fn conductor_key(state_path: &Path) -> std::io::Result<Vec<u8>> {
     let path = state_path.join(CONDUCTOR_KEY_FILE);
     let mut bytes = [0u8; AJP_SECRET_BYTES];
     OsRng.fill_bytes(&mut bytes);
-    std::fs::create_dir_all(state_path)?;
-    let created = {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-    };
-    match created {
-        Ok(mut file) => {
-            file.write_all(AjpSecret::from_bytes(&bytes).expose().as_bytes())?;
-            file.sync_all()?;
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(e),
-    }
+    let made = AjpSecret::from_bytes(&bytes);
+    crate::private_file::create_new(&path, made.expose().as_bytes())?;
     let text = std::fs::read_to_string(&path)?;
     let key = text.trim();
     if key.len() < 32 {
