@@ -15,6 +15,7 @@ use autoscaler::messaging::{
 };
 use chrono::Utc;
 use common::{stderr, stdout, Fixture};
+use lapin::types::FieldTable;
 
 fn metrics(requests: u64) -> Metrics {
     Metrics {
@@ -34,16 +35,17 @@ fn metrics(requests: u64) -> Metrics {
     }
 }
 
-async fn publish(link: &LinkHandle, exchange: &str, key: &str, body: &[u8]) {
+async fn publish(link: &LinkHandle, exchange: &str, key: &str, sealed: (Vec<u8>, FieldTable)) {
+    let (body, headers) = sealed;
     link.publish(
         Outgoing {
             exchange,
             routing_key: key,
-            body,
+            body: &body,
             confirm: false,
             ttl: Some(Duration::from_secs(10)),
             correlation_id: None,
-            headers: None,
+            headers: Some(&headers),
         },
         Duration::from_secs(5),
     )
@@ -80,7 +82,8 @@ async fn the_monitor_shows_the_site_from_the_broker_alone() {
     .await
     .unwrap();
 
-    // An agent's share, published as the agents do (another template's too, and junk).
+    // An agent's share, published as the agents do, signed (another template's too, and
+    // junk); metrics in the splitter's name without its MAC are not shown (issue 17).
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let (link, task) = autoscaler::messaging::Link::new(
         fx.link_config(),
@@ -90,13 +93,14 @@ async fn the_monitor_shows_the_site_from_the_broker_alone() {
     .spawn(stopped);
     for _ in 0..3 {
         let now = Utc::now();
-        publish(
-            &link,
-            &fx.exchange,
-            "metrics.shop",
-            &envelope::encode("agent.s", now, &metrics(42)),
-        )
-        .await;
+        let splitter = "shop-splitter-test";
+        let sealed = fx.seal(splitter, "agent.s", now, &metrics(42));
+        publish(&link, &fx.exchange, "metrics.shop", sealed).await;
+        let forged = (
+            envelope::encode("agent.s", now, &metrics(99)),
+            FieldTable::default(),
+        );
+        publish(&link, &fx.exchange, "metrics.shop", forged).await;
         let heartbeat = Heartbeat {
             group: "shop".into(),
             vm_id: "shop-web-test".into(),
@@ -106,23 +110,14 @@ async fn the_monitor_shows_the_site_from_the_broker_alone() {
             url: None,
             address: None,
         };
-        publish(
-            &link,
-            &fx.exchange,
-            "heartbeat.shop.shop-web-test",
-            &envelope::encode("agent.w", now, &heartbeat),
-        )
-        .await;
+        let sealed = fx.seal("shop-web-test", "agent.w", now, &heartbeat);
+        publish(&link, &fx.exchange, "heartbeat.shop.shop-web-test", sealed).await;
         let mut other = metrics(7);
         other.group = "blog".into();
-        publish(
-            &link,
-            &fx.exchange,
-            "metrics.blog",
-            &envelope::encode("agent.b", now, &other),
-        )
-        .await;
-        publish(&link, &fx.exchange, "metrics.shop", b"{not json").await;
+        let sealed = fx.seal(splitter, "agent.b", now, &other);
+        publish(&link, &fx.exchange, "metrics.blog", sealed).await;
+        let junk = (b"{not json".to_vec(), FieldTable::default());
+        publish(&link, &fx.exchange, "metrics.shop", junk).await;
         tokio::time::sleep(Duration::from_millis(700)).await;
     }
     let _ = stop.send(true);
@@ -166,6 +161,15 @@ async fn the_monitor_shows_the_site_from_the_broker_alone() {
     assert!(
         stderr(&out).contains("WARNING: 3 unreadable messages dropped"),
         "junk is counted: {}",
+        stderr(&out)
+    );
+    assert!(
+        seconds.iter().all(|s| s["rate"] != 99.0),
+        "unsigned metrics shown: {seconds:#?}"
+    );
+    assert!(
+        stderr(&out).contains("WARNING: 3 agent messages without their VM's MAC not shown"),
+        "forged metrics are counted: {}",
         stderr(&out)
     );
 }

@@ -9,6 +9,11 @@
 //! keys; a topic exchange copies each message to every bound queue, so the monitor takes
 //! nothing away from the conductor or from other notification consumers. What it shows is
 //! decided in [`view`].
+//!
+//! Agents' metrics and heartbeats are shown only when they carry their VM's MAC (issue
+//! 17), checked with the message key file (`[agent] message_key_file`) when this user can
+//! read it; otherwise they are shown unverified, and the monitor says so. The conductor's
+//! rows and the notifications come on routing keys the agents' login may not publish on.
 
 pub mod view;
 
@@ -25,7 +30,9 @@ use crate::{
     conductor::timeseries::Row,
     conf::Config,
     messaging::{
-        link, Envelope, Heartbeat, Link, LinkState, Metrics, NotificationMessage, QueueSpec,
+        link,
+        signing::{MessageSecrets, Signature},
+        Envelope, Heartbeat, Link, LinkState, Metrics, NotificationMessage, QueueSpec,
         Subscription, Topology,
     },
 };
@@ -60,28 +67,72 @@ pub fn bindings(template: Option<&str>, notification_topics: &[String]) -> Vec<S
     keys
 }
 
-/// Decodes one delivery by its routing key; `None` for what cannot be read (counted).
-fn decode(delivery: &Delivery, max_size: usize) -> Option<Heard> {
+/// Why a delivery is not shown (each counted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unshown {
+    Unreadable,
+    /// An agent's message without its VM's MAC.
+    Unverified,
+}
+
+/// Decodes one delivery by its routing key; agents' messages are checked against
+/// `secrets` when the monitor has them.
+fn decode(
+    delivery: &Delivery,
+    max_size: usize,
+    secrets: Option<&MessageSecrets>,
+) -> Result<Heard, Unshown> {
     let key = delivery.routing_key.as_str();
     let ours = ["status.", "metrics.", "heartbeat."]
         .iter()
         .any(|prefix| key.starts_with(prefix));
     if !ours {
         return NotificationMessage::from_bytes(&delivery.data)
-            .ok()
-            .map(Heard::Notification);
+            .map(Heard::Notification)
+            .map_err(|_| Unshown::Unreadable);
     }
-    let envelope = Envelope::decode(&delivery.data, max_size).ok()?;
+    let envelope = Envelope::decode(&delivery.data, max_size).map_err(|_| Unshown::Unreadable)?;
     if let Some(status) = envelope.payload_as::<Row>() {
-        return status.ok().map(|e| Heard::Status(e.payload));
+        return status
+            .map(|e| Heard::Status(e.payload))
+            .map_err(|_| Unshown::Unreadable);
     }
-    if let Some(metrics) = envelope.payload_as::<Metrics>() {
-        return metrics.ok().map(|e| Heard::Metrics(e.payload));
+    let heard = match envelope.payload_as::<Metrics>() {
+        Some(metrics) => metrics.map(|e| Heard::Metrics(e.payload)),
+        None => match envelope.payload_as::<Heartbeat>() {
+            Some(heartbeat) => heartbeat.map(|e| Heard::Heartbeat(e.payload)),
+            None => return Err(Unshown::Unreadable),
+        },
+    };
+    let heard = heard.map_err(|_| Unshown::Unreadable)?;
+    match secrets {
+        Some(secrets) if !signed_by_its_vm(secrets, delivery, &heard) => Err(Unshown::Unverified),
+        _ => Ok(heard),
     }
-    envelope
-        .payload_as::<Heartbeat>()?
-        .ok()
-        .map(|e| Heard::Heartbeat(e.payload))
+}
+
+/// Whether an agent's message carries the MAC of the VM it speaks for.
+fn signed_by_its_vm(secrets: &MessageSecrets, delivery: &Delivery, heard: &Heard) -> bool {
+    let vm = match heard {
+        Heard::Metrics(m) => &m.vm_id,
+        Heard::Heartbeat(h) => &h.vm_id,
+        _ => return true,
+    };
+    let signature = Signature::of(delivery.properties.headers().as_ref());
+    signature.is_some_and(|s| &s.signer == vm && secrets.verify(vm, &delivery.data, &s.mac))
+}
+
+/// The message secrets, when this user can read the key file; otherwise the monitor
+/// says it shows agents' messages unverified.
+fn read_secrets(config: &Config) -> Option<MessageSecrets> {
+    let path = config.agent.message_key_path(&config.default.state_path);
+    match MessageSecrets::read(&path) {
+        Ok(secrets) => Some(secrets),
+        Err(error) => {
+            eprintln!("NOTE: {error}: agents' metrics and heartbeats are shown unverified");
+            None
+        }
+    }
 }
 
 fn emit(line: &Line, format: Format) {
@@ -182,8 +233,9 @@ async fn watch_broker(config: &Config, options: Options) -> anyhow::Result<()> {
         println!("{}", header());
     }
     let max_size = config.default.max_message_size;
+    let secrets = read_secrets(config);
     let mut view = LiveView::new(options.template.clone());
-    let mut dropped = 0u64;
+    let (mut dropped, mut unverified) = (0u64, 0u64);
     let mut seconds = tokio::time::interval(Duration::from_secs(1));
     seconds.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let until = options.duration.map(|d| tokio::time::Instant::now() + d);
@@ -198,13 +250,14 @@ async fn watch_broker(config: &Config, options: Options) -> anyhow::Result<()> {
         tokio::select! {
             _ = &mut end => break,
             _ = tokio::signal::ctrl_c() => break,
-            Some(delivery) = deliveries.recv() => match decode(&delivery, max_size) {
-                Some(heard) => {
+            Some(delivery) = deliveries.recv() => match decode(&delivery, max_size, secrets.as_ref()) {
+                Ok(heard) => {
                     if let Some(line) = view.take(Utc::now(), heard) {
                         emit(&line, options.format);
                     }
                 }
-                None => dropped += 1,
+                Err(Unshown::Unreadable) => dropped += 1,
+                Err(Unshown::Unverified) => unverified += 1,
             },
             _ = seconds.tick() => {
                 for line in view.second(Utc::now()) {
@@ -215,10 +268,17 @@ async fn watch_broker(config: &Config, options: Options) -> anyhow::Result<()> {
     }
     let _ = stop.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
-    if dropped > 0 {
-        eprintln!("WARNING: {dropped} unreadable messages dropped");
-    }
+    report_unshown(dropped, unverified);
     Ok(())
+}
+
+fn report_unshown(unreadable: u64, unverified: u64) {
+    if unreadable > 0 {
+        eprintln!("WARNING: {unreadable} unreadable messages dropped");
+    }
+    if unverified > 0 {
+        eprintln!("WARNING: {unverified} agent messages without their VM's MAC not shown");
+    }
 }
 
 #[cfg(test)]
