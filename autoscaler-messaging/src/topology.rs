@@ -150,15 +150,25 @@ impl Topology {
     }
 
     /// The routing keys a conductor's telemetry queue is bound with for one group it
-    /// steers: its heartbeats (`#`: a VM's name may hold dots, as a group's may; a group
-    /// named like another's dotted prefix then hears that one's heartbeats too, which
-    /// its intake drops as of another group), its splitter's metrics and pool acks.
+    /// steers: its heartbeats ([`Topology::group_heartbeats`]), its splitter's metrics
+    /// and pool acks.
     pub fn telemetry_bindings(group: &str) -> [String; 3] {
         [
-            format!("heartbeat.{group}.#"),
+            Topology::group_heartbeats(group),
             Topology::metrics_key(group),
             Topology::pool_ack_key(group),
         ]
+    }
+
+    /// The binding that matches the heartbeats of `group`'s VMs and no other group's. A
+    /// VM's name is `<group>-<role>-<hex>`: it holds as many dots as its group's name,
+    /// and a topic `*` matches one dot-separated word. `heartbeat.<group>.#` would also
+    /// match the heartbeats of a group named `<group>.<more>` (`shop` and `shop.eu`).
+    pub fn group_heartbeats(group: &str) -> String {
+        let words = group.split('.').count();
+        let mut key = format!("heartbeat.{group}");
+        key.push_str(&".*".repeat(words));
+        key
     }
 
     /// Declares the exchange: a topic exchange, durable as [`Topology::durability`] says,
@@ -420,6 +430,11 @@ mod tests {
             "heartbeat.shop.vm-3"
         );
         assert_eq!(Topology::metrics_key("shop"), "metrics.shop");
+        assert_eq!(Topology::group_heartbeats("shop"), "heartbeat.shop.*");
+        assert_eq!(
+            Topology::group_heartbeats("shop.eu"),
+            "heartbeat.shop.eu.*.*"
+        );
         assert_eq!(Topology::pool_key("shop"), "pool.shop");
         assert_eq!(Topology::status_key("shop"), "status.shop");
         assert_eq!(

@@ -206,21 +206,22 @@ async fn issue_17_hostile_telemetry_is_dropped_counted_and_changes_nothing() {
     send("pool-ack.shop", sealed).await;
     send("pool-ack.shop", fx.seal(&web, &web, now, &ack(&web, 1))).await;
     // A heartbeat naming the web VM in another group (on the steered group's key: on
-    // its own it reaches no conductor), and as the splitter.
+    // its own it reaches no conductor), and as the splitter. (The routing keys' last word
+    // is the attacker's choice: the conductor reads the VM from the signed payload.)
     let hb = heartbeat("other", &web, Role::Web, false);
-    send("heartbeat.other", fx.seal(&web, &web, now, &hb)).await;
-    send("heartbeat.shop", fx.seal(&web, &web, now, &hb)).await;
+    send("heartbeat.other.x", fx.seal(&web, &web, now, &hb)).await;
+    send("heartbeat.shop.x", fx.seal(&web, &web, now, &hb)).await;
     let hb = heartbeat("shop", &web, Role::Splitter, false);
-    send("heartbeat.shop", fx.seal(&web, &web, now, &hb)).await;
+    send("heartbeat.shop.x", fx.seal(&web, &web, now, &hb)).await;
     // Issue 17, item 2: the web VM's heartbeat saying its server is down (which would take
     // it out of the pool and fail it), sent unsigned, signed with a key of another
     // secret, and signed by the splitter (a VM's key signs for that VM only).
     let down = heartbeat("shop", &web, Role::Web, false);
     let (body, _) = fx.seal(&web, &web, now, &down);
-    send("heartbeat.shop", (body.clone(), FieldTable::default())).await;
+    send("heartbeat.shop.x", (body.clone(), FieldTable::default())).await;
     let other = autoscaler::messaging::signing::MessageSecrets::new(&[3; 40], None);
     send(
-        "heartbeat.shop",
+        "heartbeat.shop.x",
         (body.clone(), other.vm_key(&web).headers(&web, &body)),
     )
     .await;
@@ -228,7 +229,7 @@ async fn issue_17_hostile_telemetry_is_dropped_counted_and_changes_nothing() {
         .message_secrets()
         .vm_key(&splitter)
         .headers(&splitter, &body);
-    send("heartbeat.shop", (body, forged)).await;
+    send("heartbeat.shop.x", (body, forged)).await;
     // Ten high-load metrics in the splitter's name, signed by the web VM (its own key:
     // all a VM holds): they would move the policy.
     let web_key = fx.message_secrets().vm_key(&web);
@@ -240,8 +241,18 @@ async fn issue_17_hostile_telemetry_is_dropped_counted_and_changes_nothing() {
     // A replay: the splitter's heartbeat taken, then the very same bytes again.
     let fine = heartbeat("shop", &splitter, Role::Splitter, true);
     let sealed = fx.seal(&splitter, &splitter, now, &fine);
-    send("heartbeat.shop", sealed.clone()).await;
-    send("heartbeat.shop", sealed).await;
+    send("heartbeat.shop.x", sealed.clone()).await;
+    send("heartbeat.shop.x", sealed).await;
+    // A heartbeat of a group named like the steered one's dotted extension, on its own
+    // key: the conductor's queue is bound to `shop`'s VMs' heartbeats only (with
+    // `heartbeat.shop.#` it reached the conductor, dropped as `unknown_group`). The
+    // made-up heartbeats below come after it on the queue: once they are counted, it
+    // would have been.
+    let vm = "shop.eu-web-1";
+    let hb = heartbeat("shop.eu", vm, Role::Web, true);
+    let (body, headers) = fx.seal(vm, vm, now, &hb);
+    let key = autoscaler::messaging::Topology::heartbeat_key("shop.eu", vm);
+    publish_with(&channel, &exchange, &key, &body, headers).await;
     // 10,000 heartbeats with made-up ids.
     for i in 0..10_000 {
         let vm = format!("made-up-{i}");
@@ -250,7 +261,7 @@ async fn issue_17_hostile_telemetry_is_dropped_counted_and_changes_nothing() {
         channel
             .basic_publish(
                 exchange.as_str().into(),
-                "heartbeat.shop".into(),
+                "heartbeat.shop.x".into(),
                 BasicPublishOptions::default(),
                 &body,
                 BasicProperties::default().with_headers(headers),
@@ -289,13 +300,13 @@ async fn issue_17_hostile_telemetry_is_dropped_counted_and_changes_nothing() {
     // decoding (when it has to wait in the queue, the queue's x-max-length-bytes drops
     // it at the broker instead).
     send(
-        "heartbeat.shop",
+        "heartbeat.shop.x",
         (vec![b' '; 100 << 20], FieldTable::default()),
     )
     .await;
     let hb = heartbeat("shop", "made-up-last", Role::Web, true);
     send(
-        "heartbeat.shop",
+        "heartbeat.shop.x",
         fx.seal("made-up-last", "x", Utc::now(), &hb),
     )
     .await;
@@ -343,7 +354,7 @@ async fn issue_17_a_hundred_thousand_heartbeats_with_made_up_ids_are_dropped_on_
             channel
                 .basic_publish(
                     fx.exchange.as_str().into(),
-                    "heartbeat.shop".into(),
+                    "heartbeat.shop.x".into(),
                     BasicPublishOptions::default(),
                     &body,
                     BasicProperties::default().with_headers(headers),

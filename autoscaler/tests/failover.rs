@@ -121,7 +121,7 @@ fn kill_9_of_the_owner_under_load_another_conductor_takes_over_without_a_failed_
     } else {
         fx.host.clone()
     };
-    let keys = ["heartbeat.site.#", "metrics.site", "pool-ack.site"].map(String::from);
+    let keys = ["heartbeat.site.*", "metrics.site", "pool-ack.site"].map(String::from);
     wait_for("only the owner bound", Duration::from_secs(10), &fx, || {
         let (owner_keys, other_keys) = (
             fx.telemetry_bindings(&owner_before),

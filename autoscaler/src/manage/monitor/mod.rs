@@ -55,14 +55,19 @@ pub struct Options {
     pub connect_timeout: Duration,
 }
 
-/// The routing keys the monitor's queue is bound to.
+/// The routing keys the monitor's queue is bound to: one template's exactly, or every
+/// template's (`#`: a template's name may hold dots).
 pub fn bindings(template: Option<&str>, notification_topics: &[String]) -> Vec<String> {
-    let group = template.unwrap_or("*");
-    let mut keys = vec![
-        Topology::status_key(group),
-        Topology::metrics_key(group),
-        Topology::heartbeat_key(group, "*"),
-    ];
+    let mut keys = match template {
+        Some(group) => vec![
+            Topology::status_key(group),
+            Topology::metrics_key(group),
+            Topology::group_heartbeats(group),
+        ],
+        None => ["status.#", "metrics.#", "heartbeat.#"]
+            .map(String::from)
+            .to_vec(),
+    };
     keys.extend(notification_topics.iter().map(|topic| format!("{topic}.*")));
     keys
 }
@@ -309,7 +314,7 @@ mod tests {
         );
         assert_eq!(
             bindings(None, &[]),
-            ["status.*", "metrics.*", "heartbeat.*.*"]
+            ["status.#", "metrics.#", "heartbeat.#"]
         );
     }
 }
